@@ -92,11 +92,18 @@ class EditPlan:
         self.notes: dict[str, object] = {}  # shared state between helpers of one build
 
     # -- statements -------------------------------------------------------------------------
-    def insert_before(self, statement: ast.stmt, code: str) -> None:
-        """`code` on new lines just above `statement`, at its indentation."""
+    def insert_before(self, statement: ast.stmt, code: str, *, above_comments: bool = False) -> None:
+        """`code` on new lines just above `statement`, at its indentation.
+
+        With `above_comments`, above the comment lines that introduce the statement too (a new
+        function goes before `# train the model`, not between it and the loop).
+        """
         first = _first_line(statement)
         self._require_own_lines(statement)
-        self._insert(Position(first - 1, 0), reindent(code, self.parsed.indent_of(statement), self.unit))
+        indent = self.parsed.indent_of(statement)
+        while above_comments and first > 1 and self.parsed.line_text(first - 2).startswith(indent + "#"):
+            first -= 1
+        self._insert(Position(first - 1, 0), reindent(code, indent, self.unit))
 
     def insert_after(self, statement: ast.stmt, code: str) -> None:
         """`code` on new lines just below `statement` (after its last line), same indentation."""
