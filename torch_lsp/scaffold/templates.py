@@ -1,0 +1,153 @@
+"""Pieces of training code that several actions write, fitted to the file and planned once.
+
+An action that needs a validation loss (ReduceLROnPlateau, early stopping) calls
+`ensure_validation`, which returns the existing one or plans the `evaluate` function and its
+call; an action that needs the number of epochs calls `epochs_text`. Each piece is planned at
+most once per build (`plan.notes`), so actions compose without duplicating code.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from torch_lsp.scaffold.codemod import CannotEdit, EditPlan, render
+from torch_lsp.scaffold.context import ScaffoldContext
+
+EVALUATE_FUNCTION = '''
+def evaluate(model, loader, criterion$device_param):
+    """Average loss and accuracy of `model` over `loader`, without building autograd graphs."""
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    with $no_grad():
+        for inputs, labels in loader:
+$to_device            outputs = model(inputs)
+            total_loss += criterion(outputs, labels).item() * labels.size(0)
+            correct += (outputs.argmax(dim=1) == labels).sum().item()
+            seen += labels.size(0)
+    model.train()
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+'''
+
+TO_DEVICE = "            inputs, labels = inputs.to(device), labels.to(device)\n"
+
+
+def fresh_name(ctx: ScaffoldContext, base: str) -> str:
+    """`base`, or `base_2`, ... when the file already binds that name."""
+    name, counter = base, 1
+    while ctx.defines(name):
+        counter += 1
+        name = f"{base}_{counter}"
+    return name
+
+
+def top_level_statement(ctx: ScaffoldContext, node: ast.AST) -> ast.stmt:
+    """The module-level statement that contains `node`."""
+    current = node
+    while ctx.parsed.parent(current) is not ctx.parsed.tree:
+        current = ctx.parsed.parent(current)
+        if current is None:
+            raise CannotEdit("node outside the module")
+    return current
+
+
+def defined_at_module_level(ctx: ScaffoldContext, statement: ast.stmt | None) -> bool:
+    return statement is not None and ctx.parsed.parent(statement) is ctx.parsed.tree
+
+
+def evaluate_function(ctx: ScaffoldContext, plan: EditPlan, device: str | None) -> str:
+    """The text of a module-level `evaluate(model, loader, criterion[, device])` function."""
+    return render(EVALUATE_FUNCTION, device_param=f", {device}" if device else "",
+                  no_grad=plan.reference("torch.no_grad"), to_device=TO_DEVICE.replace("device", device) if device else "")
+
+
+def evaluate_call(ctx: ScaffoldContext, model: str, loader: str | None, device: str | None) -> str:
+    """`val_loss, val_accuracy = evaluate(...)` and a report line, for the end of an epoch."""
+    comment = ""
+    if loader is None:
+        loader = ctx.train_loader.key
+        comment = "# No validation loader in this file yet: this measures the training data.\n"
+    loss = ctx.loss.key if ctx.loss else "criterion"
+    epoch = ctx.epoch_variable
+    prefix = f"epoch {{{epoch} + 1}}: " if epoch else ""
+    args = ", ".join([model, loader, loss, *([device] if device else [])])
+    return (f"{comment}val_loss, val_accuracy = evaluate({args})\n"
+            f'print(f"{prefix}val loss {{val_loss:.4f}}, val accuracy {{val_accuracy:.2%}}")\n')
+
+
+def ensure_validation(ctx: ScaffoldContext, plan: EditPlan) -> str:
+    """The name of the epoch's validation loss; plans `evaluate` and its call when absent.
+
+    Code that uses the value must be inserted at the end of the epoch loop *after* this call
+    (insertions at one place keep the order in which they were planned).
+    """
+    if "validation" in plan.notes:
+        return plan.notes["validation"]
+    if ctx.validation_loss is not None:
+        name, _ = ctx.validation_loss
+    else:
+        loop = ctx.training_loop
+        if loop is None or loop.epoch is None or ctx.model is None:
+            raise CannotEdit("no epoch loop to validate in")
+        if ctx.defines("evaluate"):
+            raise CannotEdit("the file has its own `evaluate`")
+        plan.insert_before(top_level_statement(ctx, loop.epoch),
+                           evaluate_function(ctx, plan, ctx.device) + "\n\n", above_comments=True)
+        plan.insert_at_body_end(loop.epoch, evaluate_call(ctx, ctx.model.key, _key(ctx.val_loader), ctx.device))
+        name = "val_loss"
+    plan.notes["validation"] = name
+    return name
+
+
+def validation_point(ctx: ScaffoldContext, plan: EditPlan) -> tuple[str, ast.stmt, bool]:
+    """(validation loss name, statement, insert-after-it?) where code that uses it goes."""
+    name = ensure_validation(ctx, plan)
+    if ctx.validation_loss is not None:
+        return name, ctx.validation_loss[1], True
+    return name, ctx.training_loop.epoch, False
+
+
+def insert_after_validation(ctx: ScaffoldContext, plan: EditPlan, code: str) -> None:
+    _, statement, after = validation_point(ctx, plan)
+    if after:
+        plan.insert_after(statement, code)
+    else:
+        plan.insert_at_body_end(statement, code)
+
+
+def epochs_text(ctx: ScaffoldContext, plan: EditPlan, before: ast.stmt) -> str:
+    """Code for the number of epochs that is valid just after `before`.
+
+    A literal or a variable bound earlier is used as is; any other expression in the epoch
+    loop's `range(...)` is hoisted into `num_epochs = ...` (planned after `before`) and the loop
+    header is changed to use it, so the schedule and the loop cannot disagree.
+    """
+    if "epochs" in plan.notes:
+        return plan.notes["epochs"]
+    epochs = ctx.epochs
+    if epochs is None:
+        raise CannotEdit("unknown number of epochs")
+    if isinstance(epochs, ast.Constant) and isinstance(epochs.value, int):
+        text = str(epochs.value)
+    elif isinstance(epochs, ast.Name) and _bound_before(ctx, epochs.id, before):
+        text = epochs.id
+    elif ctx.training_loop.epoch is not None and ctx.parsed.parent(epochs) is getattr(ctx.training_loop.epoch, "iter", None):
+        text = fresh_name(ctx, "num_epochs")
+        plan.insert_after(before, f"{text} = {ctx.parsed.code(epochs)}\n")
+        plan.replace_node(epochs, text)
+    else:
+        raise CannotEdit("the number of epochs is bound after the optimizer")
+    plan.notes["epochs"] = text
+    return text
+
+
+def literal_int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+def _bound_before(ctx: ScaffoldContext, name: str, statement: ast.stmt) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) and n.lineno <= statement.lineno
+               for n in ctx.parsed.walk(kind=ast.Name))
+
+
+def _key(binding) -> str | None:
+    return binding.key if binding is not None else None
