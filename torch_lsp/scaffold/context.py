@@ -246,6 +246,11 @@ class ScaffoldContext:
         return name in self.facts.functions or any(
             isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id == name for n in self.parsed.walk(kind=ast.Name))
 
+    def constructor_call(self, binding: Binding | None) -> ast.Call | None:
+        """The call that built `binding` (`optim.SGD(...)`), even through `.to(...)` or a helper."""
+        found = self.facts.classify(binding.value) if binding is not None else None
+        return found[2] if found else None
+
     # -- statements ---------------------------------------------------------------------------
     def binding_statement(self, binding: Binding | None) -> ast.stmt | None:
         if binding is None or not isinstance(binding.value, ast.expr):

@@ -90,13 +90,8 @@ SCHEDULES = [
 ]
 
 
-def _optimizer_call(ctx: ScaffoldContext) -> ast.Call | None:
-    found = ctx.facts.classify(ctx.optimizer.value) if ctx.optimizer else None
-    return found[2] if found else None
-
-
 def _optimizer_lr(ctx: ScaffoldContext) -> float | None:
-    call = _optimizer_call(ctx)
+    call = ctx.constructor_call(ctx.optimizer)
     for keyword in call.keywords if call else ():
         if keyword.arg == "lr" and isinstance(keyword.value, ast.Constant) and isinstance(keyword.value.value, (int, float)):
             return float(keyword.value.value)
