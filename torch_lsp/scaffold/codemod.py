@@ -331,8 +331,10 @@ def _with_keyword(call: cst.Call, name: str, value: cst.BaseExpression) -> cst.C
         # argument gets the separator its neighbours use.
         if len(args) > 1 and isinstance(args[-2].comma, cst.Comma):
             separator = args[-2].comma
-        else:
+        elif isinstance(call.whitespace_before_args, cst.ParenthesizedWhitespace):  # `f(\n    a,\n)`
             separator = cst.Comma(whitespace_after=call.whitespace_before_args)
+        else:
+            separator = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
         args[-1] = last.with_changes(comma=separator)
         new = new.with_changes(comma=last.comma)
     else:

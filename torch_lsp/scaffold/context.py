@@ -38,6 +38,47 @@ class TrainingLoop:
     loss_statement: ast.stmt | None  # the last `loss = ...` before backward
 
 
+class FileIndex:
+    """Whole-file lookups built in one pass and cached per parse: `offers` runs on every cursor
+    move, so no action may walk the tree to answer "is the cursor on `net`?"."""
+
+    def __init__(self, parsed: ParsedModule):
+        self.keys_by_line: dict[int, list[tuple[str, ast.AST]]] = {}  # 0-based line -> (key, node)
+        self.stored: dict[str, int] = {}  # name -> first 1-based line that binds it
+        self.called: set[str] = set()  # qualified callee names, and ".method" for method calls
+        self.assigns: list[ast.Assign] = []
+        self.calls: list[ast.Call] = []
+        for node in ast.walk(parsed.tree):
+            if isinstance(node, (ast.Name, ast.Attribute)):
+                key = target_key(node)
+                if key is not None:
+                    for line in range(node.lineno - 1, (node.end_lineno or node.lineno)):
+                        self.keys_by_line.setdefault(line, []).append((key, node))
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    self._store(node.id, node.lineno)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                self._store(node.name, node.lineno)
+            elif isinstance(node, ast.Assign):
+                self.assigns.append(node)
+            elif isinstance(node, ast.Call):
+                self.calls.append(node)
+                qualified = parsed.qualified_name(node.func)
+                if qualified:
+                    self.called.add(qualified)
+                if isinstance(node.func, ast.Attribute):
+                    self.called.add("." + node.func.attr)
+        self.assigns.sort(key=lambda n: (n.lineno, n.col_offset))
+        self.calls.sort(key=lambda n: (n.lineno, n.col_offset))
+
+    def _store(self, name: str, line: int) -> None:
+        self.stored[name] = min(line, self.stored.get(name, line))
+
+
+@functools.lru_cache(maxsize=16)
+def file_index(parsed: ParsedModule) -> FileIndex:
+    return FileIndex(parsed)
+
+
 class ScaffoldContext:
     def __init__(self, parsed: ParsedModule, span: Span, path: str = "<buffer>"):
         self.parsed = parsed
@@ -62,15 +103,18 @@ class ScaffoldContext:
                 return node
         return None
 
+    @functools.cached_property
+    def index(self) -> FileIndex:
+        return file_index(self.parsed)
+
     def cursor_on_key(self, key: str | None) -> bool:
         """The cursor is on a use or an assignment of variable `key` (e.g. `net`, `optimizer`)."""
         if key is None:
             return False
-        line = self.span.start.line
-        for node in self.parsed.walk(kind=(ast.Name, ast.Attribute)):
-            if node.lineno - 1 <= line <= (node.end_lineno or node.lineno) - 1 and target_key(node) == key \
-                    and self.cursor_in(node):
-                return True
+        for line in range(self.span.start.line, self.span.end.line + 1):
+            for found, node in self.index.keys_by_line.get(line, ()):
+                if found == key and self.cursor_in(node):
+                    return True
         statement = self.binding_statement(self.facts.bindings.get(key))
         return statement is not None and self.cursor_in(statement)
 
@@ -137,7 +181,7 @@ class ScaffoldContext:
     @functools.cached_property
     def device(self) -> str | None:
         """A variable holding a torch.device (or named `device`), bound at module level."""
-        for node in self.parsed.walk(kind=ast.Assign):
+        for node in self.index.assigns:
             if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name):
                 continue
             name = node.targets[0].id
@@ -151,10 +195,10 @@ class ScaffoldContext:
     def num_classes(self) -> str | None:
         """Source text for the number of classes: a variable, a dataset's num_classes=, or the
         out_features of the model's last Linear layer."""
-        for node in self.parsed.walk(kind=ast.Assign):
+        for node in self.index.assigns:
             if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) and _CLASSES_NAME.match(node.targets[0].id):
                 return node.targets[0].id
-        for call in self.parsed.walk(kind=ast.Call):
+        for call in self.index.calls:
             for keyword in call.keywords:
                 if keyword.arg == "num_classes" and isinstance(keyword.value, ast.Constant):
                     return repr(keyword.value.value)
@@ -226,25 +270,26 @@ class ScaffoldContext:
         return None
 
     # -- what the file already does -----------------------------------------------------------
-    @functools.cached_property
+    @property
     def called(self) -> set[str]:
-        """Qualified names and bare method names of every call in the file."""
-        names: set[str] = set()
-        for call in self.parsed.walk(kind=ast.Call):
-            qualified = self.parsed.qualified_name(call.func)
-            if qualified:
-                names.add(qualified)
-            if isinstance(call.func, ast.Attribute):
-                names.add("." + call.func.attr)
-        return names
+        """Qualified names and bare method names (`.eval`) of every call in the file."""
+        return self.index.called
 
     def calls(self, *names: str) -> bool:
         """The file calls one of `names` (qualified like `torch.no_grad`, or `.eval` for methods)."""
-        return any(n in self.called for n in names)
+        return any(n in self.index.called for n in names)
 
     def defines(self, name: str) -> bool:
-        return name in self.facts.functions or any(
-            isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id == name for n in self.parsed.walk(kind=ast.Name))
+        """`name` is bound somewhere in the file (assigned, a def, a class, a loop variable)."""
+        return name in self.index.stored
+
+    def first_binding_line(self, name: str) -> int | None:
+        return self.index.stored.get(name)
+
+    def constructor_call(self, binding: Binding | None) -> ast.Call | None:
+        """The call that built `binding` (`optim.SGD(...)`), even through `.to(...)` or a helper."""
+        found = self.facts.classify(binding.value) if binding is not None else None
+        return found[2] if found else None
 
     # -- statements ---------------------------------------------------------------------------
     def binding_statement(self, binding: Binding | None) -> ast.stmt | None:

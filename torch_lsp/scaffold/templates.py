@@ -145,8 +145,8 @@ def literal_int(text: str) -> int | None:
 
 
 def _bound_before(ctx: ScaffoldContext, name: str, statement: ast.stmt) -> bool:
-    return any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) and n.lineno <= statement.lineno
-               for n in ctx.parsed.walk(kind=ast.Name))
+    line = ctx.first_binding_line(name)
+    return line is not None and line <= statement.lineno
 
 
 def _key(binding) -> str | None:
