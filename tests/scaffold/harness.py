@@ -332,6 +332,25 @@ def instrumented(source: str) -> str:
     return "".join(lines[:cut]) + _INSTRUMENTATION + "".join(lines[cut:])
 
 
+def offline_weights(source: str, *builders: str) -> str:
+    """`source` with torchvision.models.<builder> patched to build with weights=None.
+
+    Tests never download: the patched builder prints `PROBE weights_requested "<enum>"` (what the
+    program asked for) and builds the same architecture with random weights. Without the patch
+    a download would fail anyway: runs get an empty TORCH_HOME and no network.
+    """
+    patch = ["import json as _json", "import torchvision.models as _models", ""]
+    for builder in builders:
+        patch += [
+            f"def _offline_{builder}(*args, weights=None, _build=_models.{builder}, **kwargs):",
+            f"    print('PROBE weights_requested ' + _json.dumps(str(weights)), flush=True)",
+            f"    return _build(*args, weights=None, **kwargs)",
+            f"_models.{builder} = _offline_{builder}",
+            "",
+        ]
+    return "\n".join(patch) + "\n" + source
+
+
 def _environment(extra: dict[str, str] | None, workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(SMALL_RUN_ENV)
