@@ -242,8 +242,9 @@ def with_probe(source: str, code: str) -> str:
     """`source` followed by probe code (dedented); the code may call `probe(name, value)`."""
     helper = (
         "\n\ndef probe(name, value):\n"
-        "    import json as _json\n"
-        f"    print({PROBE_PREFIX!r} + name + ' ' + _json.dumps(value, default=float), flush=True)\n\n\n"
+        "    import json as _json, os as _os, sys as _sys\n"
+        "    _sys.stdout.flush()\n"
+        f"    _os.write(1, ({PROBE_PREFIX!r} + name + ' ' + _json.dumps(value, default=float) + '\\n').encode())\n\n\n"
     )
     return source.rstrip("\n") + helper + textwrap.dedent(code).strip("\n") + "\n"
 
@@ -312,7 +313,10 @@ _torch.optim.Optimizer.load_state_dict = _load_optimizer
 
 @_atexit.register
 def _report():
-    print("PROBE run " + _json.dumps(_RUN), flush=True)
+    # One write() call: the lines of several torchrun processes sharing a pipe cannot interleave.
+    import sys as _sys
+    _sys.stdout.flush()
+    _os.write(1, ("PROBE run " + _json.dumps(_RUN) + "\\n").encode())
 
 """
 

@@ -155,6 +155,15 @@ def _called_under_main_guard(ctx: ScaffoldContext, name: str) -> bool:
                for node in ctx.parsed.tree.body)
 
 
+def unwrapped(model: str) -> str:
+    """The module inside a DistributedDataParallel / DataParallel wrapper, or the model itself."""
+    return f'getattr({model}, "module", {model})'
+
+
+def uses_distributed(ctx: ScaffoldContext) -> bool:
+    return _uses_distributed(ctx)
+
+
 def _can_distribute(ctx: ScaffoldContext) -> bool:
     if _uses_distributed(ctx) or ctx.defines("setup_distributed") or ctx.defines("main") and not _main_trains(ctx):
         return False
@@ -201,11 +210,19 @@ class _Edits:
             merged[edit.span] = merged.get(edit.span, "") + edit.new_text
         return [TextEdit(span, text) for span, text in merged.items()]
 
-    def under(self, statement: ast.stmt, header: str) -> None:
-        indent = self.parsed.indent_of(statement)
-        lines = self.parsed.source.splitlines(keepends=True)[first_line(statement) - 1:statement.end_lineno]
-        text = f"{indent}{header}:\n" + "".join(self.plan.unit + line if line.strip() else line for line in lines)
-        self.edits.append(TextEdit(lines_span(self.plan, statement), text))
+    def under(self, statements: list[ast.stmt], header: str) -> None:
+        """Consecutive `statements` one level deeper under `<header>:`. Written as insertions
+        (the header line, one indent unit at the start of each line) so that replacements
+        inside those statements still apply."""
+        first, last = statements[0], statements[-1]
+        lines_span(self.plan, first), lines_span(self.plan, last)  # both must own their lines
+        keep = _string_continuation_lines(self.parsed.source)
+        start = Position(first_line(first) - 1, 0)
+        self.edits.append(TextEdit(Span(start, start), f"{self.parsed.indent_of(first)}{header}:\n"))
+        for number in range(first_line(first), last.end_lineno + 1):
+            if number not in keep and self.parsed.line_text(number - 1).strip():
+                at = Position(number - 1, 0)
+                self.edits.append(TextEdit(Span(at, at), self.plan.unit))
 
 
 def _plan_training_edits(ctx: ScaffoldContext, plan: EditPlan, layout: _Layout, names: dict[str, str]) -> _Edits:
@@ -240,24 +257,48 @@ def _plan_training_edits(ctx: ScaffoldContext, plan: EditPlan, layout: _Layout, 
     epoch = ctx.training_loop.epoch
     if isinstance(epoch, ast.For) and isinstance(epoch.target, ast.Name):
         edits.before(epoch.body[0], f"{names['sampler']}.set_epoch({epoch.target.id})  # a different shuffle every epoch\n")
+    # Checkpoints hold the model itself, not the wrapper: loadable with and without torchrun.
     for statement in layout.statements:
-        for node in _prints(statement):
-            edits.under(node, f"if {names['rank']} == 0")
+        for call in ast.walk(statement):
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) \
+                    and call.func.attr in ("state_dict", "load_state_dict") and target_key(call.func.value) == ctx.model.key:
+                edits.replace(call.func.value, unwrapped(ctx.model.key))
+    for statement in layout.statements:
+        for run in _rank_zero_runs(ctx, statement):
+            edits.under(run, f"if {names['rank']} == 0")
     return edits
 
 
-def _prints(statement: ast.stmt):
-    """`print(...)` statements in `statement`, not inside nested functions or classes."""
-    stack = [statement]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name) \
-                and node.value.func.id == "print":
-            yield node
-            continue
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            continue
-        stack.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt))
+_RANK_ZERO_CALLS = ("print", "torch.save", "os.replace", "os.rename", "shutil.move")
+
+
+def _rank_zero_runs(ctx: ScaffoldContext, statement: ast.stmt) -> list[list[ast.stmt]]:
+    """Runs of consecutive statements in `statement` (itself included) that print or write
+    files: rank 0 alone does those (two processes writing one checkpoint corrupt it). Not
+    inside nested functions or classes."""
+    runs: list[list[ast.stmt]] = []
+    blocks = [[statement]]
+    while blocks:
+        block = blocks.pop()
+        run: list[ast.stmt] = []
+        for node in block:
+            if _is_rank_zero_call(ctx, node):
+                run.append(node)
+                continue
+            if run:
+                runs.append(run)
+                run = []
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                blocks.extend(getattr(node, name) for name in ("body", "orelse", "finalbody")
+                              if isinstance(getattr(node, name, None), list))
+        if run:
+            runs.append(run)
+    return runs
+
+
+def _is_rank_zero_call(ctx: ScaffoldContext, node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and (
+        ctx.parsed.resolves_to(node.value.func, *_RANK_ZERO_CALLS))
 
 
 def _model_ready_statement(ctx: ScaffoldContext, layout: _Layout) -> ast.stmt:
