@@ -5,7 +5,7 @@ import re
 
 from harness import (apply_action, assert_no_new_findings, assert_preserved, fixture, inserted_text, offered,
                      run_program, span_at, with_probe)
-from probe_points import insert_line
+from probe_points import insert_line, with_probe_function
 
 NO_LOOP_TRAINING_LOOP = '''
 
