@@ -248,6 +248,109 @@ def with_probe(source: str, code: str) -> str:
     return source.rstrip("\n") + helper + textwrap.dedent(code).strip("\n") + "\n"
 
 
+# What `instrumented` records while the program trains, printed as one `PROBE run {...}` line per
+# process at exit. Global hooks see every optimizer and module, wherever the program creates
+# them (module level, main(), a helper), so tests need not reach into the program's locals.
+_INSTRUMENTATION = """
+import atexit as _atexit, json as _json, os as _os
+import torch as _torch
+import torch.nn.modules.module as _module_hooks
+import torch.optim.optimizer as _optimizer_hooks
+
+_RUN = {"rank": int(_os.environ.get("RANK", 0)), "world_size": int(_os.environ.get("WORLD_SIZE", 1)), "steps": 0,
+        "lrs": [], "grad_norms": [], "weight_decays": [], "linear_dtypes": [], "loaded_checksums": [],
+        "optimizer_states_loaded": [], "checksum": None, "trainable": None}
+
+
+def _checksum(parameters):
+    return float(sum(p.detach().double().sum() for p in parameters))
+
+
+def _before_step(optimizer, args, kwargs):
+    group = optimizer.param_groups[0]
+    _RUN["lrs"].append(float(group["lr"]))
+    _RUN["weight_decays"].append(float(group.get("weight_decay", 0.0)))
+    grads = [p.grad.detach().double().norm() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    _RUN["grad_norms"].append(float(_torch.stack(grads).norm()) if grads else 0.0)
+
+
+def _after_step(optimizer, args, kwargs):
+    _RUN["steps"] += 1
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    _RUN["checksum"] = _checksum(params)
+
+
+def _after_forward(module, inputs, output):
+    if isinstance(module, _torch.nn.Linear) and isinstance(output, _torch.Tensor):
+        if str(output.dtype) not in _RUN["linear_dtypes"]:
+            _RUN["linear_dtypes"].append(str(output.dtype))
+
+
+_optimizer_hooks.register_optimizer_step_pre_hook(_before_step)
+_optimizer_hooks.register_optimizer_step_post_hook(_after_step)
+_module_hooks.register_module_forward_hook(_after_forward)
+
+_module_load = _torch.nn.Module.load_state_dict
+_optimizer_load = _torch.optim.Optimizer.load_state_dict
+
+
+def _load_module(self, *args, **kwargs):
+    result = _module_load(self, *args, **kwargs)
+    _RUN["loaded_checksums"].append(_checksum(self.parameters()))
+    return result
+
+
+def _load_optimizer(self, *args, **kwargs):
+    result = _optimizer_load(self, *args, **kwargs)
+    _RUN["optimizer_states_loaded"].append(len(self.state))
+    return result
+
+
+_torch.nn.Module.load_state_dict = _load_module
+_torch.optim.Optimizer.load_state_dict = _load_optimizer
+
+
+@_atexit.register
+def _report():
+    print("PROBE run " + _json.dumps(_RUN), flush=True)
+
+"""
+
+
+def instrumented(source: str) -> str:
+    """`source` with hooks that record what training did; read them with `result.probe("run")`.
+
+    Recorded: `steps` (optimizer steps), `lrs` / `weight_decays` (param group 0 before each
+    step), `grad_norms` (total gradient norm before each step, after any clipping),
+    `linear_dtypes` (output dtypes of nn.Linear layers, e.g. bfloat16 under autocast),
+    `loaded_checksums` / `optimizer_states_loaded` (each load_state_dict), `checksum` (sum of the
+    last stepped optimizer's parameters), `rank` / `world_size`.
+    """
+    lines = source.splitlines(keepends=True)
+    # `from __future__` imports must stay first.
+    cut = max((i + 1 for i, line in enumerate(lines) if line.startswith("from __future__")), default=0)
+    return "".join(lines[:cut]) + _INSTRUMENTATION + "".join(lines[cut:])
+
+
+def offline_weights(source: str, *builders: str) -> str:
+    """`source` with torchvision.models.<builder> patched to build with weights=None.
+
+    Tests never download: the patched builder prints `PROBE weights_requested "<enum>"` (what the
+    program asked for) and builds the same architecture with random weights. Without the patch
+    a download would fail anyway: runs get an empty TORCH_HOME and no network.
+    """
+    patch = ["import json as _json", "import torchvision.models as _models", ""]
+    for builder in builders:
+        patch += [
+            f"def _offline_{builder}(*args, weights=None, _build=_models.{builder}, **kwargs):",
+            f"    print('PROBE weights_requested ' + _json.dumps(str(weights)), flush=True)",
+            f"    return _build(*args, weights=None, **kwargs)",
+            f"_models.{builder} = _offline_{builder}",
+            "",
+        ]
+    return "\n".join(patch) + "\n" + source
+
+
 def _environment(extra: dict[str, str] | None, workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(SMALL_RUN_ENV)

@@ -38,3 +38,13 @@ def test_run_program_collects_probes_and_failures(tmp_path):
     assert failed.returncode == 3 and not failed.ok
     slow = run_program("import time\ntime.sleep(5)\n", tmp_path / "slow", timeout=0.5)
     assert slow.timed_out and isinstance(slow, RunResult)
+
+
+def test_instrumentation_records_training(tmp_path):
+    from harness import fixture, instrumented
+
+    result = run_program(instrumented(fixture("loop_tensor.py")), tmp_path).assert_ok()
+    run = result.probe("run")
+    # 64 samples in batches of 16, 2 epochs; StepLR(step_size=2) keeps lr for both epochs.
+    assert run["steps"] == 8 and run["lrs"] == [1e-3] * 8
+    assert run["linear_dtypes"] == ["torch.float32"] and run["checksum"] is not None
