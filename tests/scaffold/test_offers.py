@@ -101,3 +101,11 @@ def test_cli_lists_and_applies_actions(capsys, tmp_path):
     assert main(["actions", str(path), "--line", "1", "--apply", "reg.clip_grad"]) == 1
     assert main(["actions", str(path), "--line", "9999"]) == 2
     assert main(["actions", str(tmp_path / "missing.py")]) == 2
+
+
+def test_docs_describe_every_action_of_these_families():
+    from harness import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "actions.md").read_text(encoding="utf-8")
+    missing = [a.id for a in scaffold.load_actions().values() if a.family in FAMILIES and f"`{a.id}`" not in text]
+    assert not missing, f"document these actions in docs/actions.md: {missing}"
