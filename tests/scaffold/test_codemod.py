@@ -134,3 +134,12 @@ def test_render_and_reindent():
     """, x="item", items="loader")
     assert code == 'for item in loader:\n    print(item, "{braces} stay")\n'
     assert reindent(code, "  ", "  ") == '  for item in loader:\n    print(item, "{braces} stay")\n'
+
+
+def test_definitions_get_two_blank_lines_around_them():
+    plan = plan_for("x = 1\n\n# loop\nfor i in x:\n    pass\n")
+    plan.insert_definition_before(statement(plan, 1), "def f():\n    pass\n")
+    assert result(plan) == "x = 1\n\n\ndef f():\n    pass\n\n\n# loop\nfor i in x:\n    pass\n"
+    plan = plan_for("for i in x:\n    pass\n")
+    plan.insert_definition_before(statement(plan, 0), "def f():\n    pass\n")
+    assert result(plan) == "def f():\n    pass\n\n\nfor i in x:\n    pass\n"

@@ -1,11 +1,11 @@
 """Training loop, train_one_epoch/evaluate variant and evaluation loop: offered where they make
 sense, fitted to the file's names, and the programs they produce train and evaluate for real."""
 
-import re
 
-from harness import (apply_action, assert_no_new_findings, assert_preserved, fixture, inserted_text, offered,
-                     run_program, span_at, with_probe)
-from probe_points import insert_line
+import pytest
+
+from harness import apply_action, assert_no_new_findings, assert_preserved, fixture, inserted_text, offered, span_at
+from probe_points import insert_line, run_programs
 
 NO_LOOP_TRAINING_LOOP = '''
 
@@ -55,19 +55,61 @@ def test_training_loop_is_offered_on_the_model_class_and_variable_only_without_a
     assert "loop.train_functions" not in offered(seed, span_at(seed, "net = Net()"))
 
 
-def test_training_loop_snapshot_and_it_trains(tmp_path):
+def without_validation(source: str) -> str:
+    """with_loop.py without its hand-written validation pass."""
+    return source.split("\n    model.eval()")[0] + "\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every loop action applied and run, all programs in one interpreter."""
+    programs = {}
+    no_loop = fixture("no_loop.py")
+    trained = apply_action(no_loop, "loop.train", span_at(no_loop, "class MLP"))
+    programs["train"] = insert_line(trained, "print(f\"epoch {epoch + 1}/{num_epochs}: train loss",
+                                    "probe('train_loss', running_loss / len(train_loader))") + \
+        "probe('training', model.training)\n"
+
+    bare = no_loop.split("model = MLP()")[0]
+    created = apply_action(bare, "loop.train", span_at(bare, "class MLP"))
+    programs["created"] = insert_line(created, "running_loss += loss.item()", "probe('step', 1)") + \
+        "probe('optimizer', type(optimizer).__name__)\n"
+
+    functions = apply_action(no_loop, "loop.train_functions", span_at(no_loop, "model = MLP"))
+    programs["functions"] = insert_line(functions, "val_loss, val_accuracy = evaluate(", "probe('val', val_accuracy)") + \
+        CHECK_EVALUATE + (
+        "probe('evaluate', list(evaluate(model, val_loader, criterion, device)))\n"
+        "probe('reference', _reference(model, val_loader, criterion))\n"
+        "probe('training', model.training)\n")
+
+    seed = fixture("cifar10_seed.py")
+    evaluated = apply_action(seed, "loop.evaluate", span_at(seed, "outputs = net(inputs)"))
+    # No shuffling: the probe's independent pass must see the same batches as evaluate().
+    evaluated = evaluated.replace("batch_size=32, shuffle=True", "batch_size=32, shuffle=False")
+    programs["seed_evaluate"] = insert_line(evaluated, "val_loss, val_accuracy = evaluate(", "probe('val', val_accuracy)") + \
+        CHECK_EVALUATE + (
+        "probe('evaluate', list(evaluate(net, trainloader, criterion)))\n"
+        "probe('reference', _reference(net, trainloader, criterion))\n"
+        "probe('training', net.training)\n")
+
+    bare_loop = without_validation(fixture("with_loop.py"))
+    programs["device_evaluate"] = apply_action(bare_loop, "loop.evaluate", span_at(bare_loop, "loss.backward()")) + \
+        "probe('val', [val_loss, val_accuracy])\n"
+    return run_programs(programs, tmp_path_factory.mktemp("loops"), timeout=240)
+
+
+def test_training_loop_snapshot_and_it_trains(runs):
     source = fixture("no_loop.py")
     result = apply_action(source, "loop.train", span_at(source, "class MLP"))
     assert inserted_text(source, result) == NO_LOOP_TRAINING_LOOP
     assert result.startswith(source)  # only appended: the rest is byte for byte
     assert_no_new_findings(source, result)
-    run = run_program(with_probe(result, "probe('training', model.training)"), tmp_path).assert_ok()
-    losses = [float(v) for v in re.findall(r"train loss ([0-9.]+)", run.stdout)]
+    losses = runs.probes("train.train_loss")
     assert len(losses) == 10 and losses[-1] < losses[0]
-    assert run.probe("training") is True
+    assert runs.probe("train.training") is True
 
 
-def test_training_loop_creates_what_is_missing(tmp_path):
+def test_training_loop_creates_what_is_missing(runs):
     # Only a class and a loader: the action creates the model, device, loss and optimizer.
     source = fixture("no_loop.py").split("model = MLP()")[0]
     result = apply_action(source, "loop.train", span_at(source, "class MLP"))
@@ -76,11 +118,11 @@ def test_training_loop_creates_what_is_missing(tmp_path):
                  "optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)"):
         assert line in added
     assert_no_new_findings(source, result)
-    run = run_program(with_probe(result, "probe('optimizer', type(optimizer).__name__)"), tmp_path).assert_ok()
-    assert run.probe("optimizer") == "SGD" and run.stdout.count("train loss") == 10
+    assert runs.probe("created.optimizer") == "SGD"
+    assert len(runs.probes("created.step")) == 10 * 3  # 10 epochs, 48 training samples in batches of 16
 
 
-def test_training_functions_variant_trains_and_evaluates(tmp_path):
+def test_training_functions_variant_trains_and_evaluates(runs):
     source = fixture("no_loop.py")
     result = apply_action(source, "loop.train_functions", span_at(source, "model = MLP"))
     added = inserted_text(source, result)
@@ -88,18 +130,12 @@ def test_training_functions_variant_trains_and_evaluates(tmp_path):
     assert "def evaluate(model, loader, criterion, device):" in added
     assert "val_loss, val_accuracy = evaluate(model, val_loader, criterion, device)" in added
     assert_no_new_findings(source, result)
-    probe = CHECK_EVALUATE + """
-probe('evaluate', list(evaluate(model, val_loader, criterion, device)))
-probe('reference', _reference(model, val_loader, criterion))
-probe('training', model.training)
-"""
-    run = run_program(with_probe(result, probe), tmp_path).assert_ok()
-    assert run.probe("evaluate") == run.probe("reference")
-    assert run.probe("training") is True
-    assert len(re.findall(r"val accuracy [0-9.]+%", run.stdout)) == 10
+    assert runs.probe("functions.evaluate") == runs.probe("functions.reference")
+    assert runs.probe("functions.training") is True
+    assert len(runs.probes("functions.val")) == 10
 
 
-def test_evaluation_loop_on_the_seed(tmp_path):
+def test_evaluation_loop_on_the_seed(runs):
     source = fixture("cifar10_seed.py")
     assert "loop.evaluate" in offered(source, span_at(source, "loss.backward()"))
     assert "loop.evaluate" in offered(source, span_at(source, "net = Net()"))
@@ -113,17 +149,9 @@ def test_evaluation_loop_on_the_seed(tmp_path):
     assert "    val_loss, val_accuracy = evaluate(net, trainloader, criterion)\n" in added
     # The function goes before the comment that introduces the loop.
     assert result.index("def evaluate(") < result.index("# 训练模型")
-    probe = CHECK_EVALUATE + """
-probe('evaluate', list(evaluate(net, trainloader, criterion)))
-probe('reference', _reference(net, trainloader, criterion))
-probe('training', net.training)
-"""
-    # No shuffling in the probe's comparison: both passes must see the same batches.
-    runnable = result.replace("batch_size=32, shuffle=True", "batch_size=32, shuffle=False")
-    run = run_program(with_probe(runnable, probe), tmp_path).assert_ok()
-    assert run.probe("evaluate") == run.probe("reference")
-    assert run.probe("training") is True
-    assert run.stdout.count("val accuracy") == 2  # EPOCHS=2
+    assert runs.probe("seed_evaluate.evaluate") == runs.probe("seed_evaluate.reference")
+    assert runs.probe("seed_evaluate.training") is True
+    assert len(runs.probes("seed_evaluate.val")) == 2  # EPOCHS=2
 
 
 def test_evaluation_is_not_offered_when_the_loop_already_validates():
@@ -131,12 +159,12 @@ def test_evaluation_is_not_offered_when_the_loop_already_validates():
     assert "loop.evaluate" not in offered(source, span_at(source, "loss.backward()"))
 
 
-def test_evaluation_uses_a_validation_loader_and_device(tmp_path):
-    # with_loop without its hand-written validation: evaluate() must use val_loader and device.
-    source = fixture("with_loop.py").split("\n    model.eval()")[0] + "\n"
+def test_evaluation_uses_a_validation_loader_and_device(runs):
+    source = without_validation(fixture("with_loop.py"))
     result = apply_action(source, "loop.evaluate", span_at(source, "loss.backward()"))
     added = inserted_text(source, result)
     assert "def evaluate(model, loader, criterion, device):" in added
     assert "    val_loss, val_accuracy = evaluate(model, val_loader, loss_fn, device)" in added
     assert_no_new_findings(source, result)
-    run_program(result, tmp_path).assert_ok()
+    val_loss, val_accuracy = runs.probe("device_evaluate.val")
+    assert val_loss > 0 and 0 <= val_accuracy <= 1

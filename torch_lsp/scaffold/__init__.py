@@ -39,7 +39,7 @@ REWRITE = "refactor.rewrite"
 SOURCE = "source"
 
 # Modules of this package that hold shared machinery, not actions.
-_NOT_FAMILIES = {"context", "codemod", "templates"}
+_NOT_FAMILIES = {"context", "codemod", "templates", "command"}
 
 
 @dataclass(frozen=True)

@@ -98,12 +98,28 @@ class EditPlan:
         With `above_comments`, above the comment lines that introduce the statement too (a new
         function goes before `# train the model`, not between it and the loop).
         """
-        first = _first_line(statement)
         self._require_own_lines(statement)
-        indent = self.parsed.indent_of(statement)
-        while above_comments and first > 1 and self.parsed.line_text(first - 2).startswith(indent + "#"):
+        first = self._introduced_at(statement) if above_comments else _first_line(statement)
+        self._insert(Position(first - 1, 0), reindent(code, self.parsed.indent_of(statement), self.unit))
+
+    def insert_definition_before(self, statement: ast.stmt, code: str) -> None:
+        """A function or class definition above `statement` and the comments introducing it,
+        with the two blank lines around it that PEP 8 asks for."""
+        self._require_own_lines(statement)
+        first = self._introduced_at(statement)
+        blanks = 0
+        while first - 2 - blanks >= 0 and not self.parsed.line_text(first - 2 - blanks).strip():
+            blanks += 1
+        prefix = "\n" * (2 - blanks) if blanks < 2 and first - 1 - blanks > 0 else ""
+        text = reindent(code, self.parsed.indent_of(statement), self.unit).rstrip("\n") + "\n\n\n"
+        self._insert(Position(first - 1, 0), prefix + text)
+
+    def _introduced_at(self, statement: ast.stmt) -> int:
+        """1-based first line of `statement` including the comment lines right above it."""
+        first, indent = _first_line(statement), self.parsed.indent_of(statement)
+        while first > 1 and self.parsed.line_text(first - 2).startswith(indent + "#"):
             first -= 1
-        self._insert(Position(first - 1, 0), reindent(code, indent, self.unit))
+        return first
 
     def insert_after(self, statement: ast.stmt, code: str) -> None:
         """`code` on new lines just below `statement` (after its last line), same indentation."""

@@ -141,5 +141,5 @@ def _edit_for(schedule: Schedule) -> Callable[[ScaffoldContext, EditPlan], None]
 
 
 for _schedule in SCHEDULES:
-    register(Action(_schedule.id, f"Add a {_schedule.label} learning-rate scheduler", REWRITE, _offered_for(_schedule),
+    register(Action(_schedule.id, f"Add an LR scheduler: {_schedule.label}", REWRITE, _offered_for(_schedule),
                     _edit_for(_schedule), "schedulers"))

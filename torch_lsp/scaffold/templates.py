@@ -90,8 +90,7 @@ def ensure_validation(ctx: ScaffoldContext, plan: EditPlan) -> str:
             raise CannotEdit("no epoch loop to validate in")
         if ctx.defines("evaluate"):
             raise CannotEdit("the file has its own `evaluate`")
-        plan.insert_before(top_level_statement(ctx, loop.epoch),
-                           evaluate_function(ctx, plan, ctx.device) + "\n\n", above_comments=True)
+        plan.insert_definition_before(top_level_statement(ctx, loop.epoch), evaluate_function(ctx, plan, ctx.device))
         plan.insert_at_body_end(loop.epoch, evaluate_call(ctx, ctx.model.key, _key(ctx.val_loader), ctx.device))
         name = "val_loss"
     plan.notes["validation"] = name
