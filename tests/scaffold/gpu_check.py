@@ -52,8 +52,8 @@ def amp_checkpoint_on_cuda():
         probe("scaler", {k: float(v) if isinstance(v, (int, float)) else str(v) for k, v in _saved["scaler"].items()})
         probe("device", str(next(model.parameters()).device))
     """)
-    first = run_program(program, work, timeout=300).assert_ok()
-    second = run_program(program, work, env={"EPOCHS": "3"}, timeout=300).assert_ok()
+    first = run_program(program, work, timeout=120).assert_ok()
+    second = run_program(program, work, env={"EPOCHS": "3"}, timeout=120).assert_ok()
     run1, run2 = first.probe("run"), second.probe("run")
     assert first.probe("device").startswith("cuda"), first.probe("device")
     assert "torch.float16" in run1["linear_dtypes"], run1["linear_dtypes"]
@@ -69,14 +69,14 @@ def amp_checkpoint_on_cuda():
 
 def amp_accumulation_in_main():
     source = applied(fixture("vision_main.py"), "precision.amp", "precision.accumulate")
-    run = run_program(instrumented(source), Path(tempfile.mkdtemp()), timeout=300).assert_ok().probe("run")
+    run = run_program(instrumented(source), Path(tempfile.mkdtemp()), timeout=120).assert_ok().probe("run")
     assert "torch.float16" in run["linear_dtypes"] and 0 < run["steps"] <= 2, run
     return {"dtypes": run["linear_dtypes"], "steps": run["steps"]}
 
 
 def ddp_nccl_one_process():
     source = applied(fixture("vision_main.py"), "distributed.ddp")
-    result = run_torchrun(instrumented(source), Path(tempfile.mkdtemp()), nproc=1, timeout=300).assert_ok()
+    result = run_torchrun(instrumented(source), Path(tempfile.mkdtemp()), nproc=1, timeout=120).assert_ok()
     run = result.probe("run")
     assert run["steps"] == 8 and result.stdout.count("accuracy") == 2, run
     return {"steps": run["steps"], "world_size": run["world_size"]}
@@ -94,7 +94,7 @@ def final_weights():
 print("PROBE same " + json.dumps(final_weights() == final_weights()))
 print("PROBE cuda " + json.dumps(torch.cuda.is_available()))
 """
-    result = run_program(twice, work, env={"EPOCHS": "1"}, timeout=300).assert_ok()
+    result = run_program(twice, work, env={"EPOCHS": "1"}, timeout=120).assert_ok()
     assert result.probe("same") is True and result.probe("cuda") is True
     return {"identical": True}
 
