@@ -23,7 +23,7 @@ level or in one function.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import libcst as cst
 
@@ -72,10 +72,9 @@ class _Layout:
     scope: ast.AST  # the module (a script) or the training function
     statements: list[ast.stmt]  # statements of the training code, in order (moved into main() for a script)
     device_statement: ast.stmt | None  # the file's own `device = ...`, replaced by setup_distributed()
-    edits: list[TextEdit] = field(default_factory=list)
 
 
-def _uses_distributed(ctx: ScaffoldContext) -> bool:
+def uses_distributed(ctx: ScaffoldContext) -> bool:
     return any(name.startswith(_DISTRIBUTED) or name in _DISTRIBUTED for name in ctx.called) or any(
         target.startswith(_DISTRIBUTED) or target in _DISTRIBUTED for target in ctx.parsed.imports.values())
 
@@ -114,7 +113,7 @@ def _script_layout(ctx: ScaffoldContext) -> _Layout | None:
     definitions = [n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     read_by_definitions = {n.id for d in definitions for n in ast.walk(d) if isinstance(n, ast.Name)
                            and isinstance(n.ctx, ast.Load)}
-    moved, kept_names = [], set()
+    moved: list[ast.stmt] = []
     for index, node in enumerate(body):
         if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             continue
@@ -125,7 +124,6 @@ def _script_layout(ctx: ScaffoldContext) -> _Layout | None:
             # A constant the classes use (NUM_CLASSES) stays global, if it needs nothing moved.
             if not isinstance(node, (ast.Assign, ast.AnnAssign)) or _reads(node) & _bound_by(moved):
                 return None
-            kept_names |= bound
             continue
         moved.append(node)
     if not moved or moved[-1] is not body[-1]:
@@ -160,12 +158,8 @@ def unwrapped(model: str) -> str:
     return f'getattr({model}, "module", {model})'
 
 
-def uses_distributed(ctx: ScaffoldContext) -> bool:
-    return _uses_distributed(ctx)
-
-
 def _can_distribute(ctx: ScaffoldContext) -> bool:
-    if _uses_distributed(ctx) or ctx.defines("setup_distributed") or ctx.defines("main") and not _main_trains(ctx):
+    if uses_distributed(ctx) or ctx.defines("setup_distributed") or ctx.defines("main") and not _main_trains(ctx):
         return False
     if not (ctx.cursor_in_training_loop or ctx.cursor_on_key(ctx.model.key if ctx.model else None)):
         return False
@@ -361,15 +355,10 @@ def add_distributed(ctx: ScaffoldContext, plan: EditPlan) -> None:
         return
     function = layout.scope
     plan.insert_before(function, setup + "\n\n", above_comments=True)
-    first = function.body[0]
     for edit in edits.merged():
         plan.replace_span(edit.span, edit.new_text)
-    plan.insert_before(first, setup_call) if not _is_docstring(first) else plan.insert_after(first, setup_call)
+    plan.insert_at_body_start(function, setup_call)
     plan.insert_after(function.body[-1], "cleanup_distributed()\n")
-
-
-def _is_docstring(node: ast.stmt) -> bool:
-    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
 def _move_into_main(ctx: ScaffoldContext, plan: EditPlan, layout: _Layout, edits: _Edits, setup: str,
