@@ -56,3 +56,26 @@ def test_cli_applies_an_action_of_these_families(capsys, tmp_path):
     assert main(["actions", str(path), "--line", str(line), "--apply", "precision.amp", "--diff"]) == 0
     assert "+        scaler.scale(loss).backward()" in capsys.readouterr().out
     assert path.read_text(encoding="utf-8") == fixture("cifar10_seed.py")
+
+
+def test_whatever_is_offered_builds_and_adds_no_finding():
+    """On every line of every fixture: an offered action builds, and its result parses and
+    makes torch-lsp's rules report nothing new (offering what cannot be built is a bug)."""
+    from harness import FIXTURES, SCAFFOLD_FIXTURES, apply_edits, assert_no_new_findings
+
+    built = set()
+    for path in sorted([*FIXTURES.glob("*.py"), *SCAFFOLD_FIXTURES.glob("*.py")]):
+        source = path.read_text(encoding="utf-8")
+        done = set()
+        for number, line in enumerate(source.splitlines()):
+            column = len(line) - len(line.lstrip())
+            span = Span.of(number, column, number, column)
+            for offer in scaffold.offers(source, span):
+                if scaffold.REGISTRY[offer.id].family not in FAMILIES or offer.id in done:
+                    continue
+                done.add(offer.id)
+                fix = scaffold.build(source, offer.id, span)
+                assert fix is not None, f"{offer.id} offered on {path.name}:{number + 1} but builds nothing"
+                assert_no_new_findings(source, apply_edits(source, fix.edits))
+        built |= done
+    assert built == {a.id for a in mine()}

@@ -95,7 +95,11 @@ def _layout(ctx: ScaffoldContext) -> _Layout | None:
     outer = loop.epoch or loop.batch.node
     function = ctx.parsed.enclosing(outer, (ast.FunctionDef, ast.AsyncFunctionDef))
     if function is None:
-        return _script_layout(ctx)
+        layout = _script_layout(ctx)
+        needed = [ctx.binding_statement(ctx.model), ctx.binding_statement(ctx.train_loader), outer]
+        if layout is None or any(statement not in layout.statements for statement in needed):
+            return None  # e.g. the model stays global because a helper function reads it
+        return layout
     if ctx.parsed.parent(function) is not ctx.parsed.tree or not _called_under_main_guard(ctx, function.name):
         return None
     needed = [ctx.binding_statement(ctx.model), ctx.binding_statement(ctx.train_loader), outer]
@@ -111,8 +115,7 @@ def _script_layout(ctx: ScaffoldContext) -> _Layout | None:
     if any(_is_main_guard(node) for node in body):
         return None
     definitions = [n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
-    read_by_definitions = {n.id for d in definitions for n in ast.walk(d) if isinstance(n, ast.Name)
-                           and isinstance(n.ctx, ast.Load)}
+    read_by_definitions = set().union(*(_free_names(d) for d in definitions))
     moved: list[ast.stmt] = []
     for index, node in enumerate(body):
         if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -129,6 +132,25 @@ def _script_layout(ctx: ScaffoldContext) -> _Layout | None:
     if not moved or moved[-1] is not body[-1]:
         return None  # main() and its guard go last: nothing may follow the training code
     return _Layout(ctx.parsed.tree, moved, _device_statement(ctx, moved))
+
+
+def _free_names(definition: ast.AST) -> set[str]:
+    """Global names a function or class reads (its own parameters and locals excluded)."""
+    if isinstance(definition, ast.ClassDef):
+        outside = [*definition.bases, *definition.keywords, *definition.decorator_list]
+        return set().union(_reads_all(outside), *(_free_names(s) if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))
+                                                    else _reads(s) for s in definition.body))
+    if isinstance(definition, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        args = definition.args
+        outside = [*args.defaults, *(d for d in args.kw_defaults if d is not None), *definition.decorator_list]
+        params = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg] if a}
+        local = params | _bound_by(definition.body)
+        return _reads_all(outside) | {name for name in _reads_all(definition.body) if name not in local}
+    return _reads(definition)
+
+
+def _reads_all(nodes) -> set[str]:
+    return set().union(*(_reads(n) for n in nodes)) if nodes else set()
 
 
 def _reads(node: ast.AST) -> set[str]:
