@@ -2,7 +2,7 @@
 the no-loop fixture): each applies to the previous one's result, the rules stay quiet, and the
 program trains as one process with every piece in effect."""
 
-from harness import apply_action, assert_no_new_findings, fixture, instrumented, run_program, span_at
+from harness import Program, apply_action, assert_no_new_findings, fixture, run_batch, span_at
 
 LOOP = "backward()\n"
 
@@ -15,11 +15,11 @@ def test_everything_on_a_generated_loop(tmp_path):
     source = apply_action(source, "reproducibility.seed", span_at(source, "class MLP"))
     assert_no_new_findings(before, source)
 
-    result = run_program(instrumented(source), tmp_path).assert_ok()
-    run = result.probe("run")
+    result = run_batch([Program("first", source, folder="run"), Program("again", source, folder="run")],
+                       tmp_path).assert_ok()
+    run = result.probe("first.run")
     # 64 samples, 48 for training in batches of 16: 3 batches, one (accumulated) step per epoch;
     # loop.train wrote 10 epochs. Autocast computes in bfloat16 on the CPU.
     assert run["steps"] == 10 and run["linear_dtypes"] == ["torch.bfloat16"], run
-    assert (tmp_path / "checkpoint.pt").exists() and result.stdout.count("train loss") == 10
-    again = run_program(instrumented(source), tmp_path).assert_ok()
-    assert "continuing at epoch 11" in again.stdout and again.probe("run")["steps"] == 0
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and result.stdout.count("train loss") == 10
+    assert "continuing at epoch 11" in result.stdout and result.probe("again.run")["steps"] == 0
