@@ -20,6 +20,7 @@ _DATA_DEPENDENT_TEXT = re.compile(
             r"data-dependent",
             r"data dependent",
             r"on device meta is not on the expected device",
+            r"is not on the expected device meta",
             r"two devices, \w+:?\d* and meta|two devices, meta and",
             r"unsupported format string passed to Tensor\.__format__",
         ]
