@@ -48,7 +48,8 @@ def linear_or_matmul(failure: Failure) -> Explained | None:
     if failure.call_is("linear") or (failure.call is None and failure.innermost_is("Linear")):
         x = failure.module_input(0)
         if failure.innermost_is("Linear"):
-            expected, out = failure.innermost.module.in_features, failure.innermost.module.out_features
+            layer = failure.innermost.module
+            expected, out = layer.in_features, layer.out_features
         else:
             weight_shape = shape_of(failure.call.args[1])
             expected, out = weight_shape[-1], weight_shape[0]
@@ -93,7 +94,9 @@ def _shapes_from_matmul_text(text: str) -> tuple[list[int], list[int]] | None:
     return None
 
 
-_CONV_CALLS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+_CONV_CALLS = (
+    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+)
 
 
 def conv_channels(failure: Failure) -> Explained | None:
@@ -115,7 +118,8 @@ def conv_channels(failure: Failure) -> Explained | None:
         out = layer.out_channels
     else:
         weight = shape_of(failure.call.args[1])
-        groups = failure.call.kwargs.get("groups", failure.call.args[6] if len(failure.call.args) > 6 else 1)
+        args = failure.call.args
+        groups = failure.call.kwargs.get("groups", args[6] if len(args) > 6 else 1)
         expected, spatial, out = weight[1] * groups, len(weight) - 2, weight[0]
     got = x[1] if len(x) == spatial + 2 else x[0]
     if got == 1 and expected == 3:

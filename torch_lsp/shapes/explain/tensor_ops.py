@@ -136,7 +136,10 @@ def view_sizes(failure: Failure) -> Explained | None:
             hint = (f"each of the {x[0]} samples has {parts} = {per_sample} features; "
                     "use x.view(x.size(0), -1) or torch.flatten(x, 1)")
         return Explained("TL203", f"{op}({requested}) does not fit: {problem}", hint)
-    unflat = failure.has(r"unflatten: Provided sizes \[([\d, ]+)\] don't multiply up to the size of dim (\d+) \((\d+)\)")
+    unflat = failure.has(
+        r"unflatten: Provided sizes \[([\d, ]+)\] don't multiply up to the size of dim (\d+) "
+        r"\((\d+)\)"
+    )
     if unflat:
         return Explained(
             "TL203",
