@@ -94,13 +94,13 @@ def _shapes_from_matmul_text(text: str) -> tuple[list[int], list[int]] | None:
     return None
 
 
-_CONV_CALLS = (
+CONV_CALLS = (
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
 )
 
 
 def conv_channels(failure: Failure) -> Explained | None:
-    conv = failure.innermost_is("_ConvNd") or failure.call_is(*_CONV_CALLS)
+    conv = failure.innermost_is("_ConvNd") or failure.call_is(*CONV_CALLS)
     if not conv:
         return None
     x = shape_of(failure.module_input(0))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 
 from torch_lsp.shapes.explain.explained import Explained, torch_first_line
-from torch_lsp.shapes.explain.failure import Failure, grid, fmt
+from torch_lsp.shapes.explain.failure import Failure, fmt, grid
+from torch_lsp.shapes.explain.layers import CONV_CALLS
 from torch_lsp.shapes.explain.tracking import shape_of
 
 
@@ -48,6 +49,7 @@ def loss_shapes(failure: Failure) -> Explained | None:
         )
     dtype = failure.has(
         r"expected target dtype to be Long|Expected dtype int32/int64 for index|"
+        r"expected scalar type Long but found|not implemented for '(Float|Double|Half|BFloat16)'|"
         r"Expected floating point type for target with class probabilities"
     )
     if dtype:
@@ -96,17 +98,40 @@ def output_too_small(failure: Failure) -> Explained | None:
             "the feature map is smaller than the window: use a larger input, fewer "
             "downsampling steps, or an adaptive pool (nn.AdaptiveAvgPool2d)",
         )
-    kernel = failure.has(
-        r"padded input size per channel: \(([\d x]+)\)\. Kernel size: \(([\d x]+)\)"
-    )
-    if kernel:
-        padded, window = (grid(g.split(" x ")) for g in kernel.groups())
+    # Convolutions: meta and CPU word this differently (and differently across torch
+    # versions), so the sizes come from the layer's configuration and the input.
+    convolution = failure.innermost_is("_ConvNd") or failure.call_is(*CONV_CALLS)
+    if convolution and x is not None and failure.has(
+        r"Output size is too small|Kernel size can't be greater than actual input size"
+    ):
+        padded, window = _conv_window(failure, x)
         return Explained(
             "TL210",
-            f"{failure.who()} kernel {window} is larger than its padded input {padded}{where}",
+            f"{failure.who()} kernel {grid(window)} is larger than its padded input "
+            f"{grid(padded)}{where}",
             "use a larger input, padding, or a smaller kernel",
         )
     return None
+
+
+def _conv_window(failure: Failure, x: list[int]) -> tuple[list[int], list[int]]:
+    """(padded input size, effective kernel size) per spatial dim of a convolution."""
+    if failure.innermost_is("_ConvNd"):
+        layer = failure.innermost.module
+        kernel, padding, dilation = layer.kernel_size, layer.padding, layer.dilation
+    else:
+        args, kwargs = failure.call.args, failure.call.kwargs
+        kernel = shape_of(args[1])[2:]
+        padding = kwargs.get("padding", args[4] if len(args) > 4 else 0)
+        dilation = kwargs.get("dilation", args[5] if len(args) > 5 else 1)
+    spatial = len(kernel)
+    if isinstance(padding, str):  # "valid" (no padding); "same" never shrinks the input
+        padding = 0
+    padding = padding if isinstance(padding, (tuple, list)) else (padding,) * spatial
+    dilation = dilation if isinstance(dilation, (tuple, list)) else (dilation,) * spatial
+    window = [step * (size - 1) + 1 for size, step in zip(kernel, dilation)]
+    padded = [size + 2 * pad for size, pad in zip(x[-spatial:], padding)]
+    return padded, window
 
 
 _VIEW_CALLS = ("view", "reshape", "flatten", "unflatten", "view_as", "reshape_as")
