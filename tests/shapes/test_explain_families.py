@@ -153,3 +153,19 @@ def test_explain_never_raises_on_odd_exceptions():
     assert explain(Weird(), None).code == "TL200"
     assert explain(KeyboardInterrupt(), None).code == "TL200"
     assert explain(ValueError(""), None).message == "ValueError"
+
+
+class OwnLinear(nn.Module):
+    """A user's module calling a torch function itself: the function is blamed, not the module."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(10, 400))
+
+    def forward(self, x):
+        return F.linear(x, self.weight)
+
+
+def test_users_own_module_calling_torch_blames_the_call():
+    explained = explained_on("meta", lambda: OwnLinear()(torch.randn(8, 256)))
+    assert explained.message == "linear expects 400 input features but got 256; input shape [8, 256]"

@@ -50,7 +50,14 @@ class Failure:
 
     @property
     def innermost(self) -> ModuleCall | None:
-        return self.modules[-1] if self.modules else None
+        """The layer to blame: the innermost module running, unless it is the user's own
+        module calling a torch function directly (then the function is to blame)."""
+        if not self.modules:
+            return None
+        module = self.modules[-1]
+        if self.call is not None and not _is_library_class(type(module.module)):
+            return None
+        return module
 
     def innermost_is(self, *class_names: str) -> bool:
         module = self.innermost
@@ -63,8 +70,8 @@ class Failure:
 
     def who(self) -> str:
         """``fc1 (nn.Linear)``; or the failing function's name when no module ran."""
-        if self.modules:
-            kind = module_kind(self.modules[-1].module)
+        if self.innermost is not None:
+            kind = module_kind(self.innermost.module)
             name = self.names[-1]
             return f"{name} ({kind})" if name else kind
         return self.call.name.strip("_") if self.call else "torch"
@@ -123,6 +130,13 @@ def _variable_name(exc: BaseException, obj: Any) -> str:
                 if child is obj:
                     return name
     return ""
+
+
+def _is_library_class(cls: type) -> bool:
+    # Where forward was written, not inspect.getfile(cls): classes of exec'd user code report
+    # module "__main__", whose file is the host process's script.
+    code = getattr(getattr(cls, "forward", None), "__code__", None)
+    return code is not None and is_library_file(code.co_filename)
 
 
 def is_library_file(filename: str) -> bool:

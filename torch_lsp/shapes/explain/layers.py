@@ -129,7 +129,7 @@ def conv_channels(failure: Failure) -> Explained | None:
     elif got == 3 and expected == 1:
         hint = "an RGB image into a single-channel conv: build the layer with in_channels=3"
     else:
-        kind = module_kind(failure.innermost.module) if failure.modules else f"nn.Conv{spatial}d"
+        kind = module_kind(failure.innermost.module) if failure.innermost else f"nn.Conv{spatial}d"
         hint = f"build the layer with in_channels={got} (e.g. {kind}({got}, {out}, ...))"
     return Explained(
         "TL202",
@@ -224,7 +224,7 @@ def embedding_indices(failure: Failure) -> Explained | None:
         )
     if not failure.has(r"index out of range"):
         return None
-    rows = (failure.innermost.module.num_embeddings if failure.modules
+    rows = (failure.innermost.module.num_embeddings if failure.innermost
             else shape_of(failure.call.args[1])[0])
     worst = _extreme_index(indices, rows)
     found = f"got index {worst}" if worst is not None else "an index is outside that range"

@@ -43,6 +43,10 @@ class TorchCall:
         return tuple(shape_of(value) for value in self.args)
 
 
+# Failures caught by user code (a retry loop, say) must not pile up without bound.
+_MAX_REMEMBERED = 256
+
+
 class CallTracker:
     """What was running when an exception was raised; filled by ``track_calls``."""
 
@@ -69,13 +73,14 @@ class CallTracker:
 
     def record_failure(self, exc: BaseException, call: TorchCall) -> None:
         # The innermost failing call is recorded first; outer ones must not overwrite it.
-        self._call_at.setdefault(id(exc), (exc, call))
+        if len(self._call_at) < _MAX_REMEMBERED:
+            self._call_at.setdefault(id(exc), (exc, call))
 
     def _push(self, module: Any, inputs: tuple) -> None:
         self.stack.append(ModuleCall(module, inputs))
 
     def _pop(self, module: Any, failed_with: BaseException | None) -> None:
-        if failed_with is not None:
+        if failed_with is not None and len(self._modules_at) < _MAX_REMEMBERED:
             self._modules_at.setdefault(id(failed_with), (failed_with, tuple(self.stack)))
         for index in range(len(self.stack) - 1, -1, -1):
             if self.stack[index].module is module:
