@@ -38,7 +38,7 @@ CASES = [
     ("conv1d", lambda: nn.Conv1d(3, 6, 5)(torch.randn(8, 4, 32)), "TL202",
      "nn.Conv1d expects 3 input channels but got 4; input shape [8, 4, 32]"),
     ("conv-rank", lambda: nn.Conv2d(3, 6, 5)(torch.randn(8, 3)), "TL202",
-     "expects 3D (unbatched) or 4D (batched) input but got 2-D; input shape [8, 3]"),
+     "expects 3D (unbatched) or 4D (batched) input but got 2D; input shape [8, 3]"),
     ("reshape-no-wildcard", lambda: torch.randn(8, 16, 5, 5).reshape(8, 300), "TL203",
      "reshape(8, 300) does not fit: it needs 2400 elements but the input [8, 16, 5, 5] has 3200"),
     ("view-stride", lambda: torch.randn(8, 16, 5, 5).transpose(1, 2).view(8, -1), "TL203",
@@ -86,7 +86,8 @@ CASES = [
     ("conv-kernel", lambda: nn.Conv2d(3, 6, 5)(torch.randn(8, 3, 3, 3)), "TL210",
      "nn.Conv2d kernel 5x5 is larger than its padded input 3x3"),
     ("conv-dilated-kernel", lambda: nn.Conv2d(3, 6, 3, padding=1, dilation=3)(
-        torch.randn(2, 3, 4, 4)), "TL210", "nn.Conv2d kernel 7x7 is larger than its padded input 6x6"),
+        torch.randn(2, 3, 4, 4)), "TL210",
+     "nn.Conv2d kernel 7x7 is larger than its padded input 6x6"),
     ("functional-conv-kernel", lambda: F.conv1d(torch.randn(2, 3, 4), torch.randn(6, 3, 5)),
      "TL210", "conv1d kernel 5 is larger than its padded input 4"),
     ("construct-transformer", lambda: nn.TransformerEncoderLayer(100, 3), "TL211",
@@ -168,4 +169,5 @@ class OwnLinear(nn.Module):
 
 def test_users_own_module_calling_torch_blames_the_call():
     explained = explained_on("meta", lambda: OwnLinear()(torch.randn(8, 256)))
-    assert explained.message == "linear expects 400 input features but got 256; input shape [8, 256]"
+    expected = "linear expects 400 input features but got 256; input shape [8, 256]"
+    assert explained.message == expected

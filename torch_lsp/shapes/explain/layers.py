@@ -17,15 +17,11 @@ from torch_lsp.shapes.explain.failure import (
 )
 from torch_lsp.shapes.explain.tracking import shape_of
 
-
-
 _MATMUL_TEXT = (
     r"mat1 and mat2 shapes cannot be multiplied|must have same reduction dim|"
     r"Expected size for first two dimensions of batch2|size mismatch, got input"
 )
-
-
-_MATMUL_CALLS = ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "baddbmm", "addmm")
+_MATMUL_CALLS = ("matmul", "mm", "bmm", "mv", "baddbmm", "addmm")
 
 
 def linear_or_matmul(failure: Failure) -> Explained | None:
@@ -67,10 +63,8 @@ def linear_or_matmul(failure: Failure) -> Explained | None:
             return None
         return Explained("TL201", f"cannot multiply {fmt(shapes[0])} by {fmt(shapes[1])}")
     a, b = (shape_of(t) for t in operands)
-    op = "matmul (@)" if failure.call.name in ("__matmul__", "__rmatmul__") else failure.call.name
-    if failure.call.name == "__rmatmul__":
-        a, b = b, a
-    if failure.call.name == "bmm" and len(a) == 3 and len(b) == 3 and a[0] != b[0]:
+    op = failure.call.name  # `a @ b` reaches torch as matmul
+    if op == "bmm" and len(a) == 3 and len(b) == 3 and a[0] != b[0]:
         return Explained("TL201", f"{op}: batch sizes differ: {fmt(a)} and {fmt(b)}")
     inner_b = b[-2] if len(b) >= 2 else b[-1]
     hint = ""
@@ -107,7 +101,7 @@ def conv_channels(failure: Failure) -> Explained | None:
     rank = failure.has(r"Expected (\d+D \(unbatched\) or \d+D \(batched\)) input")
     if rank and x is not None:
         return Explained(
-            "TL202", f"{failure.who()} expects {rank.group(1)} input but got {len(x)}-D; "
+            "TL202", f"{failure.who()} expects {rank.group(1)} input but got {len(x)}D; "
             f"input shape {fmt(x)}"
         )
     if not failure.has(r"Invalid channel dimensions|expected input\[.*\] to have \d+ channels"):

@@ -3,13 +3,10 @@ cat/stack, broadcasting. Messages come from the shapes of the failing call's ope
 
 from __future__ import annotations
 
-
 from torch_lsp.shapes.explain.explained import Explained, torch_first_line
 from torch_lsp.shapes.explain.failure import Failure, fmt, grid
 from torch_lsp.shapes.explain.layers import CONV_CALLS
 from torch_lsp.shapes.explain.tracking import shape_of
-
-
 
 _LOSS_CALLS = (
     "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
