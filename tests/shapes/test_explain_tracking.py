@@ -146,3 +146,30 @@ def test_importing_explain_does_not_import_torch():
     code = "import sys, torch_lsp.shapes.explain; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_an_engines_own_function_mode_can_feed_the_tracker():
+    from torch.overrides import TorchFunctionMode
+
+    class EngineMode(TorchFunctionMode):
+        def __init__(self, tracker):
+            super().__init__()
+            self.tracker = tracker
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            call = self.tracker.record_call(func, args, kwargs)
+            try:
+                return func(*args, **(kwargs or {}))
+            except Exception as exc:
+                self.tracker.record_failure(exc, call)
+                raise
+
+    with torch.device("meta"), track_calls(function_calls=False) as tracker:
+        with EngineMode(tracker):
+            try:
+                torch.cat([torch.randn(1, 4, 5), torch.randn(1, 4, 6)], dim=1)
+            except RuntimeError as exc:
+                error = exc
+    assert explain(error, tracker).message.startswith(
+        "torch.cat(dim=1) needs equal sizes outside dim 1, but tensor 0 is [1, 4, 5]"
+    )
