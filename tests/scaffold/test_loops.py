@@ -1,7 +1,6 @@
 """Training loop, train_one_epoch/evaluate variant and evaluation loop: offered where they make
 sense, fitted to the file's names, and the programs they produce train and evaluate for real."""
 
-
 import pytest
 
 from harness import apply_action, assert_no_new_findings, assert_preserved, fixture, inserted_text, offered, span_at
