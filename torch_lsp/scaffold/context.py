@@ -266,7 +266,7 @@ class ScaffoldContext:
             names = [n for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
             for name in names:
                 if _VALIDATION_LOSS_NAME.match(name.id):
-                    return name.id, self._statement_in_body(loop.epoch, node)
+                    return name.id, self.statement_in_body(loop.epoch, node)
         return None
 
     # -- what the file already does -----------------------------------------------------------
@@ -300,15 +300,12 @@ class ScaffoldContext:
     def _statement(self, node: ast.AST) -> ast.stmt:
         return node if isinstance(node, ast.stmt) else self.parsed.enclosing(node, ast.stmt)
 
-    def _statement_in_body(self, compound: ast.stmt, node: ast.AST) -> ast.stmt:
+    def statement_in_body(self, compound: ast.stmt, node: ast.AST) -> ast.stmt:
         """The statement directly in `compound`'s body that contains `node`."""
         current = self._statement(node)
         while current is not None and self.parsed.parent(current) is not compound:
             current = self.parsed.enclosing(current, ast.stmt)
         return current
-
-    def statement_in_body(self, compound: ast.stmt, node: ast.AST) -> ast.stmt:
-        return self._statement_in_body(compound, node)
 
     def _last_assignment(self, scope: ast.AST, name: str | None, before: ast.stmt) -> ast.stmt | None:
         found = None
