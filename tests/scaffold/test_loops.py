@@ -167,3 +167,11 @@ def test_evaluation_uses_a_validation_loader_and_device(runs):
     assert_no_new_findings(source, result)
     val_loss, val_accuracy = runs.probe("device_evaluate.val")
     assert val_loss > 0 and 0 <= val_accuracy <= 1
+
+
+def test_evaluation_with_a_functional_loss():
+    from test_regularisers import AMP_LOOP
+
+    result = apply_action(AMP_LOOP, "loop.evaluate", span_at(AMP_LOOP, "scaler.step"))
+    assert "    val_loss, val_accuracy = evaluate(model, data, nn.functional.cross_entropy)\n" in result
+    assert_no_new_findings(AMP_LOOP, result)

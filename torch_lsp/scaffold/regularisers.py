@@ -15,7 +15,7 @@ from torch_lsp.analysis.facts import Span
 from torch_lsp.analysis.training import Kind
 from torch_lsp.scaffold.codemod import EditPlan, render
 from torch_lsp.scaffold.context import ScaffoldContext
-from torch_lsp.scaffold.templates import ensure_validation, fresh_name, insert_after_validation
+from torch_lsp.scaffold.templates import can_validate, ensure_validation, fresh_name, insert_after_validation
 
 # Weight decay that suits each optimizer family (AdamW already decays by default: not offered).
 _WEIGHT_DECAY = {"torch.optim.SGD": "5e-4", "torch.optim.AdamW": None}
@@ -234,7 +234,7 @@ def _can_stop_early(ctx: ScaffoldContext) -> bool:
         return False
     if ctx.defines("patience") or ctx.defines("best_val_loss"):
         return False
-    return ctx.validation_loss is not None or (ctx.model is not None and ctx.loss is not None and not ctx.defines("evaluate"))
+    return can_validate(ctx)
 
 
 @action("reg.early_stopping", "Stop training early when the validation loss stops improving", when=_can_stop_early)

@@ -17,7 +17,7 @@ from typing import Callable
 from torch_lsp.scaffold import Action, REWRITE, register
 from torch_lsp.scaffold.codemod import EditPlan
 from torch_lsp.scaffold.context import ScaffoldContext
-from torch_lsp.scaffold.templates import (ensure_validation, epochs_text, fresh_name, insert_after_validation,
+from torch_lsp.scaffold.templates import (can_validate, ensure_validation, epochs_text, fresh_name, insert_after_validation,
                                           literal_int)
 
 PER_EPOCH, PER_BATCH, ON_METRIC = "epoch", "batch", "metric"
@@ -110,7 +110,7 @@ def _offered_for(schedule: Schedule) -> Callable[[ScaffoldContext], bool]:
             return False  # the optimizer is rebuilt inside the loop: a schedule would restart
         if schedule.needs_epochs and ctx.epochs is None:
             return False
-        if schedule.placement == ON_METRIC and ctx.validation_loss is None and ctx.defines("evaluate"):
+        if schedule.placement == ON_METRIC and not can_validate(ctx):
             return False
         return ctx.cursor_on_key(optimizer.key) or ctx.cursor_in_training_loop
 

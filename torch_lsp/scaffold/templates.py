@@ -60,13 +60,34 @@ def evaluate_function(ctx: ScaffoldContext, plan: EditPlan, device: str | None) 
                   no_grad=plan.reference("torch.no_grad"), to_device=TO_DEVICE.replace("device", device) if device else "")
 
 
+def loss_function(ctx: ScaffoldContext) -> str | None:
+    """How the training loop computes its loss: the loss module's variable (`criterion`), or a
+    functional loss it calls directly (`F.cross_entropy`)."""
+    if ctx.loss is not None:
+        return ctx.loss.key
+    statement = ctx.training_loop.loss_statement if ctx.training_loop else None
+    if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Call) and \
+            ctx.parsed.resolves_to(statement.value.func, "torch.nn.functional."):
+        return ctx.parsed.code(statement.value.func)
+    return None
+
+
+def can_validate(ctx: ScaffoldContext) -> bool:
+    """`ensure_validation` will succeed: a validation loss exists or `evaluate` can be written."""
+    if ctx.validation_loss is not None:
+        return True
+    loop = ctx.training_loop
+    return (loop is not None and loop.epoch is not None and ctx.model is not None and loss_function(ctx) is not None
+            and (ctx.val_loader or ctx.training_batches) is not None and not ctx.defines("evaluate"))
+
+
 def evaluate_call(ctx: ScaffoldContext, model: str, loader: str | None, device: str | None) -> str:
     """`val_loss, val_accuracy = evaluate(...)` and a report line, for the end of an epoch."""
     comment = ""
     if loader is None:
-        loader = ctx.train_loader.key
+        loader = ctx.training_batches
         comment = "# No validation loader in this file yet: this measures the training data.\n"
-    loss = ctx.loss.key if ctx.loss else "criterion"
+    loss = loss_function(ctx)
     epoch = ctx.epoch_variable
     prefix = f"epoch {{{epoch} + 1}}: " if epoch else ""
     args = ", ".join([model, loader, loss, *([device] if device else [])])
@@ -85,11 +106,9 @@ def ensure_validation(ctx: ScaffoldContext, plan: EditPlan) -> str:
     if ctx.validation_loss is not None:
         name, _ = ctx.validation_loss
     else:
+        if not can_validate(ctx):
+            raise CannotEdit("no epoch loop, model or loss to validate with")
         loop = ctx.training_loop
-        if loop is None or loop.epoch is None or ctx.model is None:
-            raise CannotEdit("no epoch loop to validate in")
-        if ctx.defines("evaluate"):
-            raise CannotEdit("the file has its own `evaluate`")
         plan.insert_definition_before(top_level_statement(ctx, loop.epoch), evaluate_function(ctx, plan, ctx.device))
         plan.insert_at_body_end(loop.epoch, evaluate_call(ctx, ctx.model.key, _key(ctx.val_loader), ctx.device))
         name = "val_loss"
