@@ -1,7 +1,9 @@
 """Checkpoint save/resume: a second run resumes with the model, optimizer and scheduler restored."""
 
-from harness import (apply_action, assert_no_new_findings, fixture, inserted_text, instrumented, offered,
-                     run_program, span_at, with_probe)
+import pytest
+
+from harness import (Program, apply_action, assert_no_new_findings, fixture, inserted_text, offered, run_batch,
+                     span_at, with_probe)
 
 
 def with_checkpoints(name: str, *first: str) -> tuple[str, str]:
@@ -12,42 +14,54 @@ def with_checkpoints(name: str, *first: str) -> tuple[str, str]:
     return before, source
 
 
-def test_resume_restores_model_optimizer_scheduler_and_epoch(tmp_path):
-    _, source = with_checkpoints("loop_tensor.py", "precision.amp")
-    program = instrumented(source)
-    first = run_program(program, tmp_path).assert_ok().probe("run")
-    assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "checkpoint.pt.tmp").exists()
+SAVED = """
+    import torch as _t
+    _saved = _t.load("checkpoint.pt", weights_only=True)
+    probe("saved", sorted(_saved))
+    probe("epoch", _saved["epoch"])
+"""
 
-    second_run = run_program(program, tmp_path, env={"EPOCHS": "3"}).assert_ok()
-    second = second_run.probe("run")
-    assert "resumed from checkpoint.pt: continuing at epoch 3" in second_run.stdout
-    # The weights loaded are exactly those the first run ended with; Adam's state came back.
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every program these tests train, in one interpreter; runs that share a folder resume."""
+    _, tensor = with_checkpoints("loop_tensor.py", "precision.amp")
+    _, seed = with_checkpoints("cifar10_seed.py")
+    _, main = with_checkpoints("vision_main.py")
+    return run_batch([
+        Program("first", tensor, folder="tensor"),
+        Program("second", tensor, {"EPOCHS": "3"}, folder="tensor"),
+        Program("seed", with_probe(seed, SAVED)),
+        Program("main_first", main, {"EPOCHS": "1"}, folder="main"),
+        Program("main_second", main, {"EPOCHS": "1"}, folder="main"),
+    ], tmp_path_factory.mktemp("checkpoints")).assert_ok()
+
+
+def test_resume_restores_model_optimizer_scheduler_and_epoch(runs):
+    first, second = runs.probe("first.run"), runs.probe("second.run")
+    assert not (runs.workdir / "tensor" / "checkpoint.pt.tmp").exists()
+    assert "resumed from checkpoint.pt: continuing at epoch 3" in runs.stdout
+    # The weights loaded are exactly those the first run ended with; Adam's state came back
+    # (a state entry for each of the 4 parameter tensors).
     assert second["loaded_checksums"] == [first["checksum"]]
-    assert second["optimizer_states_loaded"] == [2 * 2]  # exp_avg etc. for 2 Linear layers' 4 tensors
+    assert second["optimizer_states_loaded"] == [4]
     # Only the third epoch ran (64 samples / 16 = 4 steps), at StepLR's restored lr: 1e-3 halved
     # after epoch 2. A scheduler that had not been restored would still be at 1e-3.
     assert second["steps"] == 4 and second["lrs"] == [5e-4] * 4, second
 
 
-def test_checkpoint_loads_with_weights_only_on_the_seed(tmp_path):
+def test_checkpoint_loads_with_weights_only_on_the_seed(runs):
+    assert runs.probe("seed.saved") == ["epoch", "model", "optimizer"] and runs.probe("seed.epoch") == 1
     before, source = with_checkpoints("cifar10_seed.py")
-    probe = """
-        import torch as _t
-        _saved = _t.load("checkpoint.pt", weights_only=True)
-        probe("saved", sorted(_saved))
-        probe("epoch", _saved["epoch"])
-    """
-    result = run_program(with_probe(source, probe), tmp_path).assert_ok()
-    assert result.probe("saved") == ["epoch", "model", "optimizer"] and result.probe("epoch") == 1
     assert "map_location=\"cpu\", weights_only=True" in inserted_text(before, source)
 
 
-def test_checkpoints_inside_main_with_evaluation(tmp_path):
+def test_checkpoints_inside_main_with_evaluation(runs):
     _, source = with_checkpoints("vision_main.py")
     assert "    for epoch in range(start_epoch, epochs):\n" in source
-    run_program(source, tmp_path, env={"EPOCHS": "1"}).assert_ok()
-    again = run_program(source, tmp_path, env={"EPOCHS": "1"}).assert_ok()
-    assert "continuing at epoch 2" in again.stdout and "epoch 1:" not in again.stdout
+    assert runs.probe("main_first.run")["steps"] == 4
+    assert "continuing at epoch 2" in runs.stdout and runs.probe("main_second.run")["steps"] == 0
+    assert runs.probe("main_second.run")["loaded_checksums"] == [runs.probe("main_first.run")["checksum"]]
 
 
 def test_not_offered_without_an_epoch_loop_or_when_saving_already():

@@ -48,3 +48,17 @@ def test_instrumentation_records_training(tmp_path):
     # 64 samples in batches of 16, 2 epochs; StepLR(step_size=2) keeps lr for both epochs.
     assert run["steps"] == 8 and run["lrs"] == [1e-3] * 8
     assert run["linear_dtypes"] == ["torch.float32"] and run["checksum"] is not None
+
+
+def test_run_batch_runs_programs_in_one_interpreter_with_fresh_records(tmp_path):
+    from harness import Program, fixture, run_batch
+
+    source = fixture("loop_tensor.py")
+    result = run_batch([
+        Program("short", source, {"EPOCHS": "1"}),
+        Program("long", with_probe(source, "probe('epochs', EPOCHS)"), {"EPOCHS": "2"}),
+        Program("broken", "raise ValueError('boom')\n"),
+    ], tmp_path).assert_ok()
+    assert result.probe("short.run")["steps"] == 4 and result.probe("long.run")["steps"] == 8
+    assert result.probe("long.epochs") == 2
+    assert "ValueError: boom" in result.probe("broken.error")

@@ -2,8 +2,7 @@
 
 import pytest
 
-from harness import (apply_action, assert_no_new_findings, fixture, inserted_text, instrumented, offered,
-                     run_program, span_at)
+from harness import Program, apply_action, assert_no_new_findings, fixture, inserted_text, offered, run_batch, span_at
 
 FIXTURES = ["cifar10_seed.py", "loop_tensor.py", "vision_main.py"]
 
@@ -16,30 +15,36 @@ def applied(name: str, *actions: str) -> tuple[str, str]:
     return before, source
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every program these tests train, in one interpreter."""
+    programs = [Program(f"amp_{name[:-3]}", applied(name, "precision.amp")[1]) for name in FIXTURES]
+    programs.append(Program("accumulate", applied("loop_tensor.py", "precision.accumulate")[1], {"SAMPLES": "96"}))
+    programs.append(Program("amp_accumulate", applied("vision_main.py", "precision.amp", "precision.accumulate")[1]))
+    return run_batch(programs, tmp_path_factory.mktemp("precision")).assert_ok()
+
+
 @pytest.mark.parametrize("name", FIXTURES)
-def test_amp_trains_under_autocast(name, tmp_path):
-    _, source = applied(name, "precision.amp")
-    run = run_program(instrumented(source), tmp_path).assert_ok().probe("run")
+def test_amp_trains_under_autocast(name, runs):
+    run = runs.probe(f"amp_{name[:-3]}.run")
     # On the CPU autocast computes the Linear layers in bfloat16; the scaler passes steps through.
     assert "torch.bfloat16" in run["linear_dtypes"], run
     assert run["steps"] > 0
 
 
-def test_accumulation_steps_every_n_batches_and_on_the_last(tmp_path):
-    _, source = applied("loop_tensor.py", "precision.accumulate")
+def test_accumulation_steps_every_n_batches_and_on_the_last(runs):
     # 96 samples in batches of 16: 6 batches per epoch; with 4 accumulated, steps after batch 4
     # and after the last batch (6): 2 per epoch instead of 6.
-    run = run_program(instrumented(source), tmp_path, env={"SAMPLES": "96"}).assert_ok().probe("run")
-    assert run["steps"] == 4, run
+    assert runs.probe("accumulate.run")["steps"] == 4
 
 
-def test_accumulation_and_amp_compose_in_either_order(tmp_path):
+def test_accumulation_and_amp_compose_in_either_order(runs):
     _, amp_first = applied("vision_main.py", "precision.amp", "precision.accumulate")
     _, accumulate_first = applied("vision_main.py", "precision.accumulate", "precision.amp")
     assert "scaler.scale(loss / accumulation_steps).backward()" in amp_first
     assert "scaler.scale(loss / accumulation_steps).backward()" in accumulate_first
     # 64 samples in batches of 16: 4 batches, one step per epoch, 2 epochs.
-    run = run_program(instrumented(amp_first), tmp_path).assert_ok().probe("run")
+    run = runs.probe("amp_accumulate.run")
     assert run["steps"] == 2 and "torch.bfloat16" in run["linear_dtypes"], run
 
 

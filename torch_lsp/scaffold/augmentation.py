@@ -19,9 +19,12 @@ the dataset is a torchvision dataset and its transform has no random augmentatio
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from dataclasses import dataclass
 
+from torch_lsp.analysis.facts import Span
+from torch_lsp.analysis.syntax import ParsedModule
 from torch_lsp.analysis.syntax import target_key
 from torch_lsp.scaffold import action
 from torch_lsp.scaffold.codemod import EditPlan, render
@@ -84,6 +87,14 @@ class TrainingData:
 
 
 def training_data(ctx: ScaffoldContext) -> TrainingData | None:
+    """The training dataset and its transform; found once per parsed text (`offers` asks on
+    every cursor move, and the answer does not depend on the cursor)."""
+    return _training_data(ctx.parsed)
+
+
+@functools.lru_cache(maxsize=16)
+def _training_data(parsed: ParsedModule) -> TrainingData | None:
+    ctx = ScaffoldContext(parsed, Span.of(0, 0, 0, 0))
     loader = ctx.train_loader
     found = ctx.facts.classify(loader.value) if loader is not None else None
     call = found[2] if found else None
@@ -134,10 +145,10 @@ def _can_augment(ctx: ScaffoldContext) -> bool:
     data = training_data(ctx)
     if data is None:
         return False
-    if data.transform_value is not None and _AUGMENTATIONS.search(ctx.parsed.code(data.transform_value)):
-        return False
     cursor_nodes = [data.statement, ctx.binding_statement(ctx.train_loader), data.transform_value]
-    return any(ctx.cursor_in(node) for node in cursor_nodes)
+    if not any(ctx.cursor_in(node) for node in cursor_nodes):
+        return False
+    return data.transform_value is None or not _AUGMENTATIONS.search(ctx.parsed.code(data.transform_value))
 
 
 def dataset_info(ctx: ScaffoldContext, data: TrainingData) -> tuple[DatasetInfo, str]:

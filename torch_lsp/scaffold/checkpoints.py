@@ -19,6 +19,7 @@ from torch_lsp.scaffold import action
 from torch_lsp.scaffold._blocks import bound_before
 from torch_lsp.scaffold.codemod import EditPlan, render
 from torch_lsp.scaffold.context import ScaffoldContext
+from torch_lsp.scaffold.distributed import unwrapped, uses_distributed
 from torch_lsp.scaffold.templates import fresh_name
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -38,7 +39,7 @@ $loads    $start = $checkpoint["epoch"] + 1
 SAVE = '''
 # Save after every epoch, through a temporary file: an interrupted save never corrupts the
 # last good checkpoint.
-$torch.save(
+$guard$torch.save(
     {
         "epoch": $epoch,
 $states    },
@@ -86,9 +87,23 @@ def add_checkpoints(ctx: ScaffoldContext, plan: EditPlan) -> None:
              "checkpoint": fresh_name(ctx, "checkpoint"), "file": CHECKPOINT_FILE, "epoch": ctx.epoch_variable,
              "torch": plan.reference("torch.load").rsplit(".", 1)[0], "os": plan.reference("os.replace").rsplit(".", 1)[0]}
     states = _states(ctx, plan, loop)
+    distributed = uses_distributed(ctx)
+    if distributed:
+        # Save the model inside the DDP wrapper (loadable with or without torchrun), from rank 0
+        # only: several processes writing one file corrupt it.
+        states["model"] = unwrapped(states["model"])
+        get_rank = plan.reference("torch.distributed.get_rank", "torch.distributed")
+        is_initialized = get_rank.rsplit(".", 1)[0] + ".is_initialized"
+        names["guard"] = f"if not {is_initialized}() or {get_rank}() == 0:\n"
+    else:
+        names["guard"] = ""
     names["loads"] = "".join(f'    {variable}.load_state_dict({names["checkpoint"]}["{key}"])\n'
                              for key, variable in states.items())
     names["states"] = "".join(f'        "{key}": {variable}.state_dict(),\n' for key, variable in states.items())
     plan.insert_before(loop, render(RESUME, **names) + "\n", above_comments=True)
     plan.replace_node(epochs.args[0], f"{names['start']}, {ctx.parsed.code(epochs.args[0])}")
-    plan.insert_at_body_end(loop, render(SAVE, **names))
+    save = render(SAVE, **names)
+    if distributed:  # the statements after the guard line go one level deeper
+        head, guard, body = save.partition(names["guard"])
+        save = head + guard + "".join(plan.unit + line if line.strip() else line for line in body.splitlines(True))
+    plan.insert_at_body_end(loop, save)

@@ -22,7 +22,7 @@ from torch_lsp.analysis.facts import Position, Span
 from torch_lsp.analysis.syntax import target_key
 from torch_lsp.analysis.training import EventKind, Kind
 from torch_lsp.scaffold import action
-from torch_lsp.scaffold._blocks import bound_before, delete_statement, scope_of, simple_call_statement, wrap_in_block
+from torch_lsp.scaffold._blocks import bound_before, delete_statement, simple_call_statement, wrap_in_block
 from torch_lsp.scaffold.codemod import EditPlan, render
 from torch_lsp.scaffold.context import ScaffoldContext, TrainingLoop
 from torch_lsp.scaffold.templates import fresh_name
@@ -271,5 +271,3 @@ def _loader_key(ctx: ScaffoldContext, expr: ast.AST) -> str | None:
 def _is_zero(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and node.value == 0
 
-
-__all__ = ["StepLayout", "device_type_expression", "scope_of", "step_layout"]
