@@ -1,7 +1,6 @@
 """Training loop, train_one_epoch/evaluate variant and evaluation loop: offered where they make
 sense, fitted to the file's names, and the programs they produce train and evaluate for real."""
 
-
 import pytest
 
 from harness import apply_action, assert_no_new_findings, assert_preserved, fixture, inserted_text, offered, span_at
@@ -95,7 +94,33 @@ def runs(tmp_path_factory):
     bare_loop = without_validation(fixture("with_loop.py"))
     programs["device_evaluate"] = apply_action(bare_loop, "loop.evaluate", span_at(bare_loop, "loss.backward()")) + \
         "probe('val', [val_loss, val_accuracy])\n"
+    programs["functions_composed"] = compose_on_functions() + (
+        "probe('steps', [scheduler.last_epoch, num_epochs * len(train_loader)])\n")
     return run_programs(programs, tmp_path_factory.mktemp("loops"), timeout=240)
+
+
+def compose_on_functions() -> str:
+    """The train_one_epoch variant (model variable `net`), then clipping, L2 and OneCycleLR."""
+    source = fixture("no_loop.py").replace("model = MLP()", "net = MLP()").replace("model.parameters()", "net.parameters()")
+    source = apply_action(source, "loop.train_functions", span_at(source, "net = MLP"))
+    for offer_id in ("reg.clip_grad", "reg.l2_penalty", "scheduler.one_cycle_lr"):
+        before = source
+        source = apply_action(source, offer_id, span_at(source, "loss.backward()"))
+        assert_no_new_findings(before, source)
+    return source
+
+
+def test_actions_inside_train_one_epoch_use_its_parameters(runs):
+    result = compose_on_functions()
+    body = result[result.index("def train_one_epoch"):result.index("def evaluate")]
+    assert "        nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)\n        optimizer.step()\n" \
+           "        scheduler.step()  # OneCycleLR steps after every batch\n" in body
+    assert "sum(p.pow(2).sum() for p in model.parameters())" in body
+    # num_epochs is bound after the optimizer: the scheduler is built just before the epoch loop.
+    assert "scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, epochs=num_epochs, " \
+           "steps_per_epoch=len(train_loader))\nfor epoch in range(num_epochs):" in result
+    steps, expected = runs.probe("functions_composed.steps")
+    assert steps == expected
 
 
 def test_training_loop_snapshot_and_it_trains(runs):
@@ -168,3 +193,11 @@ def test_evaluation_uses_a_validation_loader_and_device(runs):
     assert_no_new_findings(source, result)
     val_loss, val_accuracy = runs.probe("device_evaluate.val")
     assert val_loss > 0 and 0 <= val_accuracy <= 1
+
+
+def test_evaluation_with_a_functional_loss():
+    from test_regularisers import AMP_LOOP
+
+    result = apply_action(AMP_LOOP, "loop.evaluate", span_at(AMP_LOOP, "scaler.step"))
+    assert "    val_loss, val_accuracy = evaluate(model, data, nn.functional.cross_entropy)\n" in result
+    assert_no_new_findings(AMP_LOOP, result)

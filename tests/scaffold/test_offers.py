@@ -7,7 +7,7 @@ import pytest
 
 from harness import fixture, span_at
 from torch_lsp import scaffold
-from torch_lsp.analysis.facts import Position, Span
+from torch_lsp.analysis.facts import Span
 from torch_lsp.analysis.syntax import parse
 from torch_lsp.cli import main
 from torch_lsp.scaffold import Action, ScaffoldContext

@@ -134,7 +134,33 @@ probe("eval_same", torch.equal(net(sample), net(sample)))
 
     amp = apply(AMP_LOOP, "reg.clip_grad", "scaler.step").replace("max_norm=1.0", "max_norm=0.01")
     programs["amp_clip"] = amp + "probe('grad_norm', torch.norm(torch.stack([p.grad.norm() for p in model.parameters()])).item())\n"
+    programs["in_main"] = insert_line(compose_in_main(), "return net, opt", (
+        "probe('state', [type(opt).__name__, opt.param_groups[0]['weight_decay'], "
+        "[type(m).__name__ for m in net.modules()], scheduler.last_epoch, epoch + 1])"), before=True)
     return run_programs(programs, tmp_path_factory.mktemp("regularisers"), env={"EPOCHS": "6"}, timeout=240)
+
+
+# Applied one after the other to a program whose training lives in main() (two-space indents).
+COMPOSITION = [("scheduler.warmup_cosine", "opt = torch"), ("reg.early_stopping", "loss.backward"),
+               ("reg.clip_grad", "loss.backward"), ("reg.weight_decay", "opt = torch"), ("reg.adamw", "opt = torch"),
+               ("reg.dropout", "class Net"), ("reg.l1_penalty", "loss.backward"), ("reg.label_smoothing", "loss_fn =")]
+
+
+def compose_in_main() -> str:
+    source = fixture("in_main.py")
+    for offer_id, needle in COMPOSITION:
+        source = apply(source, offer_id, needle)
+    return source
+
+
+def test_actions_compose_inside_main_with_two_space_indents(runs):
+    result = compose_in_main()
+    assert "\n  scheduler = torch.optim.lr_scheduler.SequentialLR(\n    opt,\n" in result
+    assert "\n      nn.utils.clip_grad_norm_(net.parameters(), max_norm=1.0)\n      opt.step()\n" in result
+    assert result.index("def evaluate(") < result.index("def main():")
+    optimizer, decay, modules, scheduler_steps, epochs = runs.probe("in_main.state")
+    assert (optimizer, decay) == ("AdamW", 1e-4) and "Dropout" in modules
+    assert scheduler_steps == epochs  # stepped once per epoch, early stop or not
 
 
 def test_weight_decay_label_smoothing_clipping_and_dropout_take_effect(runs):

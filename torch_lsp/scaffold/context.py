@@ -174,6 +174,13 @@ class ScaffoldContext:
         return self._prefer(train or loaders, iterated)
 
     @functools.cached_property
+    def training_batches(self) -> str | None:
+        """What the training loop iterates over: the training loader, or the variable it loops on."""
+        if self.train_loader is not None:
+            return self.train_loader.key
+        return self._iterated_key(self.training_loop.batch.node) if self.training_loop else None
+
+    @functools.cached_property
     def val_loader(self) -> Binding | None:
         loaders = [b for b in self.bindings_of(Kind.LOADER) if _VALIDATION_NAME.search(b.key)]
         return loaders[0] if loaders else None
@@ -219,7 +226,7 @@ class ScaffoldContext:
             if not steps or not backwards or any(_steps_directly(inner) for inner in loop.inner):
                 continue
             step, backward = self._statement(steps[0].node), self._statement(backwards[0].node)
-            loss_name = backwards[0].target
+            loss_name = backwards[0].target or _scaled_loss(backwards[0].node)
             return TrainingLoop(loop, self._epoch_loop(loop), step, backward, loss_name,
                                 self._last_assignment(loop.node, loss_name, before=backward))
         return None
@@ -266,7 +273,7 @@ class ScaffoldContext:
             names = [n for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
             for name in names:
                 if _VALIDATION_LOSS_NAME.match(name.id):
-                    return name.id, self._statement_in_body(loop.epoch, node)
+                    return name.id, self.statement_in_body(loop.epoch, node)
         return None
 
     # -- what the file already does -----------------------------------------------------------
@@ -300,15 +307,12 @@ class ScaffoldContext:
     def _statement(self, node: ast.AST) -> ast.stmt:
         return node if isinstance(node, ast.stmt) else self.parsed.enclosing(node, ast.stmt)
 
-    def _statement_in_body(self, compound: ast.stmt, node: ast.AST) -> ast.stmt:
+    def statement_in_body(self, compound: ast.stmt, node: ast.AST) -> ast.stmt:
         """The statement directly in `compound`'s body that contains `node`."""
         current = self._statement(node)
         while current is not None and self.parsed.parent(current) is not compound:
             current = self.parsed.enclosing(current, ast.stmt)
         return current
-
-    def statement_in_body(self, compound: ast.stmt, node: ast.AST) -> ast.stmt:
-        return self._statement_in_body(compound, node)
 
     def _last_assignment(self, scope: ast.AST, name: str | None, before: ast.stmt) -> ast.stmt | None:
         found = None
@@ -342,6 +346,15 @@ class ScaffoldContext:
         while isinstance(iterable, ast.Call) and iterable.args:
             iterable = iterable.args[0]
         return target_key(iterable)
+
+
+def _scaled_loss(backward: ast.AST) -> str | None:
+    """`loss` in `scaler.scale(loss).backward()`."""
+    receiver = backward.func.value if isinstance(backward, ast.Call) and isinstance(backward.func, ast.Attribute) else None
+    if isinstance(receiver, ast.Call) and isinstance(receiver.func, ast.Attribute) and receiver.func.attr == "scale" \
+            and receiver.args:
+        return target_key(receiver.args[0])
+    return None
 
 
 def _steps_directly(loop: Loop) -> bool:

@@ -17,7 +17,8 @@ import ast
 from torch_lsp.scaffold import SOURCE, action
 from torch_lsp.scaffold.codemod import EditPlan, render
 from torch_lsp.scaffold.context import ScaffoldContext
-from torch_lsp.scaffold.templates import defined_at_module_level, ensure_validation, evaluate_function, fresh_name
+from torch_lsp.scaffold.templates import (can_validate, defined_at_module_level, ensure_validation, evaluate_function,
+                                          fresh_name)
 
 TRAINING_LOOP = '''
 for $epoch in range($epochs):
@@ -154,13 +155,9 @@ def write_training_functions(ctx: ScaffoldContext, plan: EditPlan) -> None:
 
 # -- evaluation ----------------------------------------------------------------------------------
 def _can_add_evaluation(ctx: ScaffoldContext) -> bool:
-    loop = ctx.training_loop
-    if loop is None or loop.epoch is None or ctx.model is None or ctx.loss is None:
+    if ctx.validation_loss is not None or ctx.calls(".eval", "torch.no_grad", "torch.inference_mode"):
         return False
-    if ctx.validation_loss is not None or ctx.defines("evaluate") or ctx.calls(".eval", "torch.no_grad",
-                                                                                "torch.inference_mode"):
-        return False
-    return ctx.cursor_in_training_loop or ctx.cursor_on_key(ctx.model.key)
+    return can_validate(ctx) and (ctx.cursor_in_training_loop or ctx.cursor_on_key(ctx.model.key))
 
 
 @action("loop.evaluate", lambda ctx: f"Evaluate `{ctx.model.key}` after every epoch (loss and accuracy)",

@@ -15,7 +15,7 @@ from torch_lsp.analysis.facts import Span
 from torch_lsp.analysis.training import Kind
 from torch_lsp.scaffold.codemod import EditPlan, render
 from torch_lsp.scaffold.context import ScaffoldContext
-from torch_lsp.scaffold.templates import ensure_validation, fresh_name, insert_after_validation
+from torch_lsp.scaffold.templates import can_validate, ensure_validation, fresh_name, insert_after_validation
 
 # Weight decay that suits each optimizer family (AdamW already decays by default: not offered).
 _WEIGHT_DECAY = {"torch.optim.SGD": "5e-4", "torch.optim.AdamW": None}
@@ -42,11 +42,20 @@ def _on_optimizer(ctx: ScaffoldContext) -> bool:
     return ctx.optimizer is not None and (ctx.cursor_on_key(ctx.optimizer.key) or ctx.cursor_in_training_loop)
 
 
-def _trained_model(ctx: ScaffoldContext) -> str | None:
-    """The variable whose parameters the optimizer updates (what penalties and clipping use)."""
-    if ctx.optimizer is not None and ctx.optimizer.model_key:
-        return ctx.optimizer.model_key
-    return ctx.model.key if ctx.model else None
+def _trained_model(ctx: ScaffoldContext, statement: ast.stmt | None = None) -> str | None:
+    """The model whose parameters the optimizer updates, as `statement` sees it: inside a helper
+    like `train_one_epoch(model, ...)` that is the helper's model parameter."""
+    key = ctx.optimizer.model_key if ctx.optimizer is not None and ctx.optimizer.model_key else (
+        ctx.model.key if ctx.model else None)
+    function = ctx.parsed.enclosing(statement, (ast.FunctionDef, ast.AsyncFunctionDef)) if statement else None
+    if function is not None:
+        parameters = [a.arg for a in function.args.posonlyargs + function.args.args]
+        if key in parameters:
+            return key
+        for name in parameters:
+            if ctx.facts.key_kind(name) is Kind.MODEL:
+                return name
+    return key
 
 
 # -- weight decay, AdamW -------------------------------------------------------------------------
@@ -150,7 +159,7 @@ def _add_penalty(ctx: ScaffoldContext, plan: EditPlan, strength: str, value: str
     loop = ctx.training_loop
     plan.insert_before(loop.epoch or loop.batch.node, f"{strength} = {value}  # strength of the {what} penalty\n",
                        above_comments=True)
-    loss, model = loop.loss_name, _trained_model(ctx)
+    loss, model = loop.loss_name, _trained_model(ctx, loop.loss_statement)
     plan.insert_after(loop.loss_statement, f"{loss} = {loss} + {strength} * sum({term} for p in {model}.parameters())\n")
 
 
@@ -185,7 +194,8 @@ def add_gradient_clipping(ctx: ScaffoldContext, plan: EditPlan) -> None:
     if scaler is not None:
         # Under AMP the gradients are scaled: unscale them first or the threshold means nothing.
         code += f"{scaler}.unscale_({ctx.optimizer.key if ctx.optimizer else 'optimizer'})\n"
-    code += f"{plan.reference('torch.nn.utils.clip_grad_norm_')}({_trained_model(ctx)}.parameters(), max_norm=1.0)\n"
+    model = _trained_model(ctx, step)
+    code += f"{plan.reference('torch.nn.utils.clip_grad_norm_')}({model}.parameters(), max_norm=1.0)\n"
     plan.insert_before(step, code)
 
 
@@ -234,7 +244,7 @@ def _can_stop_early(ctx: ScaffoldContext) -> bool:
         return False
     if ctx.defines("patience") or ctx.defines("best_val_loss"):
         return False
-    return ctx.validation_loss is not None or (ctx.model is not None and ctx.loss is not None and not ctx.defines("evaluate"))
+    return can_validate(ctx)
 
 
 @action("reg.early_stopping", "Stop training early when the validation loss stops improving", when=_can_stop_early)

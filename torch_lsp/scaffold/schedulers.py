@@ -17,8 +17,8 @@ from typing import Callable
 from torch_lsp.scaffold import Action, REWRITE, register
 from torch_lsp.scaffold.codemod import EditPlan
 from torch_lsp.scaffold.context import ScaffoldContext
-from torch_lsp.scaffold.templates import (ensure_validation, epochs_text, fresh_name, insert_after_validation,
-                                          literal_int)
+from torch_lsp.scaffold.templates import (can_validate, ensure_validation, epochs_text, fresh_name, insert_after_validation,
+                                          literal_int, setup_anchor)
 
 PER_EPOCH, PER_BATCH, ON_METRIC = "epoch", "batch", "metric"
 
@@ -29,7 +29,7 @@ class Schedule:
     label: str
     cls: str  # class name in torch.optim.lr_scheduler
     placement: str
-    arguments: Callable[[ScaffoldContext, EditPlan, str], str]  # (ctx, plan, epochs) -> "step_size=..."
+    arguments: Callable[..., str]  # (ctx, plan, epochs, anchor) -> "step_size=..."
     needs_epochs: bool = True
 
 
@@ -39,11 +39,11 @@ def _scaled(epochs: str, literal: Callable[[int], int], expression: str) -> str:
     return str(literal(number)) if number is not None else expression.format(epochs=epochs)
 
 
-def _step_lr(ctx, plan, epochs):
+def _step_lr(ctx, plan, epochs, anchor):
     return f"step_size={_scaled(epochs, lambda n: max(1, n // 3), 'max(1, {epochs} // 3)')}, gamma=0.1"
 
 
-def _multi_step(ctx, plan, epochs):
+def _multi_step(ctx, plan, epochs, anchor):
     number = literal_int(epochs)
     if number is not None:
         milestones = ", ".join(str(m) for m in sorted({max(1, number // 2), max(1, number * 3 // 4)}))
@@ -52,13 +52,13 @@ def _multi_step(ctx, plan, epochs):
     return f"milestones=[{milestones}], gamma=0.1"
 
 
-def _one_cycle(ctx, plan, epochs):
+def _one_cycle(ctx, plan, epochs, anchor):
     lr = _optimizer_lr(ctx)
     max_lr = repr(lr * 10) if lr is not None else "0.1"
     return f"max_lr={max_lr}, epochs={epochs}, steps_per_epoch=len({ctx.train_loader.key})"
 
 
-def _warmup_cosine(ctx, plan, epochs):
+def _warmup_cosine(ctx, plan, epochs, anchor):
     linear = plan.reference("torch.optim.lr_scheduler.LinearLR")
     cosine = plan.reference("torch.optim.lr_scheduler.CosineAnnealingLR")
     optimizer = ctx.optimizer.key
@@ -68,7 +68,7 @@ def _warmup_cosine(ctx, plan, epochs):
     else:
         # Planned before the scheduler line (same place, planned first).
         warmup = fresh_name(ctx, "warmup_epochs")
-        plan.insert_after(ctx.binding_statement(ctx.optimizer), f"{warmup} = max(1, {epochs} // 10)\n")
+        anchor.insert(plan, f"{warmup} = max(1, {epochs} // 10)\n")
         remaining = f"max(1, {epochs} - {warmup})"
     return (f"\n    schedulers=[\n        {linear}({optimizer}, start_factor=0.1, total_iters={warmup}),  # linear warmup\n"
             f"        {cosine}({optimizer}, T_max={remaining}),\n    ],\n    milestones=[{warmup}],\n")
@@ -79,12 +79,12 @@ SCHEDULES = [
     Schedule("scheduler.multistep_lr", "MultiStepLR (decay at 50% and 75% of training)", "MultiStepLR", PER_EPOCH,
              _multi_step),
     Schedule("scheduler.exponential_lr", "ExponentialLR (gamma 0.95 per epoch)", "ExponentialLR", PER_EPOCH,
-             lambda ctx, plan, epochs: "gamma=0.95", needs_epochs=False),
+             lambda ctx, plan, epochs, anchor: "gamma=0.95", needs_epochs=False),
     Schedule("scheduler.cosine_lr", "CosineAnnealingLR over all epochs", "CosineAnnealingLR", PER_EPOCH,
-             lambda ctx, plan, epochs: f"T_max={epochs}"),
+             lambda ctx, plan, epochs, anchor: f"T_max={epochs}"),
     Schedule("scheduler.one_cycle_lr", "OneCycleLR (stepped every batch)", "OneCycleLR", PER_BATCH, _one_cycle),
     Schedule("scheduler.reduce_on_plateau", "ReduceLROnPlateau on the validation loss", "ReduceLROnPlateau", ON_METRIC,
-             lambda ctx, plan, epochs: 'mode="min", factor=0.1, patience=5', needs_epochs=False),
+             lambda ctx, plan, epochs, anchor: 'mode="min", factor=0.1, patience=5', needs_epochs=False),
     Schedule("scheduler.warmup_cosine", "linear warmup then cosine decay (SequentialLR)", "SequentialLR", PER_EPOCH,
              _warmup_cosine),
 ]
@@ -110,7 +110,7 @@ def _offered_for(schedule: Schedule) -> Callable[[ScaffoldContext], bool]:
             return False  # the optimizer is rebuilt inside the loop: a schedule would restart
         if schedule.needs_epochs and ctx.epochs is None:
             return False
-        if schedule.placement == ON_METRIC and ctx.validation_loss is None and ctx.defines("evaluate"):
+        if schedule.placement == ON_METRIC and not can_validate(ctx):
             return False
         return ctx.cursor_on_key(optimizer.key) or ctx.cursor_in_training_loop
 
@@ -120,15 +120,17 @@ def _offered_for(schedule: Schedule) -> Callable[[ScaffoldContext], bool]:
 def _edit_for(schedule: Schedule) -> Callable[[ScaffoldContext, EditPlan], None]:
     def edit(ctx: ScaffoldContext, plan: EditPlan) -> None:
         loop, optimizer = ctx.training_loop, ctx.optimizer.key
-        after = ctx.binding_statement(ctx.optimizer)
-        epochs = epochs_text(ctx, plan, after) if schedule.needs_epochs or schedule.placement == PER_BATCH else ""
+        needs_epochs = schedule.needs_epochs or schedule.placement == PER_BATCH
+        anchor = setup_anchor(ctx, ctx.binding_statement(ctx.optimizer), ctx.epochs if needs_epochs else None,
+                              ctx.train_loader.key if schedule.placement == PER_BATCH else None)
+        epochs = epochs_text(ctx, plan, anchor) if needs_epochs else ""
         name = fresh_name(ctx, "scheduler")
         cls = plan.reference(f"torch.optim.lr_scheduler.{schedule.cls}")
-        arguments = schedule.arguments(ctx, plan, epochs)
+        arguments = schedule.arguments(ctx, plan, epochs, anchor)
         if arguments.startswith("\n"):  # one argument per line
-            plan.insert_after(after, f"{name} = {cls}(\n    {optimizer},{arguments})\n")
+            anchor.insert(plan, f"{name} = {cls}(\n    {optimizer},{arguments})\n")
         else:
-            plan.insert_after(after, f"{name} = {cls}({optimizer}, {arguments})\n")
+            anchor.insert(plan, f"{name} = {cls}({optimizer}, {arguments})\n")
         if schedule.placement == PER_EPOCH:
             plan.insert_at_body_end(loop.epoch, f"{name}.step()  # once per epoch, after the optimizer steps\n")
         elif schedule.placement == PER_BATCH:

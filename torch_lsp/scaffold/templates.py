@@ -9,6 +9,7 @@ most once per build (`plan.notes`), so actions compose without duplicating code.
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 
 from torch_lsp.scaffold.codemod import CannotEdit, EditPlan, render
 from torch_lsp.scaffold.context import ScaffoldContext
@@ -60,13 +61,34 @@ def evaluate_function(ctx: ScaffoldContext, plan: EditPlan, device: str | None) 
                   no_grad=plan.reference("torch.no_grad"), to_device=TO_DEVICE.replace("device", device) if device else "")
 
 
+def loss_function(ctx: ScaffoldContext) -> str | None:
+    """How the training loop computes its loss: the loss module's variable (`criterion`), or a
+    functional loss it calls directly (`F.cross_entropy`)."""
+    if ctx.loss is not None:
+        return ctx.loss.key
+    statement = ctx.training_loop.loss_statement if ctx.training_loop else None
+    if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Call) and \
+            ctx.parsed.resolves_to(statement.value.func, "torch.nn.functional."):
+        return ctx.parsed.code(statement.value.func)
+    return None
+
+
+def can_validate(ctx: ScaffoldContext) -> bool:
+    """`ensure_validation` will succeed: a validation loss exists or `evaluate` can be written."""
+    if ctx.validation_loss is not None:
+        return True
+    loop = ctx.training_loop
+    return (loop is not None and loop.epoch is not None and ctx.model is not None and loss_function(ctx) is not None
+            and (ctx.val_loader or ctx.training_batches) is not None and not ctx.defines("evaluate"))
+
+
 def evaluate_call(ctx: ScaffoldContext, model: str, loader: str | None, device: str | None) -> str:
     """`val_loss, val_accuracy = evaluate(...)` and a report line, for the end of an epoch."""
     comment = ""
     if loader is None:
-        loader = ctx.train_loader.key
+        loader = ctx.training_batches
         comment = "# No validation loader in this file yet: this measures the training data.\n"
-    loss = ctx.loss.key if ctx.loss else "criterion"
+    loss = loss_function(ctx)
     epoch = ctx.epoch_variable
     prefix = f"epoch {{{epoch} + 1}}: " if epoch else ""
     args = ", ".join([model, loader, loss, *([device] if device else [])])
@@ -85,11 +107,9 @@ def ensure_validation(ctx: ScaffoldContext, plan: EditPlan) -> str:
     if ctx.validation_loss is not None:
         name, _ = ctx.validation_loss
     else:
+        if not can_validate(ctx):
+            raise CannotEdit("no epoch loop, model or loss to validate with")
         loop = ctx.training_loop
-        if loop is None or loop.epoch is None or ctx.model is None:
-            raise CannotEdit("no epoch loop to validate in")
-        if ctx.defines("evaluate"):
-            raise CannotEdit("the file has its own `evaluate`")
         plan.insert_definition_before(top_level_statement(ctx, loop.epoch), evaluate_function(ctx, plan, ctx.device))
         plan.insert_at_body_end(loop.epoch, evaluate_call(ctx, ctx.model.key, _key(ctx.val_loader), ctx.device))
         name = "val_loss"
@@ -113,12 +133,45 @@ def insert_after_validation(ctx: ScaffoldContext, plan: EditPlan, code: str) -> 
         plan.insert_at_body_end(statement, code)
 
 
-def epochs_text(ctx: ScaffoldContext, plan: EditPlan, before: ast.stmt) -> str:
-    """Code for the number of epochs that is valid just after `before`.
+@dataclass(frozen=True)
+class Anchor:
+    """Where new setup code goes: just after a statement (the optimizer), or just before one
+    (the epoch loop)."""
 
-    A literal or a variable bound earlier is used as is; any other expression in the epoch
-    loop's `range(...)` is hoisted into `num_epochs = ...` (planned after `before`) and the loop
-    header is changed to use it, so the schedule and the loop cannot disagree.
+    statement: ast.stmt
+    after: bool = True
+
+    def insert(self, plan: EditPlan, code: str) -> None:
+        if self.after:
+            plan.insert_after(self.statement, code)
+        else:
+            plan.insert_before(self.statement, code)
+
+    def sees(self, ctx: ScaffoldContext, name: str) -> bool:
+        """`name` is bound before this point (names bound nowhere are imports or builtins)."""
+        line = ctx.first_binding_line(name)
+        limit = (self.statement.end_lineno or self.statement.lineno) if self.after else self.statement.lineno - 1
+        return line is None or line <= limit
+
+
+def setup_anchor(ctx: ScaffoldContext, statement: ast.stmt, *uses: ast.AST | str | None) -> Anchor:
+    """Just after `statement`, unless something the new code uses is bound later than it:
+    then just before the training loop, where everything it uses exists."""
+    anchor = Anchor(statement)
+    names = [u for u in uses if isinstance(u, str)]
+    names += [n.id for u in uses if isinstance(u, ast.AST) for n in ast.walk(u) if isinstance(n, ast.Name)]
+    if all(anchor.sees(ctx, name) for name in names):
+        return anchor
+    loop = ctx.training_loop
+    return Anchor(loop.epoch or loop.batch.node, after=False)
+
+
+def epochs_text(ctx: ScaffoldContext, plan: EditPlan, anchor: Anchor) -> str:
+    """Code for the number of epochs that is valid at `anchor`.
+
+    A literal or a variable bound earlier is used as is; an expression in the epoch loop's
+    `range(...)` is hoisted into `num_epochs = ...` (planned at `anchor`) and the loop header is
+    changed to use it, so the schedule and the loop cannot disagree.
     """
     if "epochs" in plan.notes:
         return plan.notes["epochs"]
@@ -127,11 +180,11 @@ def epochs_text(ctx: ScaffoldContext, plan: EditPlan, before: ast.stmt) -> str:
         raise CannotEdit("unknown number of epochs")
     if isinstance(epochs, ast.Constant) and isinstance(epochs.value, int):
         text = str(epochs.value)
-    elif isinstance(epochs, ast.Name) and _bound_before(ctx, epochs.id, before):
+    elif isinstance(epochs, ast.Name) and anchor.sees(ctx, epochs.id):
         text = epochs.id
     elif ctx.training_loop.epoch is not None and ctx.parsed.parent(epochs) is getattr(ctx.training_loop.epoch, "iter", None):
         text = fresh_name(ctx, "num_epochs")
-        plan.insert_after(before, f"{text} = {ctx.parsed.code(epochs)}\n")
+        anchor.insert(plan, f"{text} = {ctx.parsed.code(epochs)}\n")
         plan.replace_node(epochs, text)
     else:
         raise CannotEdit("the number of epochs is bound after the optimizer")
@@ -141,11 +194,6 @@ def epochs_text(ctx: ScaffoldContext, plan: EditPlan, before: ast.stmt) -> str:
 
 def literal_int(text: str) -> int | None:
     return int(text) if text.isdigit() else None
-
-
-def _bound_before(ctx: ScaffoldContext, name: str, statement: ast.stmt) -> bool:
-    line = ctx.first_binding_line(name)
-    return line is not None and line <= statement.lineno
 
 
 def _key(binding) -> str | None:
