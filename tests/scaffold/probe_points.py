@@ -1,6 +1,9 @@
-"""Put probe lines *inside* a program (the harness's `with_probe` appends at the end)."""
+"""Probes *inside* a program (the harness's `with_probe` appends at the end), and a checked
+`run_batch` for the programs of one test module."""
 
 from __future__ import annotations
+
+from harness import Program, run_batch, with_probe
 
 
 def insert_line(source: str, needle: str, code: str, *, before: bool = False, occurrence: int = 0,
@@ -19,56 +22,17 @@ def insert_line(source: str, needle: str, code: str, *, before: bool = False, oc
 
 
 def with_probe_function(source: str) -> str:
-    """`source` with `probe(name, value)` defined first, so probes inside loops can call it
-    (the lines it prints are the ones `harness.RunResult.probes` reads)."""
-    helper = ("def probe(name, value):\n"
-              "    import json as _json\n"
-              "    print('PROBE ' + name + ' ' + _json.dumps(value, default=float), flush=True)\n\n\n")
-    return helper + source
+    """`source` with the harness's `probe(name, value)` defined first, so that probes inside
+    loops can call it."""
+    return with_probe("", "").lstrip("\n") + source
 
 
-_DRIVER = '''
-import json, sys, traceback
-
-def _probe_for(label):
-    def probe(name, value):
-        print("PROBE " + label + "." + name + " " + json.dumps(value, default=float), flush=True)
-    return probe
-
-for label, path in PROGRAMS:
-    probe = _probe_for(label)
-    scope = {"__name__": "__main__", "__file__": path, "probe": probe}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            exec(compile(handle.read(), path, "exec"), scope)
-    except BaseException:  # a failing program (SystemExit included) must not hide the others
-        probe("__error__", traceback.format_exc())
-    probe("__done__", True)
-'''
-
-
-def run_programs(programs: dict[str, str], workdir, **run_options):
-    """Run several programs one after the other in ONE interpreter (torch imported once: on a
-    shared 2-core machine the import costs more than the training steps).
-
-    Each program can call `probe(name, value)` without defining it; its probes come back as
-    `<label>.<name>`, and `<label>.__error__` holds the traceback of a program that failed.
-    """
-    from pathlib import Path
-
-    from harness import run_program
-
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for label, source in programs.items():
-        path = workdir / f"{label.replace('.', '_')}.py"
-        path.write_text(source, encoding="utf-8")
-        paths.append((label, str(path)))
-    driver = f"PROGRAMS = {paths!r}\n" + _DRIVER
-    run = run_program(driver, workdir, name="driver.py", **run_options).assert_ok()
-    for label, _ in paths:
-        errors = run.probes(f"{label}.__error__")
+def run_programs(programs: dict[str, str], workdir, *, env: dict[str, str] | None = None, timeout: float = 240):
+    """`harness.run_batch` over {label: source} (torch imported once for all of them); fails
+    with the program and its traceback when one of them fails."""
+    run = run_batch([Program(label, with_probe_function(source), dict(env or {})) for label, source in programs.items()],
+                    workdir, timeout=timeout).assert_ok()
+    for label in programs:
+        errors = run.probes(f"{label}.error")
         assert not errors, f"{label} failed:\n{errors[0]}\n{programs[label]}"
-        assert run.probes(f"{label}.__done__") == [True], run.describe()
     return run

@@ -145,3 +145,12 @@ def test_reduce_on_plateau_is_stepped_with_the_validation_loss(fixture_name, off
     assert len(seen) == EPOCHS
     for index, (_, best) in enumerate(seen):
         assert best == pytest.approx(min(v for v, _ in seen[: index + 1]))
+
+
+def test_one_cycle_counts_the_batches_of_a_plain_iterable_under_a_grad_scaler():
+    from test_regularisers import AMP_LOOP
+
+    result = apply_action(AMP_LOOP, "scheduler.one_cycle_lr", span_at(AMP_LOOP, "scaler.step"))
+    assert "OneCycleLR(optimizer, max_lr=1.0, epochs=2, steps_per_epoch=len(data))\n" in result
+    assert "        scaler.step(optimizer)\n        scheduler.step()  # OneCycleLR steps after every batch\n" in result
+    assert_no_new_findings(AMP_LOOP, result)

@@ -55,7 +55,7 @@ def _multi_step(ctx, plan, epochs, anchor):
 def _one_cycle(ctx, plan, epochs, anchor):
     lr = _optimizer_lr(ctx)
     max_lr = repr(lr * 10) if lr is not None else "0.1"
-    return f"max_lr={max_lr}, epochs={epochs}, steps_per_epoch=len({ctx.train_loader.key})"
+    return f"max_lr={max_lr}, epochs={epochs}, steps_per_epoch=len({ctx.training_batches})"
 
 
 def _warmup_cosine(ctx, plan, epochs, anchor):
@@ -101,7 +101,9 @@ def _optimizer_lr(ctx: ScaffoldContext) -> float | None:
 def _offered_for(schedule: Schedule) -> Callable[[ScaffoldContext], bool]:
     def when(ctx: ScaffoldContext) -> bool:
         loop, optimizer = ctx.training_loop, ctx.optimizer
-        if loop is None or optimizer is None or ctx.scheduler is not None or ctx.train_loader is None:
+        if loop is None or optimizer is None or ctx.scheduler is not None:
+            return False
+        if schedule.placement == PER_BATCH and ctx.training_batches is None:
             return False
         statement = ctx.binding_statement(optimizer)
         if statement is None or (loop.epoch is None and schedule.placement != PER_BATCH):
@@ -122,7 +124,7 @@ def _edit_for(schedule: Schedule) -> Callable[[ScaffoldContext, EditPlan], None]
         loop, optimizer = ctx.training_loop, ctx.optimizer.key
         needs_epochs = schedule.needs_epochs or schedule.placement == PER_BATCH
         anchor = setup_anchor(ctx, ctx.binding_statement(ctx.optimizer), ctx.epochs if needs_epochs else None,
-                              ctx.train_loader.key if schedule.placement == PER_BATCH else None)
+                              ctx.training_batches if schedule.placement == PER_BATCH else None)
         epochs = epochs_text(ctx, plan, anchor) if needs_epochs else ""
         name = fresh_name(ctx, "scheduler")
         cls = plan.reference(f"torch.optim.lr_scheduler.{schedule.cls}")
