@@ -58,6 +58,12 @@ class EventKind(str, enum.Enum):
     GRAD_NONE = "grad_none"  # p.grad = None / p.grad.zero_()
     SCHEDULER_STEP = "scheduler_step"
     CALL = "call"  # any other call, kept for rules that need the forward pass
+    # Added for the loop-order and evaluation rules (TL102-TL106, TL110). These are emitted in
+    # addition to the CALL event of the same call, so CALL consumers see what they always saw.
+    FORWARD = "forward"  # a model called on inputs: `model(x)`, `self.net(x)`
+    MODE_EVAL = "mode_eval"  # `model.eval()`, `model.train(False)`
+    MODE_TRAIN = "mode_train"  # `model.train()`, `model.train(True)`
+    MODE_SET = "mode_set"  # `model.train(flag)`: either mode, decided at run time
 
 
 @dataclass(frozen=True)
@@ -274,6 +280,10 @@ class TrainingFacts:
             events.append(Event(EventKind.BACKWARD, node, anchor, None, conditional, via))
         if not events:
             events.append(Event(EventKind.CALL, node, anchor, target_key(func), conditional, via))
+            extra = self.model_call_kind(node)
+            if extra is not None:
+                events.append(Event(extra, node, anchor, target_key(func.value if extra is not EventKind.FORWARD else func),
+                                    conditional, via))
             helper = self._local_helper(func)
             if helper is not None and helper.name not in via and len(via) < 5:
                 events.extend(self.events_in(helper.body, helper, via + (helper.name,), anchor, conditional))
@@ -295,6 +305,76 @@ class TrainingFacts:
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
             return self.functions.get(func.attr)
         return None
+
+    # -- facts for the loop-order and evaluation rules -------------------------------------------
+    def model_call_kind(self, call: ast.Call) -> EventKind | None:
+        """FORWARD for `model(x)`, a MODE_* kind for `model.eval()` / `model.train(...)`."""
+        func = call.func
+        if isinstance(func, (ast.Name, ast.Attribute)) and self._is_model(func):
+            return EventKind.FORWARD
+        if not (isinstance(func, ast.Attribute) and func.attr in ("eval", "train") and self._is_model(func.value)):
+            return None
+        if func.attr == "eval":
+            return EventKind.MODE_EVAL
+        mode = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "mode"), None)
+        if mode is None:
+            return EventKind.MODE_TRAIN
+        if isinstance(mode, ast.Constant) and isinstance(mode.value, bool):
+            return EventKind.MODE_TRAIN if mode.value else EventKind.MODE_EVAL
+        return EventKind.MODE_SET
+
+    def _is_model(self, expr: ast.AST) -> bool:
+        return (self.key_kind(target_key(expr)) or self.kind_of(expr)) is Kind.MODEL
+
+    def canonical(self, key: str | None) -> str | None:
+        """The key an alias stands for: `opt` after `opt = optimizer` -> `optimizer`."""
+        seen = set()
+        while key in self.bindings and key not in seen:
+            seen.add(key)
+            value = self.bindings[key].value
+            if not isinstance(value, (ast.Name, ast.Attribute)) or target_key(value) not in self.bindings:
+                break
+            key = target_key(value)
+        return key
+
+    def loop_of(self, node: ast.AST) -> Loop | None:
+        """The innermost loop whose body runs `node`."""
+        enclosing = self.parsed.enclosing(node, (ast.For, ast.AsyncFor, ast.While))
+        if enclosing is None or node is getattr(enclosing, "iter", None) or node is getattr(enclosing, "test", None):
+            return None
+        return self._loops_by_node.get(enclosing)
+
+    @functools.cached_property
+    def _loops_by_node(self) -> dict[ast.AST, Loop]:
+        return {loop.node: loop for loop in self.loops}
+
+    def once_per_iteration(self, loop: Loop, event: Event) -> bool:
+        """True when `event` runs once per iteration of `loop`, not inside a loop nested in it."""
+        start = event.anchor if event.via else event.node
+        innermost = self.parsed.enclosing(start, (ast.For, ast.AsyncFor, ast.While))
+        if innermost is not loop.node:
+            return False
+        if event.via:  # inside a helper: no loop between the helper's def and the event
+            inner = self.parsed.enclosing(event.node, (ast.For, ast.AsyncFor, ast.While, ast.FunctionDef,
+                                                       ast.AsyncFunctionDef, ast.Lambda))
+            return not isinstance(inner, (ast.For, ast.AsyncFor, ast.While))
+        return True
+
+    def argument_sources(self, function: ast.AST, param: str) -> list[ast.AST]:
+        """The expressions passed for `param` at the file's call sites of `function`."""
+        args = [a.arg for a in function.args.posonlyargs + function.args.args]
+        offset = 1 if args and args[0] in ("self", "cls") else 0
+        if param not in args:
+            return []
+        index = args.index(param) - offset
+        sources = []
+        for call in self.calls_by_name.get(function.name, ()):
+            arg = next((k.value for k in call.keywords if k.arg == param), None)
+            if arg is None and 0 <= index < len(call.args):
+                arg = call.args[index]
+            if arg is not None:
+                sources.append(arg)
+        return sources
 
 
 def _kind_of_constructor(qualified: str, module_classes: set[str]) -> Kind | None:
