@@ -10,6 +10,7 @@ all of their fixes are applied.
 from __future__ import annotations
 
 import collections
+import json
 import re
 import subprocess
 import sys
@@ -108,23 +109,46 @@ def _apply_all_fixes(source: str, path: Path, code: str) -> str:
     raise AssertionError("fixes do not converge")
 
 
-def _run(source: str, tmp_path: Path, name: str) -> subprocess.CompletedProcess:
-    script = tmp_path / name
-    script.write_text(source)
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+_DRIVER = """
+import contextlib, io, json, runpy, sys, traceback
+results = {}
+for path in sys.argv[1:]:
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(path, run_name="__main__")
+        results[path] = {"ok": "ok" in out.getvalue().splitlines(), "log": out.getvalue()[-2000:]}
+    except BaseException:
+        results[path] = {"ok": False, "log": out.getvalue()[-2000:] + traceback.format_exc()[-4000:]}
+print(json.dumps(results))
+"""
 
 
-@pytest.mark.parametrize("path", [p for p in _fixtures() if "# fixture: runnable" in p.read_text()],
-                         ids=lambda p: p.name)
-def test_runnable_fixture_runs_before_and_after_its_fixes(path: Path, tmp_path: Path):
-    source = path.read_text()
-    code = _code_of(path)
-    fixed = _apply_all_fixes(source, path, code)
-    assert not _findings(fixed, path, code) or not load_rules()[code].fixable or any(
-        f.fix is None for f in _findings(fixed, path, code)
-    )
-    for label, text in (("original", source), ("fixed", fixed)):
-        result = _run(text, tmp_path, f"{label}_{path.name}")
-        assert result.returncode == 0 and "ok" in result.stdout.splitlines(), (
-            f"{label} {path.name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-        )
+def _runnable() -> list[Path]:
+    return [p for p in _fixtures() if "# fixture: runnable" in p.read_text()]
+
+
+@pytest.fixture(scope="module")
+def run_results(tmp_path_factory) -> dict[str, dict]:
+    """Run every runnable fixture, original and fixed, in ONE subprocess: importing torch
+    costs seconds on a loaded machine, running the fixtures costs milliseconds."""
+    folder = tmp_path_factory.mktemp("runs")
+    scripts = {}
+    for path in _runnable():
+        source = path.read_text()
+        for label, text in (("original", source), ("fixed", _apply_all_fixes(source, path, _code_of(path)))):
+            script = folder / f"{label}_{path.name}"
+            script.write_text(text)
+            scripts[(label, path.name)] = str(script)
+    result = subprocess.run([sys.executable, "-c", _DRIVER, *scripts.values()], capture_output=True, text=True,
+                            timeout=300, cwd=folder)
+    assert result.returncode == 0, result.stderr[-4000:]
+    by_script = json.loads(result.stdout.splitlines()[-1])
+    return {f"{label}:{name}": by_script[script] for (label, name), script in scripts.items()}
+
+
+@pytest.mark.parametrize("path", _runnable(), ids=lambda p: p.name)
+def test_runnable_fixture_runs_before_and_after_its_fixes(path: Path, run_results):
+    for label in ("original", "fixed"):
+        outcome = run_results[f"{label}:{path.name}"]
+        assert outcome["ok"], f"{label} {path.name} failed:\n{outcome['log']}"
