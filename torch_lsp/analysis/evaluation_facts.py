@@ -10,8 +10,10 @@ or steps an optimizer (adversarial examples, saliency maps, gradient penalties).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.syntax import target_key
 from torch_lsp.analysis.training import EventKind, Kind, TrainingFacts
 
@@ -39,6 +41,7 @@ class EvaluationFacts:
         self.facts = facts
         self.parsed = facts.parsed
         self.path = path
+        self._layered_classes: dict[str, bool] = {}
 
     # -- autograd state ---------------------------------------------------------------------
     def grad_controlled(self, node: ast.AST, _depth: int = 0) -> bool:
@@ -136,13 +139,22 @@ class EvaluationFacts:
         # Containers (nn.Sequential(...), nn.ModuleList([...])): look at what they hold.
         return any(self._constructor_has_layers(inner, seen) for inner in _calls_in_arguments(call))
 
+    @functools.cached_property
+    def _classes(self) -> dict[str, ast.ClassDef]:
+        return {c.name: c for c in nodes(self.parsed, ast.ClassDef)}
+
     def _class_has_layers(self, name: str, seen: set[str]) -> bool:
+        if name in self._layered_classes:
+            return self._layered_classes[name]
         if name in seen:
             return False
         seen.add(name)
-        cls = next((c for c in self.parsed.walk(kind=ast.ClassDef) if c.name == name), None)
-        if cls is None:
-            return False
+        cls = self._classes.get(name)
+        found = cls is not None and self._class_body_has_layers(cls, seen)
+        self._layered_classes[name] = found
+        return found
+
+    def _class_body_has_layers(self, cls: ast.ClassDef, seen: set[str]) -> bool:
         for node in ast.walk(cls):
             if not isinstance(node, ast.Call):
                 continue

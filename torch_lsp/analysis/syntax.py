@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from dataclasses import dataclass
 from typing import Iterator, TypeVar
 
 from torch_lsp.analysis.facts import Position, Span
 
 N = TypeVar("N", bound=ast.AST)
+_AST_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 # Larger files are not analysed: a generated or minified file is not someone's model.
 MAX_SOURCE_CHARS = 2_000_000
@@ -70,7 +72,22 @@ class ParsedModule:
         return text[: len(text) - len(text.lstrip())]
 
     def code(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.source, node) or ast.unparse(node)
+        # ast.get_source_segment re-splits the whole source on every call (O(file) per call:
+        # ~70 ms on a 5,000-line file); slice the lines split once, the way ast counts them.
+        end_lineno, end_col = getattr(node, "end_lineno", None), getattr(node, "end_col_offset", None)
+        if end_lineno is None or end_col is None or end_lineno > len(self._ast_lines):
+            return ast.unparse(node)
+        first = self._ast_lines[node.lineno - 1].encode("utf-8")
+        if node.lineno == end_lineno:
+            return first[node.col_offset:end_col].decode("utf-8", errors="replace")
+        parts = [first[node.col_offset:].decode("utf-8", errors="replace"), *self._ast_lines[node.lineno:end_lineno - 1],
+                 self._ast_lines[end_lineno - 1].encode("utf-8")[:end_col].decode("utf-8", errors="replace")]
+        return "".join(parts)
+
+    @functools.cached_property
+    def _ast_lines(self) -> list[str]:
+        """Lines as ast numbers them (only \\r\\n, \\r and \\n end a line), with their endings."""
+        return _AST_LINE.findall(self.source)
 
     # -- tree navigation ----------------------------------------------------------------------
     def parent(self, node: ast.AST) -> ast.AST | None:

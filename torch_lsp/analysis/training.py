@@ -15,6 +15,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.syntax import ParsedModule, target_key
 
 
@@ -94,11 +95,11 @@ class TrainingFacts:
     def __init__(self, parsed: ParsedModule):
         self.parsed = parsed
         self.functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
-        for node in parsed.walk(kind=(ast.FunctionDef, ast.AsyncFunctionDef)):
+        for node in nodes(parsed, (ast.FunctionDef, ast.AsyncFunctionDef)):
             self.functions.setdefault(node.name, node)
         self.module_classes = self._module_classes()
         self.calls_by_name: dict[str, list[ast.Call]] = {}
-        for call in parsed.walk(kind=ast.Call):
+        for call in nodes(parsed, ast.Call):
             if isinstance(call.func, ast.Name):
                 self.calls_by_name.setdefault(call.func.id, []).append(call)
         self.bindings: dict[str, Binding] = {}
@@ -108,7 +109,7 @@ class TrainingFacts:
     # -- classification -----------------------------------------------------------------------
     def _module_classes(self) -> set[str]:
         """Classes in this file that are nn.Modules (directly or through other local classes)."""
-        classes = {c.name: c for c in self.parsed.walk(kind=ast.ClassDef)}
+        classes = {c.name: c for c in nodes(self.parsed, ast.ClassDef)}
         found: set[str] = set()
         changed = True
         while changed:
@@ -166,7 +167,7 @@ class TrainingFacts:
         # Two passes so that `opt = optimizer` after `optimizer = SGD(...)` and parameter typing
         # from call sites both see the first pass's results.
         for _ in range(2):
-            for node in self.parsed.walk(kind=(ast.Assign, ast.AnnAssign)):
+            for node in nodes(self.parsed, (ast.Assign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 if node.value is None or len(targets) != 1:
                     continue
@@ -222,7 +223,7 @@ class TrainingFacts:
     # -- loops --------------------------------------------------------------------------------
     def _collect_loops(self) -> list[Loop]:
         loops: dict[ast.AST, Loop] = {}
-        for node in self.parsed.walk(kind=(ast.For, ast.AsyncFor, ast.While)):
+        for node in nodes(self.parsed, (ast.For, ast.AsyncFor, ast.While)):
             loop = Loop(node)
             loop.events = self.events_in(node.body, stop=node)
             loops[node] = loop
@@ -236,10 +237,11 @@ class TrainingFacts:
         """The events of `body`, in source order, inlining local helpers (not nested defs)."""
         events: list[Event] = []
         for statement in body:
-            for node in _walk_executed(statement):
-                here = anchor or node
-                cond = conditional or self._is_conditional(node, stop)
-                events.extend(self._events_of(node, here, cond, via, stop))
+            outer = conditional or self._is_conditional(statement, stop)
+            # Guards are tracked on the way down: asking each node's ancestors is quadratic.
+            for node, guarded in _walk_executed_guarded(statement):
+                if isinstance(node, (ast.Assign, ast.Call)):
+                    events.extend(self._events_of(node, anchor or node, outer or guarded, via, stop))
         return events
 
     def _is_conditional(self, node: ast.AST, stop: ast.AST) -> bool:
@@ -426,6 +428,21 @@ def _walk_executed(statement: ast.AST):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
             continue
         stack.extend(reversed(list(ast.iter_child_nodes(node))))
+
+
+_GUARDS = (ast.If, ast.IfExp, ast.ExceptHandler, ast.comprehension)
+
+
+def _walk_executed_guarded(statement: ast.AST):
+    """`_walk_executed`, with whether an if/else, except handler or comprehension guards each node."""
+    stack: list[tuple[ast.AST, bool]] = [(statement, False)]
+    while stack:
+        node, guarded = stack.pop()
+        yield node, guarded
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        inner = guarded or isinstance(node, _GUARDS)
+        stack.extend((child, inner) for child in reversed(list(ast.iter_child_nodes(node))))
 
 
 @functools.lru_cache(maxsize=16)

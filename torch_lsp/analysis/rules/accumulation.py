@@ -7,6 +7,7 @@ import ast
 from torch_lsp.analysis.evaluation_facts import EvaluationFacts
 from torch_lsp.analysis.facts import Fix, Severity, TextEdit
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.syntax import ParsedModule, target_key
 from torch_lsp.analysis.training import EventKind, Kind, Loop, TrainingFacts
 
@@ -71,6 +72,7 @@ def loss_accumulated_with_graph(ctx: RuleContext):
     facts = ctx.training
     evaluation = EvaluationFacts(facts, ctx.path)
     backpropagated = _backpropagated_names(ctx.parsed)
+    tensors = _names_used_as_tensors(ctx.parsed)
     for node, total, added in _accumulations(ctx.parsed):
         loop = facts.loop_of(node)
         if loop is None or (_scope_id(ctx.parsed, node), total) in backpropagated or not _initialised_outside(ctx.parsed, total, node, loop):
@@ -78,7 +80,7 @@ def loss_accumulated_with_graph(ctx: RuleContext):
         carrier = _graph_carrier(facts, added, loop, node, 0)
         if carrier is None or evaluation.grad_controlled(node):
             continue
-        method = "detach" if _used_as_tensor(ctx.parsed, total) or _not_scalar(facts, carrier, loop, node) else "item"
+        method = "detach" if total in tensors or _not_scalar(facts, carrier, loop, node) else "item"
         text = ctx.parsed.code(carrier)
         if not isinstance(carrier, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
             text = f"({text})"
@@ -91,7 +93,7 @@ def loss_accumulated_with_graph(ctx: RuleContext):
 
 def _accumulations(parsed: ParsedModule):
     """(statement, total's name, the added expression) for `t += x` and `t = t + x`."""
-    for node in parsed.walk(kind=(ast.AugAssign, ast.Assign)):
+    for node in nodes(parsed, (ast.AugAssign, ast.Assign)):
         if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add) and isinstance(node.target, ast.Name):
             yield node, node.target.id, node.value
         elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) and (
@@ -108,7 +110,7 @@ def _accumulations(parsed: ParsedModule):
 def _initialised_outside(parsed: ParsedModule, total: str, node: ast.AST, loop: Loop) -> bool:
     """Is `total` assigned before the loop, in the same function, so that it spans iterations?"""
     scope = parsed.enclosing(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or parsed.tree
-    for assign in parsed.walk(scope, (ast.Assign, ast.AnnAssign)):
+    for assign in nodes(parsed, (ast.Assign, ast.AnnAssign), scope):
         targets = assign.targets if isinstance(assign, ast.Assign) else [assign.target]
         if any(isinstance(t, ast.Name) and t.id == total for t in targets) and assign.lineno < loop.node.lineno and (
             loop.node not in parsed.ancestors(assign)
@@ -171,7 +173,7 @@ def _detached(expr: ast.AST) -> bool:
 
 def _last_assignment(parsed: ParsedModule, name: str, loop: Loop, at: ast.AST) -> ast.Assign | None:
     found = None
-    for assign in parsed.walk(loop.node, ast.Assign):
+    for assign in nodes(parsed, ast.Assign, loop.node):
         if (assign.lineno, assign.col_offset) >= (at.lineno, at.col_offset):
             break
         if any(isinstance(t, ast.Name) and t.id == name for t in assign.targets):
@@ -184,7 +186,7 @@ def _backpropagated_names(parsed: ParsedModule) -> set[tuple[int, str]]:
     call, directly, through assignments, or returned from a helper whose result does:
     accumulated objectives. Names are per function scope; helpers (`f()`) are file-wide."""
     graph: dict[tuple[int, str], set[tuple[int, str]]] = {}  # value -> what is assigned from it
-    for node in parsed.walk(kind=(ast.Assign, ast.AugAssign, ast.Return)):
+    for node in nodes(parsed, (ast.Assign, ast.AugAssign, ast.Return)):
         if node.value is None:
             continue
         scope = _scope_id(parsed, node)
@@ -197,7 +199,7 @@ def _backpropagated_names(parsed: ParsedModule) -> set[tuple[int, str]]:
         for source in _names_read(parsed, node.value):
             graph.setdefault(source, set()).update(sinks)
     reached = set()
-    for call in parsed.walk(kind=ast.Call):
+    for call in nodes(parsed, ast.Call):
         receiver = None
         if isinstance(call.func, ast.Attribute) and call.func.attr == "backward":
             receiver = call.func.value
@@ -231,10 +233,10 @@ def _names_read(parsed: ParsedModule, expr: ast.AST) -> set[tuple[int, str]]:
     return names
 
 
-def _used_as_tensor(parsed: ParsedModule, total: str) -> bool:
-    """`total.item()`, `total.cpu()`...: turning the total into a float would break that code."""
-    scope_nodes = parsed.walk(kind=ast.Attribute)
-    return any(isinstance(n.value, ast.Name) and n.value.id == total for n in scope_nodes)
+def _names_used_as_tensors(parsed: ParsedModule) -> set[str]:
+    """Names with an attribute read somewhere (`total.item()`, `total.cpu()`): turning such a
+    total into a float would break that code, so its fix uses `.detach()`."""
+    return {n.value.id for n in nodes(parsed, ast.Attribute) if isinstance(n.value, ast.Name)}
 
 
 def _not_scalar(facts: TrainingFacts, carrier: ast.AST, loop: Loop, at: ast.AST) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 
 from torch_lsp.analysis.evaluation_facts import EvaluationFacts
@@ -10,8 +11,9 @@ from torch_lsp.analysis.facts import Fix, Severity
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.rules._blocks import (block_of, first_statement_after_docstring, insert_after, insert_before,
                                               statement_in, statement_of, torch_name, wrap_statement)
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.syntax import target_key
-from torch_lsp.analysis.training import EventKind, Loop, TrainingFacts
+from torch_lsp.analysis.training import EventKind, Loop, TrainingFacts, training_facts
 
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _LOOPS = (ast.For, ast.AsyncFor, ast.While)
@@ -30,13 +32,18 @@ class EvaluationSite:
     after_switch: bool = False  # found through a preceding `model.eval()`
 
 
+@functools.lru_cache(maxsize=4)
+def _analysis(parsed, path: str) -> "_Analysis":
+    return _Analysis(parsed, path)
+
+
 class _Analysis:
     """Per-file state shared by TL104 and TL105 (events of statements are cached)."""
 
-    def __init__(self, ctx: RuleContext):
-        self.parsed = ctx.parsed
-        self.facts: TrainingFacts = ctx.training
-        self.evaluation = EvaluationFacts(self.facts, ctx.path)
+    def __init__(self, parsed, path: str):
+        self.parsed = parsed
+        self.facts: TrainingFacts = training_facts(parsed)
+        self.evaluation = EvaluationFacts(self.facts, path)
         self._events: dict[int, list] = {}
 
     def events_of(self, statement: ast.stmt):
@@ -45,7 +52,7 @@ class _Analysis:
         return self._events[id(statement)]
 
     def forward_calls(self):
-        for call in self.parsed.walk(kind=ast.Call):
+        for call in nodes(self.parsed, ast.Call):
             if self.facts.model_call_kind(call) is not EventKind.FORWARD:
                 continue
             cls = self.parsed.enclosing(call, ast.ClassDef)
@@ -70,6 +77,7 @@ class _Analysis:
             current = self.parsed.parent(current)
         return None
 
+    @functools.cached_property
     def sites(self) -> list[EvaluationSite]:
         found = []
         for call in self.forward_calls():
@@ -123,7 +131,7 @@ def _returns_output(parsed, function: ast.AST, call: ast.Call) -> bool:
     if isinstance(parent, ast.Return):
         return True
     names = {t.id for t in getattr(parent, "targets", []) if isinstance(t, ast.Name)}
-    for ret in parsed.walk(function, ast.Return):
+    for ret in nodes(parsed, ast.Return, function):
         values = ret.value.elts if isinstance(ret.value, ast.Tuple) else [ret.value]
         if any(isinstance(v, ast.Name) and v.id in names for v in values):
             return True
@@ -177,9 +185,9 @@ def evaluation_without_no_grad(ctx: RuleContext):
     function with `@torch.no_grad()`.
     """
     this = REGISTRY["TL104"]
-    analysis = _Analysis(ctx)
+    analysis = _analysis(ctx.parsed, ctx.path)
     wrapped: set[int] = set()
-    for site in analysis.sites():
+    for site in analysis.sites:
         if id(site.wrap) in wrapped or analysis.evaluation.grad_controlled(site.forward):
             continue
         wrapped.add(id(site.wrap))
@@ -243,7 +251,7 @@ def train_eval_mode(ctx: RuleContext):
     Suppress with `# torch-lsp: ignore[TL105]` on the reported line.
     """
     this = REGISTRY["TL105"]
-    analysis = _Analysis(ctx)
+    analysis = _analysis(ctx.parsed, ctx.path)
     for loop, event, step in _eval_before_training(analysis):
         model = event.target
         fix = None
@@ -268,7 +276,7 @@ def _eval_before_training(analysis: _Analysis):
             if event.kind is not EventKind.MODE_EVAL or id(event.node) in seen:
                 continue
             model = facts.canonical(event.target)
-            if not _trains_model(facts, loop, model) or _rebuilt_in(loop, model):
+            if not _trains_model(facts, loop, model) or _rebuilt_in(facts, loop, model):
                 continue
             resets = {id(e) for e in events if e.kind in (EventKind.MODE_TRAIN, EventKind.MODE_SET)
                       and facts.canonical(e.target) == model}
@@ -296,15 +304,14 @@ def _trains_model(facts: TrainingFacts, loop: Loop, model: str | None) -> bool:
     return False
 
 
-def _rebuilt_in(loop: Loop, model: str | None) -> bool:
-    return any(isinstance(n, ast.Assign) and any(target_key(t) == model for t in n.targets)
-               for n in ast.walk(loop.node))
+def _rebuilt_in(facts: TrainingFacts, loop: Loop, model: str | None) -> bool:
+    return any(any(target_key(t) == model for t in n.targets) for n in nodes(facts.parsed, ast.Assign, loop.node))
 
 
 def _evaluated_in_training_mode(analysis: _Analysis, this):
     parsed, facts, evaluation = analysis.parsed, analysis.facts, analysis.evaluation
     reported: set[tuple[int, str]] = set()
-    for site in analysis.sites():
+    for site in analysis.sites:
         if site.after_switch:
             continue  # evaluation after model.eval(): the mode is right by definition
         key = (id(site.scope), facts.canonical(site.model) or site.model)
@@ -334,8 +341,7 @@ def _insert_eval_fix(analysis: _Analysis, site: EvaluationSite, function, caller
             title = f"Evaluate in `{model}.eval()` mode and switch back with `{model}.train()`"
         return Fix(title, tuple(edits))
     root = model.split(".")[0]
-    assigned_inside = any(isinstance(n, ast.Name) and n.id == root and isinstance(n.ctx, ast.Store)
-                          for n in ast.walk(function))
+    assigned_inside = any(n.id == root and isinstance(n.ctx, ast.Store) for n in nodes(parsed, ast.Name, function))
     in_training_loop = any(loop.of(EventKind.BACKWARD) for c in callers for loop in _loops_around(analysis.facts, c))
     if assigned_inside or in_training_loop:
         return None

@@ -11,6 +11,7 @@ import ast
 from torch_lsp.analysis.facts import Severity
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.rules._blocks import block_of, move_statement, statement_in, statement_of
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.syntax import target_key
 from torch_lsp.analysis.training import Event, EventKind, Kind, Loop, TrainingFacts
 
@@ -300,7 +301,7 @@ def _model_rebuilt_in(facts: TrainingFacts, loop: Loop, constructor: ast.Call | 
                   and isinstance(n.func, ast.Attribute) and n.func.attr in ("parameters", "named_parameters")), None)
     if owner is None:
         return False
-    for node in ast.walk(loop.node):
-        if isinstance(node, ast.Assign) and any(target_key(t) == owner for t in node.targets):
+    for node in nodes(facts.parsed, ast.Assign, loop.node):
+        if any(target_key(t) == owner for t in node.targets):
             return True
     return False
