@@ -42,6 +42,7 @@ class EvaluationFacts:
         self.parsed = facts.parsed
         self.path = path
         self._layered_classes: dict[str, bool] = {}
+        self._needs_gradients: dict[tuple[int, ...], bool] = {}
 
     # -- autograd state ---------------------------------------------------------------------
     def grad_controlled(self, node: ast.AST, _depth: int = 0) -> bool:
@@ -77,6 +78,12 @@ class EvaluationFacts:
 
     def needs_gradients(self, body: list[ast.stmt], owner: ast.AST) -> bool:
         """True when `body` (with the helpers it calls) computes gradients or steps an optimizer."""
+        key = tuple(id(statement) for statement in body)
+        if key not in self._needs_gradients:
+            self._needs_gradients[key] = self._computes_gradients(body, owner)
+        return self._needs_gradients[key]
+
+    def _computes_gradients(self, body: list[ast.stmt], owner: ast.AST) -> bool:
         for event in self.facts.events_in(body, owner):
             if event.kind in (EventKind.BACKWARD, EventKind.STEP):
                 return True

@@ -22,6 +22,7 @@ N = TypeVar("N", bound=ast.AST)
 class _Index:
     def __init__(self, parsed: ParsedModule):
         self.by_type: dict[type, tuple[list[int], list[ast.AST]]] = {}
+        self.selections: dict[tuple[type, ...], list[tuple[list[int], list[ast.AST]]]] = {}
         self.order: dict[int, tuple[int, int]] = {}  # id(node) -> (pre-order number, last descendant's)
         counter = 0
         stack: list[tuple[ast.AST, bool]] = [(parsed.tree, False)]
@@ -58,13 +59,22 @@ def nodes(parsed: ParsedModule, kind: type[N] | tuple[type, ...], within: ast.AS
     (`within` itself included)."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
     index = _index(parsed)
-    low, high = index.order.get(id(within), (0, index.size)) if within is not None else (0, index.size)
+    if within is not None and id(within) not in index.order:
+        return iter(())  # a node built by analysis code: not part of this tree
+    low, high = index.order[id(within)] if within is not None else (0, index.size)
     runs = []
-    for node_type, (orders, members) in index.by_type.items():
-        if issubclass(node_type, kinds):
-            first, last = bisect.bisect_left(orders, low), bisect.bisect_right(orders, high)
-            if first < last:
-                runs.append(zip(orders[first:last], members[first:last]))
+    selected = index.selections.get(kinds)
+    if selected is None:
+        selected = index.selections[kinds] = [entry for t, entry in index.by_type.items() if issubclass(t, kinds)]
+    for orders, members in selected:
+        first, last = bisect.bisect_left(orders, low), bisect.bisect_right(orders, high)
+        if first < last:
+            runs.append(zip(orders[first:last], members[first:last]))
     if len(runs) == 1:
         return (node for _, node in runs[0])
     return (node for _, node in heapq.merge(*runs, key=lambda entry: entry[0]))
+
+
+def contains(parsed: ParsedModule, node: ast.AST) -> bool:
+    """Is `node` part of this module's tree (not a node built by analysis code)?"""
+    return id(node) in _index(parsed).order

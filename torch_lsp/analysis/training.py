@@ -15,7 +15,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 
-from torch_lsp.analysis.node_index import nodes
+from torch_lsp.analysis.node_index import contains, nodes
 from torch_lsp.analysis.syntax import ParsedModule, target_key
 
 
@@ -238,11 +238,34 @@ class TrainingFacts:
         events: list[Event] = []
         for statement in body:
             outer = conditional or self._is_conditional(statement, stop)
-            # Guards are tracked on the way down: asking each node's ancestors is quadratic.
-            for node, guarded in _walk_executed_guarded(statement):
-                if isinstance(node, (ast.Assign, ast.Call)):
-                    events.extend(self._events_of(node, anchor or node, outer or guarded, via, stop))
+            for node, guarded in self._executed_assignments_and_calls(statement):
+                events.extend(self._events_of(node, anchor or node, outer or guarded, via, stop))
         return events
+
+    def _executed_assignments_and_calls(self, statement: ast.AST):
+        """(node, guarded) for the assignments and calls that run when `statement` runs, in
+        source order; guarded: under an if/else, except handler or comprehension within it.
+
+        Read from the file's node index (walking every node of every loop body again, with
+        helpers inlined, was most of the cost of these facts on large files)."""
+        if not contains(self.parsed, statement):  # a synthetic statement (lambda closures)
+            yield from ((n, g) for n, g in _walk_executed_guarded(statement) if isinstance(n, (ast.Assign, ast.Call)))
+            return
+        if isinstance(statement, _SCOPES):
+            return
+        statement_guards = isinstance(statement, _GUARDS)
+        for node in nodes(self.parsed, (ast.Assign, ast.Call), statement):
+            guarded, executed = False, True
+            for ancestor in self.parsed.ancestors(node) if node is not statement else ():
+                if ancestor is statement:
+                    guarded = guarded or statement_guards
+                    break
+                if isinstance(ancestor, _SCOPES):  # the body of a nested def or lambda
+                    executed = False
+                    break
+                guarded = guarded or isinstance(ancestor, _GUARDS)
+            if executed:
+                yield node, guarded
 
     def _is_conditional(self, node: ast.AST, stop: ast.AST) -> bool:
         for ancestor in self.parsed.ancestors(node):
@@ -431,6 +454,7 @@ def _walk_executed(statement: ast.AST):
 
 
 _GUARDS = (ast.If, ast.IfExp, ast.ExceptHandler, ast.comprehension)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 
 def _walk_executed_guarded(statement: ast.AST):

@@ -9,6 +9,7 @@ nothing after it but a comment) and nothing would change inside a multi-line str
 from __future__ import annotations
 
 import ast
+import functools
 
 from torch_lsp.analysis.facts import Fix, Position, Span, TextEdit
 from torch_lsp.analysis.syntax import ParsedModule
@@ -133,6 +134,7 @@ def _first_code_line(parsed: ParsedModule) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=8)
 def _indent_unit(parsed: ParsedModule) -> str:
     """The file's indentation step, read from its first block (four spaces if it has none)."""
     for node in parsed.walk(kind=(ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.While, ast.If,

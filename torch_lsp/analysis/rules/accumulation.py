@@ -225,10 +225,10 @@ def _scope_id(parsed: ParsedModule, node: ast.AST) -> int:
 def _names_read(parsed: ParsedModule, expr: ast.AST) -> set[tuple[int, str]]:
     scope = _scope_id(parsed, expr)
     names = set()
-    for node in ast.walk(expr):
+    for node in nodes(parsed, (ast.Name, ast.Call), expr):
         if isinstance(node, ast.Name):
             names.add((scope, node.id))
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        elif isinstance(node.func, ast.Name):
             names.add((0, f"{node.func.id}()"))
     return names
 
