@@ -149,10 +149,18 @@ class TrainingFacts:
         if kind is not None:
             return kind, qualified, expr
         if isinstance(func, ast.Name) and func.id in self.functions:
-            returned = _returned_expression(self.functions[func.id])
+            returned = self._returned(self.functions[func.id])
             if returned is not None:
                 return self.classify(returned, _depth + 1)
         return None
+
+    def _returned(self, function: ast.AST) -> ast.AST | None:
+        """The last `return <value>` of a helper, looked up once per helper."""
+        cache = self.__dict__.setdefault("_returns", {})
+        if id(function) not in cache:
+            returns = [n.value for n in nodes(self.parsed, ast.Return, function) if n.value is not None]
+            cache[id(function)] = returns[-1] if returns else None
+        return cache[id(function)]
 
     def kind_of(self, expr: ast.AST) -> Kind | None:
         found = self.classify(expr)
