@@ -172,3 +172,27 @@ def test_dropout_and_batchnorm_are_found_through_classes_containers_and_call_sit
     assert evaluation.has_mode_dependent_layers(names["resnet"])
     assert not evaluation.has_mode_dependent_layers(names["plain"])
     assert evaluation.has_mode_dependent_layers(names["model"])  # the parameter, from its call site
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent / "clean").glob("*.py")), ids=lambda p: p.name)
+def test_well_known_correct_training_scripts_are_not_flagged(path: Path):
+    """Condensed from pytorch/examples (mnist, dcgan, imagenet) and the transfer-learning
+    tutorial: correct code in the shapes people copy; none of these rules may fire."""
+    analysis = analyze_source(path.read_text(), str(path), RuleSelection(select=CODES))
+    assert analysis.ok
+    assert [(f.code, f.span.start.line + 1) for f in analysis.findings] == []
+
+
+def test_post_processing_layers_are_not_forward_passes():
+    source = textwrap.dedent("""
+        import torch
+        from torch import nn
+        model = nn.Sequential(nn.Linear(4, 2))
+        softmax = nn.Softmax(dim=1)
+        def evaluate(loader):
+            model.eval()
+            with torch.no_grad():
+                outputs = [model(x) for x, _ in loader]
+            return [softmax(o).argmax(1) for o in outputs]
+    """)
+    assert analyze_source(source, "eval.py", RuleSelection(select=("TL104",))).findings == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from dataclasses import dataclass
 
 from torch_lsp.analysis.evaluation_facts import EvaluationFacts
@@ -18,6 +19,9 @@ from torch_lsp.analysis.training import EventKind, Loop, TrainingFacts, training
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _LOOPS = (ast.For, ast.AsyncFor, ast.While)
 _MODES = (EventKind.MODE_EVAL, EventKind.MODE_TRAIN, EventKind.MODE_SET)
+# Layers without weights: calling one on outputs is post-processing, not a forward pass.
+_PARAMETER_FREE = re.compile(r"^torch\.nn\.(?:\w*Softmax\w*|Sigmoid|Tanh|\w*ReLU\d*|GELU|SiLU|ELU|Mish|Hard\w+|"
+                             r"\w*Dropout\w*|Flatten|Unflatten|Identity|Upsample\w*|\w*Pool\w*|PixelShuffle)$")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ class _Analysis:
             cls = self.parsed.enclosing(call, ast.ClassDef)
             if cls is not None and cls.name in self.facts.module_classes:
                 continue  # a module's own forward() calling its layers
+            found = self.facts.classify(call.func)
+            if found is not None and _PARAMETER_FREE.match(found[1]):
+                continue  # `softmax(outputs)`: no weights, nothing to evaluate
             yield call
 
     def mode_before(self, node: ast.AST, model: str | None) -> tuple[EventKind, ast.stmt] | None:
