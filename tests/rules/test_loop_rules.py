@@ -196,3 +196,30 @@ def test_post_processing_layers_are_not_forward_passes():
             return [softmax(o).argmax(1) for o in outputs]
     """)
     assert analyze_source(source, "eval.py", RuleSelection(select=("TL104",))).findings == []
+
+
+def _fixed(source: str, code: str) -> tuple[list, str]:
+    findings = analyze_source(source, "edge.py", RuleSelection(select=(code,))).findings
+    fixes = [f.fix for f in findings if f.fix is not None]
+    return findings, apply_edits(source, fixes[0].edits) if fixes else source
+
+
+def test_no_grad_fix_imports_torch_and_keeps_tab_indentation():
+    source = ("from torch import nn\n\nmodel = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))\n\n"
+              "def evaluate(loader):\n\tmodel.eval()\n\tfor x in loader:\n\t\tprint(model(x).sum().item())\n")
+    findings, fixed = _fixed(source, "TL104")
+    assert len(findings) == 1
+    assert fixed.startswith("import torch\nfrom torch import nn\n")
+    assert "\twith torch.no_grad():\n\t\tfor x in loader:\n\t\t\tprint(model(x)" in fixed
+    assert analyze_source(fixed, "edge.py", RuleSelection(select=("TL104",))).findings == []
+
+
+def test_statements_sharing_a_line_get_a_finding_but_no_fix():
+    source = textwrap.dedent("""
+        import torch
+        model = torch.nn.Linear(2, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x in data: loss = model(x).sum(); loss.backward(); optimizer.zero_grad(); optimizer.step()
+    """)
+    findings = analyze_source(source, "edge.py", RuleSelection(select=("TL102",))).findings
+    assert [f.code for f in findings] == ["TL102"] and findings[0].fix is None

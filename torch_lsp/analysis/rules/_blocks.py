@@ -79,7 +79,9 @@ def _delete_lines(parsed: ParsedModule, statement: ast.stmt) -> TextEdit:
 def move_statement(parsed: ParsedModule, statement: ast.stmt, target: ast.stmt, title: str, *,
                    after: bool = False) -> Fix | None:
     """Move `statement` just before (or after) `target`, taking `target`'s indentation."""
-    if statement is target or not alone_on_its_lines(parsed, statement) or _has_multiline_string(statement):
+    if statement is target or not alone_on_its_lines(parsed, statement) or _has_multiline_string(statement) or (
+        not alone_on_its_lines(parsed, target)
+    ):
         return None
     first, last = _lines_of(parsed, target)
     line = last + 1 if after else first
@@ -88,14 +90,26 @@ def move_statement(parsed: ParsedModule, statement: ast.stmt, target: ast.stmt, 
     return Fix(title, (_delete_lines(parsed, statement), TextEdit(Span(at, at), moved)))
 
 
-def insert_before(parsed: ParsedModule, target: ast.stmt, code: str) -> TextEdit:
+def insert_before(parsed: ParsedModule, target: ast.stmt, code: str) -> TextEdit | None:
+    """A new line above `target`, same indentation (None when `target` shares its line)."""
+    if not alone_on_its_lines(parsed, target):
+        return None
     at = Position(_lines_of(parsed, target)[0], 0)
     return TextEdit(Span(at, at), f"{parsed.indent_of(target)}{code}\n")
 
 
-def insert_after(parsed: ParsedModule, target: ast.stmt, code: str) -> TextEdit:
+def insert_after(parsed: ParsedModule, target: ast.stmt, code: str) -> TextEdit | None:
+    if not alone_on_its_lines(parsed, target):
+        return None
     at = Position(_lines_of(parsed, target)[1] + 1, 0)
     return TextEdit(Span(at, at), f"{parsed.indent_of(target)}{code}\n")
+
+
+def fix_of(title: str, *edits: TextEdit | None) -> Fix | None:
+    """A fix from edits that could all be made, else None."""
+    if not edits or any(edit is None for edit in edits):
+        return None
+    return Fix(title, tuple(edits))
 
 
 def wrap_statement(parsed: ParsedModule, statement: ast.stmt, header: str, title: str,
@@ -106,7 +120,10 @@ def wrap_statement(parsed: ParsedModule, statement: ast.stmt, header: str, title
     first, last = _lines_of(parsed, statement)
     indent = parsed.indent_of(statement)
     unit = _indent_unit(parsed)
-    edits = [insert_before(parsed, statement, header)]
+    header_edit = insert_before(parsed, statement, header)
+    if header_edit is None:
+        return None
+    edits = [header_edit]
     for number in range(first, last + 1):
         if parsed.line_text(number).strip():
             at = Position(number, len(indent))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from torch_lsp.analysis.evaluation_facts import EvaluationFacts
 from torch_lsp.analysis.facts import Fix, Severity
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
-from torch_lsp.analysis.rules._blocks import (block_of, first_statement_after_docstring, insert_after, insert_before,
+from torch_lsp.analysis.rules._blocks import (block_of, first_statement_after_docstring, fix_of, insert_after, insert_before,
                                               statement_in, statement_of, torch_name, wrap_statement)
 from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.syntax import target_key
@@ -264,8 +264,8 @@ def train_eval_mode(ctx: RuleContext):
         fix = None
         target = statement_in(ctx.parsed, step.anchor, loop.node.body)
         if target is not None and statement_in(ctx.parsed, event.anchor, loop.node.body) is not target:
-            fix = Fix(f"Insert `{model}.train()` before the training step", (insert_before(ctx.parsed, target,
-                                                                                        f"{model}.train()"),))
+            fix = fix_of(f"Insert `{model}.train()` before the training step",
+                         insert_before(ctx.parsed, target, f"{model}.train()"))
         message = (f"`{ctx.parsed.code(event.node)}` is not undone: the next training step runs in eval mode "
                    f"(dropout off, BatchNorm statistics frozen); call `{model}.train()` before it")
         yield this.finding(ctx.parsed.span(event.node), message, fix,
@@ -346,13 +346,13 @@ def _insert_eval_fix(analysis: _Analysis, site: EvaluationSite, function, caller
         if any(loop.of(EventKind.BACKWARD) for loop in _loops_around(analysis.facts, site.scope)):
             edits.append(insert_after(parsed, site.scope, f"{model}.train()"))
             title = f"Evaluate in `{model}.eval()` mode and switch back with `{model}.train()`"
-        return Fix(title, tuple(edits))
+        return fix_of(title, *edits)
     root = model.split(".")[0]
     assigned_inside = any(n.id == root and isinstance(n.ctx, ast.Store) for n in nodes(parsed, ast.Name, function))
     in_training_loop = any(loop.of(EventKind.BACKWARD) for c in callers for loop in _loops_around(analysis.facts, c))
     if assigned_inside or in_training_loop:
         return None
-    return Fix(title, (insert_before(parsed, first_statement_after_docstring(function.body), f"{model}.eval()"),))
+    return fix_of(title, insert_before(parsed, first_statement_after_docstring(function.body), f"{model}.eval()"))
 
 
 def _loops_around(facts: TrainingFacts, node: ast.AST):
