@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import bisect
-import heapq
 import weakref
 from typing import Iterator, TypeVar
 
@@ -62,19 +61,36 @@ def nodes(parsed: ParsedModule, kind: type[N] | tuple[type, ...], within: ast.AS
     if within is not None and id(within) not in index.order:
         return iter(())  # a node built by analysis code: not part of this tree
     low, high = index.order[id(within)] if within is not None else (0, index.size)
-    runs = []
+    runs: list[tuple[list[int], list[ast.AST], int, int]] = []
     selected = index.selections.get(kinds)
     if selected is None:
         selected = index.selections[kinds] = [entry for t, entry in index.by_type.items() if issubclass(t, kinds)]
     for orders, members in selected:
         first, last = bisect.bisect_left(orders, low), bisect.bisect_right(orders, high)
         if first < last:
-            runs.append(zip(orders[first:last], members[first:last]))
+            runs.append((orders, members, first, last))
     if len(runs) == 1:
-        return (node for _, node in runs[0])
-    return (node for _, node in heapq.merge(*runs, key=lambda entry: entry[0]))
+        _, members, first, last = runs[0]
+        return iter(members[first:last])
+    # Concatenate and sort: Timsort merges sorted runs in linear time, faster than heapq here.
+    pairs = [pair for orders, members, first, last in runs for pair in zip(orders[first:last], members[first:last])]
+    pairs.sort(key=_first)
+    return (node for _, node in pairs)
+
+
+def _first(pair: tuple[int, ast.AST]) -> int:
+    return pair[0]
 
 
 def contains(parsed: ParsedModule, node: ast.AST) -> bool:
     """Is `node` part of this module's tree (not a node built by analysis code)?"""
     return id(node) in _index(parsed).order
+
+
+def inside(parsed: ParsedModule, node: ast.AST, within: ast.AST) -> bool:
+    """Is `node` in the subtree of `within` (itself included)? A range test, no tree walk."""
+    order = _index(parsed).order
+    if id(node) not in order or id(within) not in order:
+        return False
+    low, high = order[id(within)]
+    return low <= order[id(node)][0] <= high

@@ -7,7 +7,7 @@ import ast
 from torch_lsp.analysis.evaluation_facts import EvaluationFacts
 from torch_lsp.analysis.facts import Fix, Severity, TextEdit
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
-from torch_lsp.analysis.node_index import nodes
+from torch_lsp.analysis.node_index import inside, nodes
 from torch_lsp.analysis.syntax import ParsedModule, target_key
 from torch_lsp.analysis.training import EventKind, Kind, Loop, TrainingFacts
 
@@ -71,14 +71,15 @@ def loss_accumulated_with_graph(ctx: RuleContext):
     this = REGISTRY["TL103"]
     facts = ctx.training
     evaluation = EvaluationFacts(facts, ctx.path)
-    backpropagated = _backpropagated_names(ctx.parsed)
+    objectives = _Objectives(ctx.parsed)
     tensors = _names_used_as_tensors(ctx.parsed)
     for node, total, added in _accumulations(ctx.parsed):
         loop = facts.loop_of(node)
-        if loop is None or (_scope_id(ctx.parsed, node), total) in backpropagated or not _initialised_outside(ctx.parsed, total, node, loop):
+        if loop is None or not _initialised_outside(ctx.parsed, total, node, loop):
             continue
         carrier = _graph_carrier(facts, added, loop, node, 0)
-        if carrier is None or evaluation.grad_controlled(node):
+        scope = ctx.parsed.enclosing(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or ctx.parsed.tree
+        if carrier is None or evaluation.grad_controlled(node) or objectives.backpropagated(scope, total):
             continue
         method = "detach" if total in tensors or _not_scalar(facts, carrier, loop, node) else "item"
         text = ctx.parsed.code(carrier)
@@ -181,25 +182,71 @@ def _last_assignment(parsed: ParsedModule, name: str, loop: Loop, at: ast.AST) -
     return found
 
 
-def _backpropagated_names(parsed: ParsedModule) -> set[tuple[int, str]]:
-    """(scope, name) pairs whose value reaches a `.backward()` / `torch.autograd.backward|grad`
-    call, directly, through assignments, or returned from a helper whose result does:
-    accumulated objectives. Names are per function scope; helpers (`f()`) are file-wide."""
-    graph: dict[tuple[int, str], set[tuple[int, str]]] = {}  # value -> what is assigned from it
-    for node in nodes(parsed, (ast.Assign, ast.AugAssign, ast.Return)):
-        if node.value is None:
-            continue
-        scope = _scope_id(parsed, node)
-        if isinstance(node, ast.Return):
-            function = parsed.enclosing(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            sinks = {(0, f"{function.name}()")} if function else set()
+class _Objectives:
+    """Is a running total back-propagated later (an accumulated objective, not a leak)?
+
+    Answered from the data flow of the total's own function: the names computed from it, and
+    whether one of them reaches a `.backward()` / `torch.autograd.backward|grad` receiver. When
+    the total flows into the function's return value, the whole file's flow decides (the
+    caller may back-propagate the result). Each flow graph is built once, lazily.
+    """
+
+    def __init__(self, parsed: ParsedModule):
+        self.parsed = parsed
+        self._graphs: dict[int, tuple[dict, set]] = {}
+
+    def backpropagated(self, scope: ast.AST, total: str) -> bool:
+        flows, reached = self._graph(scope)
+        derived = _closure(flows, {(id(scope), total)})
+        if derived & reached:
+            return True
+        returned = isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)) and (0, f"{scope.name}()") in derived
+        if not returned:
+            return False
+        file_flows, file_reached = self._graph(self.parsed.tree)
+        return bool(_closure(file_flows, {(id(scope), total)}) & file_reached)
+
+    def _graph(self, scope: ast.AST) -> tuple[dict, set]:
+        if id(scope) not in self._graphs:
+            self._graphs[id(scope)] = _flow_graph(self.parsed, scope)
+        return self._graphs[id(scope)]
+
+
+def _closure(flows: dict, start: set) -> set:
+    seen, pending = set(start), list(start)
+    while pending:
+        for sink in flows.get(pending.pop(), ()):
+            if sink not in seen:
+                seen.add(sink)
+                pending.append(sink)
+    return seen
+
+
+def _flow_graph(parsed: ParsedModule, scope: ast.AST):
+    """(value -> what is computed from it, values read by backward receivers) within `scope`.
+    Values are (scope id, name) pairs; helper results (`f()`) are file-wide, scope 0."""
+    flows: dict[tuple[int, str], set[tuple[int, str]]] = {}
+    sinks_of: dict[int, set[tuple[int, str]]] = {}
+    for node in nodes(parsed, (ast.Name, ast.Call), scope):
+        if isinstance(node, ast.Name):
+            if not isinstance(node.ctx, ast.Load):
+                continue
+            name = node.id
+        elif isinstance(node.func, ast.Name):
+            name = f"{node.func.id}()"
         else:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            sinks = {(scope, target_key(t)) for t in targets if target_key(t)}
-        for source in _names_read(parsed, node.value):
-            graph.setdefault(source, set()).update(sinks)
+            continue
+        statement = parsed.enclosing(node, ast.stmt)
+        if not isinstance(statement, (ast.Assign, ast.AugAssign, ast.Return)) or statement.value is None or not inside(
+            parsed, node, statement.value
+        ):
+            continue
+        if id(statement) not in sinks_of:
+            sinks_of[id(statement)] = _sinks(parsed, statement)
+        source = (0, name) if name.endswith("()") else (_scope_id(parsed, statement), name)
+        flows.setdefault(source, set()).update(sinks_of[id(statement)])
     reached = set()
-    for call in nodes(parsed, ast.Call):
+    for call in nodes(parsed, ast.Call, scope):
         receiver = None
         if isinstance(call.func, ast.Attribute) and call.func.attr == "backward":
             receiver = call.func.value
@@ -207,15 +254,17 @@ def _backpropagated_names(parsed: ParsedModule) -> set[tuple[int, str]]:
             receiver = call.args[0]
         if receiver is not None:
             reached |= _names_read(parsed, receiver)
-    # Walk backwards: a value is back-propagated when something assigned from it is.
-    backpropagated, changed = set(reached), True
-    while changed:
-        changed = False
-        for source, sinks in graph.items():
-            if source not in backpropagated and sinks & backpropagated:
-                backpropagated.add(source)
-                changed = True
-    return backpropagated
+    return flows, reached
+
+
+def _sinks(parsed: ParsedModule, statement: ast.stmt) -> set[tuple[int, str]]:
+    """What a statement's value flows into: its targets, or its function's result."""
+    if isinstance(statement, ast.Return):
+        function = parsed.enclosing(statement, (ast.FunctionDef, ast.AsyncFunctionDef))
+        return {(0, f"{function.name}()")} if function else set()
+    scope = _scope_id(parsed, statement)
+    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+    return {(scope, target_key(t)) for t in targets if target_key(t)}
 
 
 def _scope_id(parsed: ParsedModule, node: ast.AST) -> int:
