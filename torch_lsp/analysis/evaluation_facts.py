@@ -84,7 +84,9 @@ class EvaluationFacts:
         return self._needs_gradients[key]
 
     def _computes_gradients(self, body: list[ast.stmt], owner: ast.AST) -> bool:
-        for event in self.facts.events_in(body, owner):
+        loop = self.facts.loop_of(body[0]) if body else None
+        reuse = loop is not None and loop.node is owner and body is owner.body  # events already known
+        for event in loop.events if reuse else self.facts.events_in(body, owner):
             if event.kind in (EventKind.BACKWARD, EventKind.STEP):
                 return True
             if event.kind is EventKind.CALL and isinstance(event.node, ast.Call) and self.parsed.resolves_to(

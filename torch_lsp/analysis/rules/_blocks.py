@@ -12,6 +12,7 @@ import ast
 import functools
 
 from torch_lsp.analysis.facts import Fix, Position, Span, TextEdit
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.syntax import ParsedModule
 
 _BODY_FIELDS = ("body", "orelse", "finalbody", "handlers")
@@ -79,7 +80,7 @@ def _delete_lines(parsed: ParsedModule, statement: ast.stmt) -> TextEdit:
 def move_statement(parsed: ParsedModule, statement: ast.stmt, target: ast.stmt, title: str, *,
                    after: bool = False) -> Fix | None:
     """Move `statement` just before (or after) `target`, taking `target`'s indentation."""
-    if statement is target or not alone_on_its_lines(parsed, statement) or _has_multiline_string(statement) or (
+    if statement is target or not alone_on_its_lines(parsed, statement) or _has_multiline_string(parsed, statement) or (
         not alone_on_its_lines(parsed, target)
     ):
         return None
@@ -115,7 +116,7 @@ def fix_of(title: str, *edits: TextEdit | None) -> Fix | None:
 def wrap_statement(parsed: ParsedModule, statement: ast.stmt, header: str, title: str,
                    extra: tuple[TextEdit, ...] = ()) -> Fix | None:
     """Put `statement` inside `header:` (e.g. `with torch.no_grad():`), indenting its lines."""
-    if not alone_on_its_lines(parsed, statement) or _has_multiline_string(statement):
+    if not alone_on_its_lines(parsed, statement) or _has_multiline_string(parsed, statement):
         return None
     first, last = _lines_of(parsed, statement)
     indent = parsed.indent_of(statement)
@@ -163,11 +164,11 @@ def _indent_unit(parsed: ParsedModule) -> str:
     return "    "
 
 
-def _has_multiline_string(statement: ast.stmt) -> bool:
+def _has_multiline_string(parsed: ParsedModule, statement: ast.stmt) -> bool:
+    """Re-indenting lines inside a triple-quoted string would change the string."""
     return any(
-        isinstance(n, (ast.Constant, ast.JoinedStr)) and (n.end_lineno or n.lineno) != n.lineno
-        and (isinstance(n, ast.JoinedStr) or isinstance(n.value, (str, bytes)))
-        for n in ast.walk(statement)
+        (n.end_lineno or n.lineno) != n.lineno and (isinstance(n, ast.JoinedStr) or isinstance(n.value, (str, bytes)))
+        for n in nodes(parsed, (ast.Constant, ast.JoinedStr), statement)
     )
 
 

@@ -51,8 +51,13 @@ class _Analysis:
         self._events: dict[int, list] = {}
 
     def events_of(self, statement: ast.stmt):
+        """Events of one statement (kinds and targets; `conditional` is not meaningful here)."""
         if id(statement) not in self._events:
-            self._events[id(statement)] = self.facts.events_in([statement], self.parsed.parent(statement) or statement)
+            loop = self.facts.loop_of(statement.body[0]) if isinstance(statement, _LOOPS) else None
+            if loop is not None and loop.node is statement:  # computed with the training facts
+                self._events[id(statement)] = loop.events
+            else:
+                self._events[id(statement)] = self.facts.events_in([statement], self.parsed.parent(statement) or statement)
         return self._events[id(statement)]
 
     def forward_calls(self):
