@@ -223,3 +223,16 @@ def test_statements_sharing_a_line_get_a_finding_but_no_fix():
     """)
     findings = analyze_source(source, "edge.py", RuleSelection(select=("TL102",))).findings
     assert [f.code for f in findings] == ["TL102"] and findings[0].fix is None
+
+
+def test_unit_tests_calling_a_model_after_eval_are_not_evaluation_code():
+    source = textwrap.dedent("""
+        import torch
+        from torch import nn
+        model = nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.5))
+        def test_output_shape():
+            model.eval()
+            assert model(torch.randn(3, 4)).shape == (3, 2)
+    """)
+    assert analyze_source(source, "tests/test_model.py", RuleSelection(select=("TL104", "TL105"))).findings == []
+    assert [f.code for f in analyze_source(source, "predict.py", RuleSelection(select=("TL104",))).findings] == ["TL104"]

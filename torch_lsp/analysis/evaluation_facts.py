@@ -102,7 +102,11 @@ class EvaluationFacts:
         words = _name_words(function.name)
         if not words & _EVALUATION_WORDS or self._is_framework_hook(function):
             return False
-        return not (function.name.startswith("test_") and self._is_pytest_module())
+        return not self.is_unit_test(function)
+
+    def is_unit_test(self, function: ast.AST) -> bool:
+        """A pytest test: its forward passes check outputs, they are not evaluation."""
+        return function.name.startswith("test_") and self._is_pytest_module()
 
     def _is_pytest_module(self) -> bool:
         name = self.path.replace("\\", "/").rsplit("/", 1)[-1]

@@ -102,7 +102,7 @@ class _Analysis:
         parsed, evaluation = self.parsed, self.evaluation
         model = target_key(call.func) or parsed.code(call.func)
         function = parsed.enclosing(call, _FUNCTIONS)
-        if function is not None and _returns_output(parsed, function, call):
+        if function is not None and (_returns_output(parsed, function, call) or evaluation.is_unit_test(function)):
             return None
         loops = [a for a in parsed.ancestors(call) if isinstance(a, _LOOPS)
                  and (function is None or function in parsed.ancestors(a))]
