@@ -370,6 +370,18 @@ class TrainingFacts:
             key = target_key(value)
         return key
 
+    def target_of(self, event: Event, aliases: bool = True) -> str | None:
+        """The event's receiver as the loop sees it: through aliases, and through the parameters
+        of a helper inlined one level deep (`train_epoch(net)` runs `model.train()` on `net`)."""
+        target = event.target
+        if target and len(event.via) == 1 and isinstance(event.anchor, ast.Call):
+            root, dot, rest = target.partition(".")
+            argument = _argument_for(self.functions.get(event.via[0]), event.anchor, root)
+            passed = target_key(argument) if argument is not None else None
+            if passed:
+                target = passed + dot + rest
+        return self.canonical(target) if aliases else target
+
     def loop_of(self, node: ast.AST) -> Loop | None:
         """The innermost loop whose body runs `node`."""
         enclosing = self.parsed.enclosing(node, (ast.For, ast.AsyncFor, ast.While))
@@ -408,6 +420,20 @@ class TrainingFacts:
             if arg is not None:
                 sources.append(arg)
         return sources
+
+
+def _argument_for(function: ast.AST | None, call: ast.Call, param: str) -> ast.AST | None:
+    """The expression `call` passes for `function`'s parameter `param` (self not counted)."""
+    if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return None
+    params = [a.arg for a in function.args.posonlyargs + function.args.args]
+    if isinstance(call.func, ast.Attribute) and params and params[0] in ("self", "cls"):
+        params = params[1:]
+    keyword = next((k.value for k in call.keywords if k.arg == param), None)
+    if keyword is not None or param not in params:
+        return keyword
+    index = params.index(param)
+    return call.args[index] if index < len(call.args) and not isinstance(call.args[index], ast.Starred) else None
 
 
 def _kind_of_constructor(qualified: str, module_classes: set[str]) -> Kind | None:

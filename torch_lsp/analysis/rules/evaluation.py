@@ -83,7 +83,7 @@ class _Analysis:
                 break
             for sibling in reversed(block[: [id(s) for s in block].index(id(current))]):
                 modes = [e for e in self.events_of(sibling) if e.kind in _MODES
-                         and (wanted is None or self.facts.canonical(e.target) == wanted)]
+                         and (wanted is None or self.facts.target_of(e) == wanted)]
                 if modes:
                     return modes[-1].kind, sibling
             current = self.parsed.parent(current)
@@ -265,7 +265,7 @@ def train_eval_mode(ctx: RuleContext):
     this = REGISTRY["TL105"]
     analysis = _analysis(ctx.parsed, ctx.path)
     for loop, event, step in _eval_before_training(analysis):
-        model = event.target
+        model = analysis.facts.target_of(event, aliases=False)  # the name the loop itself uses
         fix = None
         target = statement_in(ctx.parsed, step.anchor, loop.node.body)
         if target is not None and statement_in(ctx.parsed, event.anchor, loop.node.body) is not target:
@@ -287,11 +287,11 @@ def _eval_before_training(analysis: _Analysis):
         for index, event in enumerate(events):
             if event.kind is not EventKind.MODE_EVAL or id(event.node) in seen:
                 continue
-            model = facts.canonical(event.target)
+            model = facts.target_of(event)
             if not _trains_model(facts, loop, model) or _rebuilt_in(facts, loop, model):
                 continue
             resets = {id(e) for e in events if e.kind in (EventKind.MODE_TRAIN, EventKind.MODE_SET)
-                      and facts.canonical(e.target) == model}
+                      and facts.target_of(e) == model}
             if event.conditional and resets:
                 continue
             for later in events[index + 1:] + events[:index]:  # one iteration, then the next
@@ -307,9 +307,9 @@ def _trains_model(facts: TrainingFacts, loop: Loop, model: str | None) -> bool:
     """Does the loop step an optimizer that updates `model`?"""
     if not loop.of(EventKind.BACKWARD):
         return False
-    forwarded = {facts.canonical(e.target) for e in loop.of(EventKind.FORWARD)}
+    forwarded = {facts.target_of(e) for e in loop.of(EventKind.FORWARD)}
     for step in loop.of(EventKind.STEP):
-        binding = facts.bindings.get(facts.canonical(step.target) or "")
+        binding = facts.bindings.get(facts.target_of(step) or "")
         owner = facts.canonical(binding.model_key) if binding and binding.model_key else None
         if owner == model or (owner is None and forwarded == {model}):
             return True

@@ -83,13 +83,13 @@ def zero_grad_between_backward_and_step(ctx: RuleContext):
 def _wipe_after_backward(facts: TrainingFacts, loop: Loop, events: list[Event], step_at: int):
     """(index of the last backward before the step, the zero_grad between them) or (…, None)."""
     step = events[step_at]
-    optimizer = facts.canonical(step.target)
+    optimizer = facts.target_of(step)
     wipe = None
     for index in range(step_at - 1, -1, -1):
         event = events[index]
         if event.kind is EventKind.BACKWARD:
             return index, wipe
-        if event.kind is EventKind.STEP and facts.canonical(event.target) == optimizer:
+        if event.kind is EventKind.STEP and facts.target_of(event) == optimizer:
             return index, None
         if event.kind is EventKind.ZERO_GRAD and _clears(facts, loop, event, optimizer) and _same_guard(
             facts, event, step
@@ -100,7 +100,7 @@ def _wipe_after_backward(facts: TrainingFacts, loop: Loop, events: list[Event], 
 
 def _clears(facts: TrainingFacts, loop: Loop, zero: Event, optimizer: str | None) -> bool:
     """Does this zero_grad() clear the gradients `optimizer` is about to apply?"""
-    receiver = facts.canonical(zero.target)
+    receiver = facts.target_of(zero)
     if receiver is not None and receiver == optimizer:
         return True
     if facts.key_kind(receiver) is not Kind.MODEL:
@@ -109,7 +109,7 @@ def _clears(facts: TrainingFacts, loop: Loop, zero: Event, optimizer: str | None
     owner = facts.canonical(binding.model_key) if binding else None
     if owner is not None:
         return owner == receiver
-    stepped = {facts.canonical(e.target) for e in loop.of(EventKind.STEP)}
+    stepped = {facts.target_of(e) for e in loop.of(EventKind.STEP)}
     return len(stepped) == 1
 
 
@@ -195,7 +195,7 @@ def scheduler_before_optimizer(ctx: RuleContext):
                 continue
             driven = _driven_optimizer(facts, event)
             steps = [(at, e) for at, e in enumerate(events)
-                     if e.kind is EventKind.STEP and driven in (None, facts.canonical(e.target))]
+                     if e.kind is EventKind.STEP and driven in (None, facts.target_of(e))]
             earlier = [e for at, e in steps if at < index]
             later = [e for at, e in steps if at > index]
             if earlier or not later:
@@ -208,13 +208,13 @@ def scheduler_before_optimizer(ctx: RuleContext):
 
 
 def _takes_metric(facts: TrainingFacts, event: Event) -> bool:
-    binding = facts.bindings.get(facts.canonical(event.target) or "")
+    binding = facts.bindings.get(facts.target_of(event) or "")
     plateau = binding is not None and binding.constructor.endswith("ReduceLROnPlateau")
     return plateau or bool(event.node.args or event.node.keywords)
 
 
 def _driven_optimizer(facts: TrainingFacts, event: Event) -> str | None:
-    binding = facts.bindings.get(facts.canonical(event.target) or "")
+    binding = facts.bindings.get(facts.target_of(event) or "")
     return facts.canonical(binding.optimizer_key) if binding and binding.optimizer_key else None
 
 
