@@ -70,6 +70,8 @@ class _Analysis:
             found = self.facts.classify(call.func)
             if found is not None and _PARAMETER_FREE.match(found[1]):
                 continue  # `softmax(outputs)`: no weights, nothing to evaluate
+            if isinstance(self.parsed.parent(call), ast.Expr):
+                continue  # output thrown away: calibration, warm-up, hooks; nothing is kept
             yield call
 
     def mode_before(self, node: ast.AST, model: str | None) -> tuple[EventKind, ast.stmt] | None:
