@@ -172,7 +172,9 @@ def evaluation_without_no_grad(ctx: RuleContext):
     `@torch.inference_mode()` or only called from such code, Lightning's `validation_step` /
     `test_step`, evaluation that needs gradients (a `.backward()`, `torch.autograd.grad` or
     an optimizer step in the block: adversarial examples, saliency maps, gradient penalties),
-    and helpers that return the model's output to their caller.
+    helpers that return the model's output to their caller, forward passes whose output is
+    thrown away (calibration, warm-up), weight-free layers applied to outputs (`softmax`), and
+    pytest tests.
 
     ## Example
     ```python
