@@ -158,8 +158,9 @@ def scheduler_before_optimizer(ctx: RuleContext):
     early), and PyTorch only warns once, at run time.
 
     Not reported: `ReduceLROnPlateau` (or any scheduler) stepped with an argument such as a
-    validation metric, and per-batch schedulers (OneCycleLR, CyclicLR) placed after the
-    optimizer step.
+    validation metric, per-batch schedulers (OneCycleLR, CyclicLR) placed after the
+    optimizer step, and a scheduler step under a condition (`if epoch > 0:
+    scheduler.step()` at the top of the epoch loop steps after the previous epoch's updates).
 
     ## Example
     ```python
@@ -192,6 +193,8 @@ def scheduler_before_optimizer(ctx: RuleContext):
         events = loop.events
         for index, event in enumerate(events):
             if event.kind is not EventKind.SCHEDULER_STEP or id(event.node) in reported or _takes_metric(facts, event):
+                continue
+            if event.conditional:  # `if epoch > 0: scheduler.step()` steps after the last epoch's updates
                 continue
             driven = _driven_optimizer(facts, event)
             steps = [(at, e) for at, e in enumerate(events)
