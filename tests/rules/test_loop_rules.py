@@ -240,3 +240,21 @@ def test_unit_tests_calling_a_model_after_eval_are_not_evaluation_code():
     """)
     assert analyze_source(source, "tests/test_model.py", RuleSelection(select=("TL104", "TL105"))).findings == []
     assert [f.code for f in analyze_source(source, "predict.py", RuleSelection(select=("TL104",))).findings] == ["TL104"]
+
+
+def test_events_of_an_inlined_helper_name_the_callers_objects():
+    facts = _facts("""
+        import torch
+        net = torch.nn.Linear(2, 2)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        def train_epoch(model, opt):
+            model.train()
+            opt.step()
+        for epoch in range(2):
+            train_epoch(net, opt=optimizer)
+    """)
+    loop = facts.loops[-1]
+    [mode] = loop.of(EventKind.MODE_TRAIN)
+    [step] = loop.of(EventKind.STEP)
+    assert (mode.target, facts.target_of(mode)) == ("model", "net")
+    assert (step.target, facts.target_of(step)) == ("opt", "optimizer")
