@@ -222,12 +222,15 @@ class ModuleFacts:
         if qualified in _ACTIVATION_CALLS and not qualified.rsplit(".", 1)[-1][:1].isupper():
             return Output(_ACTIVATION_CALLS[qualified], expr)
         if isinstance(func, ast.Attribute):
-            if func.attr in _ACTIVATION_METHODS and not _is_self(func.value):
+            tensor_method = not _is_self(func.value) and not is_imported_name(self.parsed, func.value)
+            if func.attr in _ACTIVATION_METHODS and tensor_method:
                 return Output(_ACTIVATION_METHODS[func.attr], expr)
-            if func.attr in _SAME_TENSOR_METHODS:
+            if func.attr in _SAME_TENSOR_METHODS and tensor_method:
                 return self.output_of(func.value, owner, _depth + 1)
             if owner is not None and _is_self(func.value) and func.attr in owner.layers:
                 layer = owner.layers[func.attr]
+                if layer.constructor in _ACTIVATION_CALLS:  # self.softmax(x): the call site applies it
+                    return Output(_ACTIVATION_CALLS[layer.constructor], expr)
                 return self.output_of_constructed(layer.constructor, layer.call, owner)
         if owner is not None and _is_self(func):  # self(x) inside a module calls its forward
             return self.output_of_class(owner.name)
@@ -235,6 +238,13 @@ class ModuleFacts:
             constructor = self.constructor_of(func)
             return self.output_of_constructed(constructor, func, owner) if constructor else None
         return None
+
+
+def is_imported_name(parsed: ParsedModule, expr: ast.AST) -> bool:
+    """True when the root of `expr` (`np` in `np.random`) is a name bound by an import."""
+    while isinstance(expr, ast.Attribute):
+        expr = expr.value
+    return isinstance(expr, ast.Name) and expr.id in parsed.imports
 
 
 def _is_self(node: ast.AST) -> bool:
