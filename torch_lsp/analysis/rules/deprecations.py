@@ -122,8 +122,8 @@ def deprecated_api(ctx: RuleContext):
 
 
 def _call_message(entry: DeprecatedCall) -> str:
-    state = "was removed (it raises)" if entry.removed else "is deprecated"
-    text = f"`{entry.name}` {state} since {entry.since}"
+    state = "was deprecated in {} and has been removed (calling it raises)" if entry.removed else "is deprecated since {}"
+    text = f"`{entry.name}` " + state.format(entry.since)
     if entry.replacement:
         text += f"; use `{entry.replacement}`"
     return f"{text}: {entry.hint}" if entry.hint else text
