@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-
 from torch_lsp.analysis.facts import Severity
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.rules._edits import insert_statement_before
@@ -60,8 +58,10 @@ def gradients_never_cleared(ctx: RuleContext):
         step = loop.of(EventKind.STEP)[0]
         optimizer = step.target or "optimizer"
         fix = None
-        # The fix names the optimizer as the loop sees it; through a helper that may differ.
-        if not step.via and isinstance(loop.node.body[0], ast.stmt):
+        # The fix names the optimizer as the loop sees it; through a helper only a module-level
+        # optimizer (not a helper's parameter) is sure to have the same name in the loop.
+        binding = ctx.training.bindings.get(optimizer)
+        if not step.via or (binding is not None and binding.constructor):
             fix = insert_statement_before(ctx.parsed, loop.node.body[0], f"{optimizer}.zero_grad()",
                                           f"Insert `{optimizer}.zero_grad()` at the top of the loop")
         message = (f"gradients are never cleared: `{optimizer}.step()` applies gradients summed over every "
