@@ -104,7 +104,7 @@ class ModuleFacts:
 
     # -- which classes are modules ------------------------------------------------------------
     def _module_class_nodes(self) -> list[ast.ClassDef]:
-        classes = list(self.parsed.walk(kind=ast.ClassDef))
+        classes = list(self.parsed.nodes_of(ast.ClassDef))
         found: dict[str, ast.ClassDef] = {}
         changed = True
         while changed:  # a class deriving from a local module class is a module too
@@ -258,23 +258,33 @@ def reaching_value(parsed: ParsedModule, name: ast.Name) -> ast.AST | None:
     anywhere in the enclosing scope. Good enough to follow `out = model(x); loss(out, y)`;
     names bound by loops, `with` or tuple unpacking have no single value and give None.
     """
-    scope = parsed.enclosing(name, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or parsed.tree
+    scope = parsed.enclosing(name, _SCOPES) or parsed.tree
     use = (name.lineno, name.col_offset)
     best: tuple[tuple[int, int], ast.AST | None] | None = None
-    for where, value in _assignments(scope).get(name.id, ()):
+    for where, value in _assignment_index(parsed).get(scope, {}).get(name.id, ()):
         if where < use and (best is None or where > best[0]):
             best = (where, value)
     return best[1] if best else None
 
 
-@functools.lru_cache(maxsize=512)
-def _assignments(scope: ast.AST) -> dict[str, list[tuple[tuple[int, int], ast.AST | None]]]:
-    """Name -> [(position, assigned value or None when it has no single value)] in `scope`."""
-    table: dict[str, list[tuple[tuple[int, int], ast.AST | None]]] = {}
-    for node in _scope_nodes(scope):
-        for name, value in _bound_names(node):
-            table.setdefault(name, []).append(((node.lineno, node.col_offset), value))
-    return table
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+_BINDING_NODES = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr, ast.For, ast.AsyncFor, ast.With, ast.AsyncWith)
+Assignments = dict[str, list[tuple[tuple[int, int], "ast.AST | None"]]]
+
+
+@functools.lru_cache(maxsize=16)
+def _assignment_index(parsed: ParsedModule) -> dict[ast.AST, Assignments]:
+    """Scope (function, lambda or the module) -> name -> [(position, value or None when the
+    binding has no single value)], built in one pass over the binding statements."""
+    index: dict[ast.AST, Assignments] = {}
+    for node in parsed.nodes_of(_BINDING_NODES):
+        scope = parsed.enclosing(node, _SCOPES + (ast.ClassDef,)) or parsed.tree
+        if isinstance(scope, ast.ClassDef):
+            continue  # class bodies are not visible from methods
+        table = index.setdefault(scope, {})
+        for bound, value in _bound_names(node):
+            table.setdefault(bound, []).append(((node.lineno, node.col_offset), value))
+    return index
 
 
 def _bound_names(node: ast.AST):
@@ -305,16 +315,6 @@ def _target_names(target: ast.AST) -> list[str]:
     if isinstance(target, ast.Starred):
         return _target_names(target.value)
     return []
-
-
-def _scope_nodes(scope: ast.AST):
-    """Nodes of `scope`'s own body: not inside nested functions, lambdas or classes."""
-    stack = list(ast.iter_child_nodes(scope))
-    while stack:
-        node = stack.pop()
-        yield node
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            stack.extend(ast.iter_child_nodes(node))
 
 
 @functools.lru_cache(maxsize=16)

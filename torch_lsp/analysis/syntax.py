@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from dataclasses import dataclass
 from typing import Iterator, TypeVar
 
@@ -70,7 +71,26 @@ class ParsedModule:
         return text[: len(text) - len(text.lstrip())]
 
     def code(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.source, node) or ast.unparse(node)
+        # ast.get_source_segment re-splits the whole source on every call (~0.1 s per call on
+        # a 5,000-line file); the same slicing over lines split once keeps it O(segment).
+        try:
+            first, last = node.lineno - 1, node.end_lineno - 1
+            start, end = node.col_offset, node.end_col_offset
+        except AttributeError:
+            return ast.unparse(node)
+        lines = self._segment_lines
+        if first < 0 or last >= len(lines) or end is None:
+            return ast.unparse(node)
+        if first == last:
+            return lines[first].encode()[start:end].decode()
+        head = lines[first].encode()[start:].decode()
+        tail = lines[last].encode()[:end].decode()
+        return "".join([head, *lines[first + 1:last], tail])
+
+    @functools.cached_property
+    def _segment_lines(self) -> list[str]:
+        # Split only where the tokenizer ends lines (not at \f, \v, U+2028... like str.splitlines).
+        return re.split(r"(?<=\r\n)|(?<=\n)|(?<=\r)(?!\n)", self.source)
 
     # -- tree navigation ----------------------------------------------------------------------
     def parent(self, node: ast.AST) -> ast.AST | None:
@@ -90,6 +110,29 @@ class ParsedModule:
             if isinstance(current, kind):
                 yield current
             stack.extend(reversed(list(ast.iter_child_nodes(current))))
+
+    def nodes_of(self, kind: type[N] | tuple[type, ...]) -> list[N]:
+        """Every node of `kind` in the module, in source order (outer before inner).
+
+        The module is indexed by node type once per parse: rules that each need "every call"
+        share one pass instead of walking the whole tree again (a 5,000-line file has ~100,000
+        nodes).
+        """
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        found = [n for node_type, nodes in self._nodes_by_type.items() if issubclass(node_type, kinds) for n in nodes]
+        if len(kinds) > 1 or any(k not in self._nodes_by_type for k in kinds):
+            found.sort(key=_source_order)
+        return found
+
+    @functools.cached_property
+    def _nodes_by_type(self) -> dict[type, list[ast.AST]]:
+        table: dict[type, list[ast.AST]] = {}
+        for node in ast.walk(self.tree):
+            if hasattr(node, "lineno"):
+                table.setdefault(type(node), []).append(node)
+        for nodes in table.values():
+            nodes.sort(key=_source_order)
+        return table
 
     def enclosing(self, node: ast.AST, kind: type[N] | tuple[type, ...]) -> N | None:
         for ancestor in self.ancestors(node):
@@ -120,6 +163,10 @@ class ParsedModule:
         if qualified is None:
             return False
         return any(qualified == n or (n.endswith(".") and qualified.startswith(n)) for n in names)
+
+
+def _source_order(node: ast.AST) -> tuple[int, int, int, int]:
+    return (node.lineno, node.col_offset, -(node.end_lineno or node.lineno), -(node.end_col_offset or 0))
 
 
 def _import_table(tree: ast.Module) -> dict[str, str]:

@@ -49,7 +49,7 @@ def direct_forward_call(ctx: RuleContext):
     """
     this = REGISTRY["TL107"]
     parsed = ctx.parsed
-    for call in parsed.walk(kind=ast.Call):
+    for call in parsed.nodes_of(ast.Call):
         func = call.func
         if not (isinstance(func, ast.Attribute) and func.attr == "forward"):
             continue
@@ -122,6 +122,8 @@ def backward_without_grad(ctx: RuleContext):
     parsed = ctx.parsed
     reported: set[ast.AST] = set()
     for region, body, context in _grad_free_regions(ctx):
+        if not _may_call_backward(ctx, body):
+            continue
         for event in ctx.training.events_in(body, stop=region):
             if event.kind is not EventKind.BACKWARD or event.node in reported:
                 continue
@@ -137,10 +139,22 @@ def backward_without_grad(ctx: RuleContext):
                                f"so there is nothing to differentiate", related=related)
 
 
+def _may_call_backward(ctx: RuleContext, body: list[ast.stmt]) -> bool:
+    """Cheap pre-check before following events: a `.backward` or a call of a local helper."""
+    helpers = ctx.training.functions
+    for statement in body:
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Attribute) and (node.attr == "backward" or node.attr in helpers):
+                return True
+            if isinstance(node, ast.Name) and node.id in helpers:
+                return True
+    return False
+
+
 def _grad_free_regions(ctx: RuleContext):
     """(region node, its body, the context expression or decorator switching gradients off)."""
     parsed = ctx.parsed
-    for node in parsed.walk(kind=(ast.With, ast.AsyncWith, *_FUNCTIONS)):
+    for node in parsed.nodes_of((ast.With, ast.AsyncWith, *_FUNCTIONS)):
         if isinstance(node, (ast.With, ast.AsyncWith)):
             switches = [item.context_expr for item in node.items if _switches_grad(ctx, item.context_expr) is False]
         else:
@@ -220,7 +234,7 @@ def require_grad_typo(ctx: RuleContext):
     this = REGISTRY["TL112"]
     parsed = ctx.parsed
     typo = "require_grad"
-    attributes = [n for n in parsed.walk(kind=ast.Attribute) if n.attr == typo]
+    attributes = [n for n in parsed.nodes_of(ast.Attribute) if n.attr == typo]
     if any(isinstance(a.ctx, ast.Load) for a in attributes):
         return
     modules = module_facts(parsed).class_names

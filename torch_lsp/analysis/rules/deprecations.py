@@ -105,7 +105,7 @@ def deprecated_api(ctx: RuleContext):
     this = REGISTRY["TL302"]
     table = deprecation_table()
     parsed = ctx.parsed
-    for call in parsed.walk(kind=ast.Call):
+    for call in parsed.nodes_of(ast.Call):
         qualified = parsed.qualified_name(call.func)
         if qualified is None:
             continue

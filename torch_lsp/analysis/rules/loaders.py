@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 
 from torch_lsp.analysis.facts import Fix, Severity
 from torch_lsp.analysis.modules import reaching_value
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.rules._edits import add_keyword_argument
-from torch_lsp.analysis.syntax import target_key
+from torch_lsp.analysis.syntax import ParsedModule, target_key
 from torch_lsp.analysis.training import EventKind
 
 _DATALOADER = ("torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader")
@@ -58,7 +59,7 @@ def train_loader_not_shuffled(ctx: RuleContext):
     this = REGISTRY["TL111"]
     parsed = ctx.parsed
     training_iterables = _iterables_of_training_loops(ctx)
-    for call in parsed.walk(kind=ast.Call):
+    for call in parsed.nodes_of(ast.Call):
         if not parsed.resolves_to(call.func, *_DATALOADER) or not _order_left_to_default(call):
             continue
         dataset = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "dataset"), None)
@@ -147,7 +148,7 @@ def _is_iterable_dataset(ctx: RuleContext, dataset: ast.AST) -> bool:
     qualified = ctx.parsed.qualified_name(value.func) or ""
     if qualified.startswith(_ITERABLE_DATASETS):
         return True
-    classes = {c.name: c for c in ctx.parsed.walk(kind=ast.ClassDef)}
+    classes = _classes_by_name(ctx.parsed)
     seen: set[str] = set()
     pending = [qualified]
     while pending:  # local classes deriving (through other local classes) from IterableDataset
@@ -161,6 +162,11 @@ def _is_iterable_dataset(ctx: RuleContext, dataset: ast.AST) -> bool:
                 return True
             pending.append(base_name)
     return False
+
+
+@functools.lru_cache(maxsize=16)
+def _classes_by_name(parsed: ParsedModule) -> dict[str, ast.ClassDef]:
+    return {c.name: c for c in parsed.nodes_of(ast.ClassDef)}
 
 
 def _iterables_of_training_loops(ctx: RuleContext) -> set[ast.AST]:
@@ -214,7 +220,7 @@ def _attribute_value(ctx: RuleContext, attribute: ast.Attribute) -> ast.AST | No
     """`self.train_loader` -> the value last assigned to it anywhere in the file."""
     key = target_key(attribute)
     value = None
-    for node in ctx.parsed.walk(kind=ast.Assign):
+    for node in ctx.parsed.nodes_of(ast.Assign):
         if len(node.targets) == 1 and target_key(node.targets[0]) == key:
             value = node.value
     return value

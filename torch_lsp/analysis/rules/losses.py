@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch_lsp.analysis.facts import Fix, Severity, TextEdit
 from torch_lsp.analysis.modules import Activation, ModuleClass, Output, is_imported_name, module_facts, reaching_value
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
+from torch_lsp.analysis.syntax import target_key
 from torch_lsp.analysis.training import Kind
 
 
@@ -28,6 +29,8 @@ _BCE = LossFamily("BCELoss", ("torch.nn.BCELoss",), ("torch.nn.functional.binary
 _NLL = LossFamily("NLLLoss", ("torch.nn.NLLLoss",), ("torch.nn.functional.nll_loss",),
                   (Activation.SOFTMAX, Activation.SIGMOID, Activation.OTHER), "CrossEntropyLoss", "cross_entropy")
 _FAMILIES = (_CROSS_ENTROPY, _BCE, _NLL)
+_BY_MODULE = {name: family for family in _FAMILIES for name in family.modules}
+_BY_FUNCTION = {name: family for family in _FAMILIES for name in family.functions}
 
 _WHY = {
     (_CROSS_ENTROPY, Activation.SOFTMAX): "CrossEntropyLoss applies log_softmax itself: feeding it probabilities "
@@ -108,19 +111,22 @@ def activation_loss_mismatch(ctx: RuleContext):
 def _loss_calls(ctx: RuleContext):
     """(loss call, its family, the call that built the loss module if any)."""
     parsed = ctx.parsed
-    for call in parsed.walk(kind=ast.Call):
+    for call in parsed.nodes_of(ast.Call):
         func = call.func
-        for family in _FAMILIES:
-            if parsed.resolves_to(func, *family.functions):
-                yield call, family, None
-                break
-            if isinstance(func, ast.Call) and parsed.resolves_to(func.func, *family.modules):
+        if isinstance(func, ast.Call):  # nn.CrossEntropyLoss()(logits, y)
+            family = _BY_MODULE.get(parsed.qualified_name(func.func) or "")
+            if family is not None:
                 yield call, family, func
-                break
-            found = ctx.training.classify(func) if isinstance(func, (ast.Name, ast.Attribute)) else None
-            if found and found[0] is Kind.LOSS and found[1] in family.modules:
-                yield call, family, found[2]
-                break
+            continue
+        qualified = parsed.qualified_name(func)
+        if qualified is None:
+            continue
+        if qualified in _BY_FUNCTION:
+            yield call, _BY_FUNCTION[qualified], None
+            continue
+        found = ctx.training.classify(func)
+        if found and found[0] is Kind.LOSS and found[1] in _BY_MODULE:
+            yield call, _BY_MODULE[found[1]], found[2]
 
 
 def _prediction_output(ctx: RuleContext, prediction: ast.AST, owner: ModuleClass | None) -> Output | None:
@@ -232,8 +238,8 @@ def _switch_loss(ctx: RuleContext, call: ast.Call, family: LossFamily, construct
 def _constructed_loss_used_once(ctx: RuleContext, call: ast.Call, constructor_call: ast.Call) -> bool:
     if call.func is constructor_call:
         return True
-    key = ctx.parsed.code(call.func)
-    uses = [c for c in ctx.parsed.walk(kind=ast.Call) if ctx.parsed.code(c.func) == key]
+    key = target_key(call.func)
+    uses = [c for c in ctx.parsed.nodes_of(ast.Call) if key and target_key(c.func) == key]
     return len(uses) == 1
 
 

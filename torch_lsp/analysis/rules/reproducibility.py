@@ -91,10 +91,10 @@ def _is_main_guard(test: ast.expr) -> bool:
 
 def _seeds_somewhere(ctx: RuleContext) -> bool:
     parsed = ctx.parsed
-    for call in parsed.walk(kind=ast.Call):
-        if parsed.resolves_to(call.func, *_TORCH_SEEDS):
-            return True
+    for call in parsed.nodes_of(ast.Call):
         qualified = parsed.qualified_name(call.func) or ""
+        if qualified in _TORCH_SEEDS:
+            return True
         if _SEED_HELPER.search(qualified.rsplit(".", 1)[-1]) and not qualified.startswith(("random.", "numpy.")):
             return True
     return False

@@ -73,7 +73,7 @@ def unsafe_torch_load(ctx: RuleContext):
     """
     this = REGISTRY["TL301"]
     parsed = ctx.parsed
-    for call in parsed.walk(kind=ast.Call):
+    for call in parsed.nodes_of(ast.Call):
         if not parsed.resolves_to(call.func, *_TORCH_LOAD):
             continue
         keywords = {k.arg: k.value for k in call.keywords}
