@@ -146,7 +146,8 @@ class ModuleFacts:
 
     def _layers(self, init: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, Layer]:
         layers: dict[str, Layer] = {}
-        for node in self.parsed.walk(init, (ast.Assign, ast.AnnAssign)):
+        assignments = [n for n in ast.walk(init) if isinstance(n, (ast.Assign, ast.AnnAssign))]
+        for node in sorted(assignments, key=lambda n: (n.lineno, n.col_offset)):  # definition order
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             value = node.value
             if len(targets) != 1 or not isinstance(value, ast.Call):
@@ -180,7 +181,7 @@ class ModuleFacts:
         cls = self.classes.get(name)
         result = None
         if cls is not None and cls.forward is not None:
-            returns = [n.value for n in self.parsed.walk(cls.forward, ast.Return) if n.value is not None
+            returns = [n.value for n in ast.walk(cls.forward) if isinstance(n, ast.Return) and n.value is not None
                        and self.parsed.enclosing(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) is cls.forward]
             outputs = [self.output_of(value, cls) for value in returns]
             if outputs and all(o is not None for o in outputs) and len({o.activation for o in outputs}) == 1:

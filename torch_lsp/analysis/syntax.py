@@ -41,7 +41,11 @@ class ParsedModule:
         self.tree = tree
         self.lines = source.splitlines()
         self._parents: dict[ast.AST, ast.AST] = {}
+        # Nodes by type, gathered on the same pass (see nodes_of); sorted on first request.
+        self._by_type: dict[type, list[ast.AST]] = {}
+        self._sorted_types: set[type] = set()
         for node in ast.walk(tree):
+            self._by_type.setdefault(type(node), []).append(node)
             for child in ast.iter_child_nodes(node):
                 self._parents[child] = node
         self.imports = _import_table(tree)
@@ -119,20 +123,14 @@ class ParsedModule:
         nodes).
         """
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        found = [n for node_type, nodes in self._nodes_by_type.items() if issubclass(node_type, kinds) for n in nodes]
-        if len(kinds) > 1 or any(k not in self._nodes_by_type for k in kinds):
-            found.sort(key=_source_order)
-        return found
-
-    @functools.cached_property
-    def _nodes_by_type(self) -> dict[type, list[ast.AST]]:
-        table: dict[type, list[ast.AST]] = {}
-        for node in ast.walk(self.tree):
-            if hasattr(node, "lineno"):
-                table.setdefault(type(node), []).append(node)
-        for nodes in table.values():
-            nodes.sort(key=_source_order)
-        return table
+        types = [t for t in self._by_type if issubclass(t, kinds) and "lineno" in t._attributes]
+        for node_type in types:
+            if node_type not in self._sorted_types:
+                self._by_type[node_type].sort(key=_source_order)
+                self._sorted_types.add(node_type)
+        if len(types) == 1:
+            return list(self._by_type[types[0]])
+        return sorted((n for t in types for n in self._by_type[t]), key=_source_order)
 
     def enclosing(self, node: ast.AST, kind: type[N] | tuple[type, ...]) -> N | None:
         for ancestor in self.ancestors(node):
@@ -148,6 +146,19 @@ class ParsedModule:
         `from torch import nn` -> `torch.nn.Linear`. Names not bound by an import resolve to
         themselves (`Net`, `self.fc1`), like libcst's QualifiedNameProvider does for locals.
         """
+        try:  # rules ask for the same callees over and over: one resolution per node
+            return self._qualified_names[expr]
+        except KeyError:
+            pass
+        name = self._resolve(expr)
+        self._qualified_names[expr] = name
+        return name
+
+    @functools.cached_property
+    def _qualified_names(self) -> dict[ast.AST, str | None]:
+        return {}
+
+    def _resolve(self, expr: ast.AST) -> str | None:
         parts: list[str] = []
         while isinstance(expr, ast.Attribute):
             parts.append(expr.attr)

@@ -254,7 +254,7 @@ def _only_feeds_losses(ctx: RuleContext, activation: ast.AST) -> bool:
     if isinstance(parent, ast.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0], ast.Name):
         name = parent.targets[0].id
         scope = parsed.enclosing(parent, (ast.FunctionDef, ast.AsyncFunctionDef)) or parsed.tree
-        reads = [n for n in parsed.walk(scope, ast.Name) if n.id == name and isinstance(n.ctx, ast.Load)]
+        reads = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)]
         return len(reads) == 1
     return False
 
@@ -262,7 +262,7 @@ def _only_feeds_losses(ctx: RuleContext, activation: ast.AST) -> bool:
 def _model_output_only_feeds_losses(ctx: RuleContext, returned: ast.Return) -> bool:
     """For an activation at the end of forward: offered only when the forward has one return."""
     function = ctx.parsed.enclosing(returned, (ast.FunctionDef, ast.AsyncFunctionDef))
-    returns = [n for n in ctx.parsed.walk(function, ast.Return)] if function else []
+    returns = [n for n in ast.walk(function) if isinstance(n, ast.Return)] if function else []
     return len(returns) == 1
 
 
