@@ -125,7 +125,7 @@ def backward_without_grad(ctx: RuleContext):
         if not _may_call_backward(ctx, body):
             continue
         for event in ctx.training.events_in(body, stop=region):
-            if event.kind is not EventKind.BACKWARD or event.node in reported:
+            if event.kind is not EventKind.BACKWARD or event.node in reported or _in_step_closure(event):
                 continue
             if _regrad(ctx, event.node) or (event.anchor is not event.node and _regrad(ctx, event.anchor, region)):
                 continue
@@ -137,6 +137,13 @@ def backward_without_grad(ctx: RuleContext):
             yield this.finding(parsed.span(event.anchor),
                                f"`.backward()` runs under `{parsed.code(context)}`{where}: no graph is recorded there, "
                                f"so there is nothing to differentiate", related=related)
+
+
+def _in_step_closure(event) -> bool:
+    """`optimizer.step(closure)`: optimizers run the closure under `torch.enable_grad()`."""
+    anchor = event.anchor
+    return (event.anchor is not event.node and isinstance(anchor, ast.Call) and isinstance(anchor.func, ast.Attribute)
+            and anchor.func.attr == "step")
 
 
 def _may_call_backward(ctx: RuleContext, body: list[ast.stmt]) -> bool:
