@@ -18,13 +18,17 @@ import enum
 import functools
 from dataclasses import dataclass, field
 
-from torch_lsp.analysis.syntax import ParsedModule, target_key
+from torch_lsp.analysis.syntax import ParsedModule
 
 _MODULE_BASES = {
     "torch.nn.Module", "torch.nn.modules.module.Module",
     "pytorch_lightning.LightningModule", "lightning.LightningModule", "lightning.pytorch.LightningModule",
 }
 _CONTAINERS = {"torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict"}
+# Layers whose output is the same kind of value as their input (probabilities stay probabilities).
+_PASS_THROUGH_LAYERS = {"torch.nn.Dropout", "torch.nn.Dropout1d", "torch.nn.Dropout2d", "torch.nn.Dropout3d",
+                        "torch.nn.AlphaDropout", "torch.nn.FeatureAlphaDropout", "torch.nn.Identity",
+                        "torch.nn.Flatten", "torch.nn.Unflatten"}
 _SAME_TENSOR_METHODS = {"to", "cuda", "cpu", "float", "half", "double", "contiguous", "squeeze", "unsqueeze", "view",
                         "reshape", "flatten"}
 
@@ -196,11 +200,15 @@ class ModuleFacts:
         if constructor == "torch.nn.Sequential":
             if call is None or not call.args or any(isinstance(a, ast.Starred) for a in call.args):
                 return None
-            last = call.args[-1]
-            if isinstance(last, ast.Call):
-                inner = self.constructor_of(last)
-                return self.output_of_constructed(inner, last, owner) if inner else None
+            for last in reversed(call.args):  # the last layer that changes what the values are
+                inner = self.constructor_of(last) if isinstance(last, ast.Call) else None
+                if inner is None:
+                    return None
+                if inner not in _PASS_THROUGH_LAYERS:
+                    return self.output_of_constructed(inner, last, owner)
             return None
+        if constructor in _PASS_THROUGH_LAYERS:
+            return None  # its output is its input: the caller has to look at the argument
         if constructor in self.classes:
             return self.output_of_class(constructor)
         if constructor in _CONTAINERS:
@@ -232,6 +240,8 @@ class ModuleFacts:
                 layer = owner.layers[func.attr]
                 if layer.constructor in _ACTIVATION_CALLS:  # self.softmax(x): the call site applies it
                     return Output(_ACTIVATION_CALLS[layer.constructor], expr)
+                if layer.constructor in _PASS_THROUGH_LAYERS:  # self.dropout(x) is still x
+                    return self.output_of(expr.args[0], owner, _depth + 1) if len(expr.args) == 1 else None
                 return self.output_of_constructed(layer.constructor, layer.call, owner)
         if owner is not None and _is_self(func):  # self(x) inside a module calls its forward
             return self.output_of_class(owner.name)

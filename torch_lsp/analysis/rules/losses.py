@@ -207,6 +207,8 @@ def _unwrap_activation(ctx: RuleContext, node: ast.AST) -> TextEdit | None:
 def _rename_activation(ctx: RuleContext, node: ast.AST, old: str, new: str) -> TextEdit | None:
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute) or node.func.attr != old:
         return None
+    if isinstance(node.func.value, ast.Name) and node.func.value.id == "self":
+        return None  # self.softmax is a layer of the model: renaming it would name nothing
     span = ctx.parsed.span(node.func)
     start = type(span.end)(span.end.line, span.end.col - len(old))
     return TextEdit(type(span)(start, span.end), new)
