@@ -3,6 +3,7 @@
 import ast
 import textwrap
 
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.modules import Activation, module_facts, reaching_value
 from torch_lsp.analysis.syntax import parse
 
@@ -97,6 +98,6 @@ def test_output_activation_of_forward():
 
 def test_reaching_value_is_the_last_assignment_before_the_use():
     parsed = parse("a = 1\nb = a\na = 2\nc = a\nfor a in range(3):\n    d = a\n")
-    uses = [n for n in parsed.nodes_of(ast.Name) if n.id == "a" and isinstance(n.ctx, ast.Load)]
+    uses = [n for n in nodes(parsed, ast.Name) if n.id == "a" and isinstance(n.ctx, ast.Load)]
     assert [ast.unparse(reaching_value(parsed, u)) if reaching_value(parsed, u) else None for u in uses] == \
         ["1", "2", None]  # a loop variable has no single value

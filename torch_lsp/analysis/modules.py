@@ -18,6 +18,7 @@ import enum
 import functools
 from dataclasses import dataclass, field
 
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.syntax import ParsedModule
 
 _MODULE_BASES = {
@@ -99,16 +100,16 @@ class ModuleClass:
 class ModuleFacts:
     def __init__(self, parsed: ParsedModule):
         self.parsed = parsed
-        nodes = self._module_class_nodes()
-        self.class_names = {cls.name for cls in nodes}
-        self.classes: dict[str, ModuleClass] = {cls.name: self._describe(cls) for cls in nodes}
+        class_nodes = self._module_class_nodes()
+        self.class_names = {cls.name for cls in class_nodes}
+        self.classes: dict[str, ModuleClass] = {cls.name: self._describe(cls) for cls in class_nodes}
         for cls in self.classes.values():
             self._inherit(cls, set())
         self._outputs: dict[str, Output | None] = {}
 
     # -- which classes are modules ------------------------------------------------------------
     def _module_class_nodes(self) -> list[ast.ClassDef]:
-        classes = list(self.parsed.nodes_of(ast.ClassDef))
+        classes = list(nodes(self.parsed, ast.ClassDef))
         found: dict[str, ast.ClassDef] = {}
         changed = True
         while changed:  # a class deriving from a local module class is a module too
@@ -288,7 +289,7 @@ def _assignment_index(parsed: ParsedModule) -> dict[ast.AST, Assignments]:
     """Scope (function, lambda or the module) -> name -> [(position, value or None when the
     binding has no single value)], built in one pass over the binding statements."""
     index: dict[ast.AST, Assignments] = {}
-    for node in parsed.nodes_of(_BINDING_NODES):
+    for node in nodes(parsed, _BINDING_NODES):
         scope = parsed.enclosing(node, _SCOPES + (ast.ClassDef,)) or parsed.tree
         if isinstance(scope, ast.ClassDef):
             continue  # class bodies are not visible from methods

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Severity, TextEdit, Fix, Span, Position
 from torch_lsp.analysis.modules import module_facts
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
@@ -49,7 +50,7 @@ def direct_forward_call(ctx: RuleContext):
     """
     this = REGISTRY["TL107"]
     parsed = ctx.parsed
-    for call in parsed.nodes_of(ast.Call):
+    for call in nodes(parsed, ast.Call):
         func = call.func
         if not (isinstance(func, ast.Attribute) and func.attr == "forward"):
             continue
@@ -161,7 +162,7 @@ def _may_call_backward(ctx: RuleContext, body: list[ast.stmt]) -> bool:
 def _grad_free_regions(ctx: RuleContext):
     """(region node, its body, the context expression or decorator switching gradients off)."""
     parsed = ctx.parsed
-    for node in parsed.nodes_of((ast.With, ast.AsyncWith, *_FUNCTIONS)):
+    for node in nodes(parsed, (ast.With, ast.AsyncWith, *_FUNCTIONS)):
         if isinstance(node, (ast.With, ast.AsyncWith)):
             switches = [item.context_expr for item in node.items if _switches_grad(ctx, item.context_expr) is False]
         else:
@@ -241,7 +242,7 @@ def require_grad_typo(ctx: RuleContext):
     this = REGISTRY["TL112"]
     parsed = ctx.parsed
     typo = "require_grad"
-    attributes = [n for n in parsed.nodes_of(ast.Attribute) if n.attr == typo]
+    attributes = [n for n in nodes(parsed, ast.Attribute) if n.attr == typo]
     if any(isinstance(a.ctx, ast.Load) for a in attributes):
         return
     modules = module_facts(parsed).class_names

@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Fix, Position, Severity, Span, TextEdit
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.syntax import ParsedModule, _import_table
@@ -105,7 +106,7 @@ def deprecated_api(ctx: RuleContext):
     this = REGISTRY["TL302"]
     table = deprecation_table()
     parsed = ctx.parsed
-    for call in parsed.nodes_of(ast.Call):
+    for call in nodes(parsed, ast.Call):
         qualified = parsed.qualified_name(call.func)
         if qualified is None:
             continue

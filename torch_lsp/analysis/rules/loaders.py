@@ -6,6 +6,7 @@ import ast
 import functools
 import re
 
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Fix, Severity
 from torch_lsp.analysis.modules import reaching_value
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
@@ -59,7 +60,7 @@ def train_loader_not_shuffled(ctx: RuleContext):
     this = REGISTRY["TL111"]
     parsed = ctx.parsed
     training_iterables = _iterables_of_training_loops(ctx)
-    for call in parsed.nodes_of(ast.Call):
+    for call in nodes(parsed, ast.Call):
         if not parsed.resolves_to(call.func, *_DATALOADER) or not _order_left_to_default(call):
             continue
         dataset = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "dataset"), None)
@@ -166,7 +167,7 @@ def _is_iterable_dataset(ctx: RuleContext, dataset: ast.AST) -> bool:
 
 @functools.lru_cache(maxsize=16)
 def _classes_by_name(parsed: ParsedModule) -> dict[str, ast.ClassDef]:
-    return {c.name: c for c in parsed.nodes_of(ast.ClassDef)}
+    return {c.name: c for c in nodes(parsed, ast.ClassDef)}
 
 
 def _iterables_of_training_loops(ctx: RuleContext) -> set[ast.AST]:
@@ -196,18 +197,8 @@ def _loader_values(ctx: RuleContext, expr: ast.AST, depth: int = 0) -> list[ast.
     function = ctx.parsed.enclosing(expr, (ast.FunctionDef, ast.AsyncFunctionDef))
     if function is None or depth > 3:
         return []
-    positional = [a.arg for a in function.args.posonlyargs + function.args.args]
-    if expr.id not in positional and expr.id not in [a.arg for a in function.args.kwonlyargs]:
-        return []
-    values: list[ast.AST] = []
-    for call in ctx.training.calls_by_name.get(function.name, ()):
-        argument = next((k.value for k in call.keywords if k.arg == expr.id), None)
-        index = positional.index(expr.id) if expr.id in positional else len(call.args)
-        if argument is None and index < len(call.args):
-            argument = call.args[index]
-        if argument is not None:
-            values.extend(_loader_values(ctx, argument, depth + 1))
-    return values
+    return [value for source in ctx.training.argument_sources(function, expr.id)
+            for value in _loader_values(ctx, source, depth + 1)]
 
 
 def _unwrap_iteration(ctx: RuleContext, expr: ast.AST) -> ast.AST:
@@ -220,7 +211,7 @@ def _attribute_value(ctx: RuleContext, attribute: ast.Attribute) -> ast.AST | No
     """`self.train_loader` -> the value last assigned to it anywhere in the file."""
     key = target_key(attribute)
     value = None
-    for node in ctx.parsed.nodes_of(ast.Assign):
+    for node in nodes(ctx.parsed, ast.Assign):
         if len(node.targets) == 1 and target_key(node.targets[0]) == key:
             value = node.value
     return value

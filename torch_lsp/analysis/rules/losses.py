@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Fix, Severity, TextEdit
 from torch_lsp.analysis.modules import Activation, ModuleClass, Output, is_imported_name, module_facts, reaching_value
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
@@ -111,7 +112,7 @@ def activation_loss_mismatch(ctx: RuleContext):
 def _loss_calls(ctx: RuleContext):
     """(loss call, its family, the call that built the loss module if any)."""
     parsed = ctx.parsed
-    for call in parsed.nodes_of(ast.Call):
+    for call in nodes(parsed, ast.Call):
         func = call.func
         if isinstance(func, ast.Call):  # nn.CrossEntropyLoss()(logits, y)
             family = _BY_MODULE.get(parsed.qualified_name(func.func) or "")
@@ -138,13 +139,41 @@ def _prediction_output(ctx: RuleContext, prediction: ast.AST, owner: ModuleClass
     producer = prediction
     if isinstance(producer, ast.Name):
         producer = reaching_value(ctx.parsed, producer)
-    if not isinstance(producer, ast.Call):
+    if not isinstance(producer, ast.Call) or not isinstance(producer.func, (ast.Name, ast.Attribute)):
         return None
-    found = ctx.training.classify(producer.func) if isinstance(producer.func, (ast.Name, ast.Attribute)) else None
-    if found and found[0] is Kind.MODEL:
-        constructor = found[1]
-        return facts.output_of_constructed(constructor, found[2])
-    return None
+    outputs = {(o.activation if o else None): o for o in
+               (facts.output_of_constructed(c, call) for c, call in _models_called(ctx, producer.func))}
+    # Every model this name can hold must agree; an unknown one makes the whole answer unknown.
+    return next(iter(outputs.values())) if len(outputs) == 1 else None
+
+
+def _models_called(ctx: RuleContext, func: ast.Name | ast.Attribute, depth: int = 0) -> list[tuple[str, ast.Call | None]]:
+    """(constructor, constructor call) of each model `func` may hold where it is called.
+
+    Scope first: a local assignment, else the argument passed at each call site of the
+    enclosing helper (`train(model, ...)`), else a module-level assignment. The file-wide
+    binding of the name (training facts) is the last resort."""
+    parsed, training = ctx.parsed, ctx.training
+    if isinstance(func, ast.Name) and depth < 4:
+        value = reaching_value(parsed, func)
+        function = parsed.enclosing(func, (ast.FunctionDef, ast.AsyncFunctionDef))
+        if value is None and function is not None and func.id in [a.arg for a in function.args.args]:
+            found = []
+            for source in training.argument_sources(function, func.id):
+                found.extend(_models_called(ctx, source, depth + 1) if isinstance(source, (ast.Name, ast.Attribute))
+                             else _model_built_by(ctx, source))
+            return found
+        if value is not None:
+            return _model_built_by(ctx, value)
+    classified = training.classify(func)
+    if classified and classified[0] is Kind.MODEL:
+        return [(classified[1], classified[2])]
+    return [("", None)]  # unknown
+
+
+def _model_built_by(ctx: RuleContext, value: ast.AST) -> list[tuple[str, ast.Call | None]]:
+    classified = ctx.training.classify(value)
+    return [(classified[1], classified[2])] if classified and classified[0] is Kind.MODEL else [("", None)]
 
 
 def _enclosing_module_class(ctx: RuleContext, node: ast.AST) -> ModuleClass | None:
@@ -241,7 +270,7 @@ def _constructed_loss_used_once(ctx: RuleContext, call: ast.Call, constructor_ca
     if call.func is constructor_call:
         return True
     key = target_key(call.func)
-    uses = [c for c in ctx.parsed.nodes_of(ast.Call) if key and target_key(c.func) == key]
+    uses = [c for c in nodes(ctx.parsed, ast.Call) if key and target_key(c.func) == key]
     return len(uses) == 1
 
 

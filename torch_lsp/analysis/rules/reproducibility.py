@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Severity, Span
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.rules._edits import insert_statement_before
@@ -91,7 +92,7 @@ def _is_main_guard(test: ast.expr) -> bool:
 
 def _seeds_somewhere(ctx: RuleContext) -> bool:
     parsed = ctx.parsed
-    for call in parsed.nodes_of(ast.Call):
+    for call in nodes(parsed, ast.Call):
         qualified = parsed.qualified_name(call.func) or ""
         if qualified in _TORCH_SEEDS:
             return True

@@ -7,6 +7,7 @@ import functools
 import importlib.metadata
 import re
 
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Fix, Severity
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.rules._edits import add_keyword_argument
@@ -73,7 +74,7 @@ def unsafe_torch_load(ctx: RuleContext):
     """
     this = REGISTRY["TL301"]
     parsed = ctx.parsed
-    for call in parsed.nodes_of(ast.Call):
+    for call in nodes(parsed, ast.Call):
         if not parsed.resolves_to(call.func, *_TORCH_LOAD):
             continue
         keywords = {k.arg: k.value for k in call.keywords}
