@@ -87,11 +87,14 @@ def activation_loss_mismatch(ctx: RuleContext):
     ```
 
     ## Fix
-    Removes the activation when it is written in the loss call or assigned just before it;
-    for sigmoid + BCELoss also switches the loss to `BCEWithLogitsLoss`; for NLLLoss on raw
-    outputs switches it to `CrossEntropyLoss`. When the activation is the last line of the
-    model's `forward`, the fix removes it there (only offered when the model's output is used
-    by nothing but losses). Suppress with `# torch-lsp: ignore[TL108]`.
+    Removes the activation when it is written in the loss call, or assigned to a variable that
+    nothing else reads; for sigmoid + BCELoss it also switches the loss to `BCEWithLogitsLoss`
+    (when that loss object is used only there), for softmax + NLLLoss it turns softmax into
+    log_softmax, and for NLLLoss on raw outputs it switches to `CrossEntropyLoss`. When the
+    activation is applied in the model's `forward` (single `return`), the fix removes it there;
+    that fix is offered but not preferred, because every caller of the model then gets logits
+    (apply softmax where probabilities are needed). Activation *layers* inside `nn.Sequential`
+    are reported without a fix. Suppress with `# torch-lsp: ignore[TL108]`.
     """
     this = REGISTRY["TL108"]
     for call, family, constructor_call in _loss_calls(ctx):
