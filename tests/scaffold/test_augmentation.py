@@ -1,8 +1,10 @@
 """Data augmentation: the training images change from one read to the next, the evaluation
 images do not, and both are normalised the same way."""
 
-from harness import (apply_action, assert_no_new_findings, fixture, inserted_text, instrumented, offered,
-                     run_program, span_at, with_probe)
+import pytest
+
+from harness import (Program, apply_action, assert_no_new_findings, fixture, inserted_text, offered, run_batch, span_at,
+                     with_probe)
 
 MNIST_AND_CIFAR = '''
 import torch
@@ -17,39 +19,52 @@ test_loader = DataLoader({name}_test, batch_size=64)
 '''
 
 
-def test_seed_training_images_are_augmented_and_training_runs(tmp_path):
-    before = fixture("cifar10_seed.py")
-    after = apply_action(before, "data.augment", span_at(before, "trainset ="))
-    assert_no_new_findings(before, after)
-    program = with_probe(instrumented(after), """
-        first, second = trainset[0][0], trainset[0][0]
-        probe("image", [list(first.shape), str(first.dtype)])
-        probe("differs", not torch.equal(first, second))
-        probe("normalised", bool(first.min() < 0))  # ToDtype scales to [0, 1], Normalize shifts it
-    """)
-    result = run_program(program, tmp_path).assert_ok()
-    assert result.probe("image") == [[3, 32, 32], "torch.float32"]
-    assert result.probe("differs") is True and result.probe("normalised") is True
-    assert result.probe("run")["steps"] == 4
+SEED_PROBES = """
+    first, second = trainset[0][0], trainset[0][0]
+    probe("image", [list(first.shape), str(first.dtype)])
+    probe("differs", not torch.equal(first, second))
+    probe("normalised", bool(first.min() < 0))  # ToDtype scales to [0, 1], Normalize shifts it
+"""
+
+EVAL_PROBES = """
+    from PIL import Image
+    image = Image.new("RGB", (32, 32), (255, 0, 128))
+    a, b = eval_transform(image), eval_transform(image)
+    probe("eval", [torch.equal(a, b), [round(float(v), 3) for v in a[:, 0, 0]]])
+"""
 
 
-def test_shared_transform_splits_into_train_and_eval(tmp_path):
-    before = fixture("vision_main.py")
-    after = apply_action(before, "data.augment", span_at(before, "train_loader = DataLoader"))
+def augmented(name: str, cursor: str) -> tuple[str, str]:
+    before = fixture(name)
+    after = apply_action(before, "data.augment", span_at(before, cursor))
     assert_no_new_findings(before, after)
+    return before, after
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    _, seed = augmented("cifar10_seed.py", "trainset =")
+    _, main = augmented("vision_main.py", "train_loader = DataLoader")
+    # The evaluation pipeline alone, out of main(), to run it on one image.
+    eval_code = main[main.index("    eval_transform = "):main.index("    train_set =")]
+    pipeline = "import torch\nfrom torchvision.transforms import v2\n" + eval_code.replace("\n    ", "\n").strip() + "\n"
+    return run_batch([Program("seed", with_probe(seed, SEED_PROBES)), Program("main", main),
+                      Program("eval", with_probe(pipeline, EVAL_PROBES))], tmp_path_factory.mktemp("augment")).assert_ok()
+
+
+def test_seed_training_images_are_augmented_and_training_runs(runs):
+    assert runs.probe("seed.image") == [[3, 32, 32], "torch.float32"]
+    assert runs.probe("seed.differs") is True and runs.probe("seed.normalised") is True
+    assert runs.probe("seed.run")["steps"] == 4
+
+
+def test_shared_transform_splits_into_train_and_eval(runs):
+    _, after = augmented("vision_main.py", "train_loader = DataLoader")
     assert "num_classes=NUM_CLASSES, transform=train_transform)" in after
     assert "transform=eval_transform, random_offset=samples)" in after
-    # The evaluation pipeline, run by itself on one image, is deterministic and has no random op.
-    eval_code = after[after.index("    eval_transform = "):after.index("    train_set =")]
-    program = with_probe("import torch\nfrom torchvision.transforms import v2\nfrom PIL import Image\n"
-                         + eval_code.replace("\n    ", "\n").strip() + "\n", """
-        image = Image.new("RGB", (32, 32), (255, 0, 128))
-        a, b = eval_transform(image), eval_transform(image)
-        probe("eval", [torch.equal(a, b), [round(float(v), 3) for v in a[:, 0, 0]]])
-    """)
-    result = run_program(program, tmp_path / "eval").assert_ok()
-    assert result.probe("eval") == [True, [1.0, -1.0, round((128 / 255 - 0.5) / 0.5, 3)]]
-    run_program(instrumented(after), tmp_path / "train").assert_ok()
+    # The evaluation pipeline is deterministic and normalises like the training one.
+    assert runs.probe("eval.eval") == [True, [1.0, -1.0, round((128 / 255 - 0.5) / 0.5, 3)]]
+    assert runs.probe("main.run")["steps"] == 8
 
 
 def test_known_datasets_get_their_statistics_and_digits_are_not_flipped():

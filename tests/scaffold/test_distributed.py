@@ -82,5 +82,8 @@ def test_not_offered_where_it_cannot_be_written():
     # A helper function reads the global `model`: moving it into main() would break the helper.
     helper = fixture("loop_tensor.py") + "\n\ndef predict(x):\n    return model(x).argmax(1)\n"
     assert "distributed.ddp" not in offered(helper, span_at(helper, LOOP))
+    on_device = fixture("loop_tensor.py").replace("\n\nclass Classifier", "\n\ndef to_device(x):\n    return x.to(device)\n\n\nclass Classifier")
+    assert "def to_device" in on_device
+    assert "distributed.ddp" not in offered(on_device, span_at(on_device, LOOP))
     seed = fixture("cifar10_seed.py")
     assert "distributed.ddp" not in offered(seed, span_at(seed, "class Net"))

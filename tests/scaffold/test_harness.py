@@ -40,17 +40,8 @@ def test_run_program_collects_probes_and_failures(tmp_path):
     assert slow.timed_out and isinstance(slow, RunResult)
 
 
-def test_instrumentation_records_training(tmp_path):
-    from harness import fixture, instrumented
-
-    result = run_program(instrumented(fixture("loop_tensor.py")), tmp_path).assert_ok()
-    run = result.probe("run")
-    # 64 samples in batches of 16, 2 epochs; StepLR(step_size=2) keeps lr for both epochs.
-    assert run["steps"] == 8 and run["lrs"] == [1e-3] * 8
-    assert run["linear_dtypes"] == ["torch.float32"] and run["checksum"] is not None
-
-
 def test_run_batch_runs_programs_in_one_interpreter_with_fresh_records(tmp_path):
+    """Also the instrumentation that `instrumented` adds to a single program."""
     from harness import Program, fixture, run_batch
 
     source = fixture("loop_tensor.py")
@@ -59,6 +50,9 @@ def test_run_batch_runs_programs_in_one_interpreter_with_fresh_records(tmp_path)
         Program("long", with_probe(source, "probe('epochs', EPOCHS)"), {"EPOCHS": "2"}),
         Program("broken", "raise ValueError('boom')\n"),
     ], tmp_path).assert_ok()
-    assert result.probe("short.run")["steps"] == 4 and result.probe("long.run")["steps"] == 8
+    # 64 samples in batches of 16; StepLR(step_size=2) keeps the lr for both epochs.
+    short, long = result.probe("short.run"), result.probe("long.run")
+    assert short["steps"] == 4 and long["steps"] == 8 and long["lrs"] == [1e-3] * 8
+    assert long["linear_dtypes"] == ["torch.float32"] and long["checksum"] is not None
     assert result.probe("long.epochs") == 2
     assert "ValueError: boom" in result.probe("broken.error")

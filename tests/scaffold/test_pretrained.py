@@ -8,43 +8,44 @@ from harness import (apply_action, assert_no_new_findings, fixture, inserted_tex
 from torch_lsp.scaffold.pretrained import BACKBONES
 
 
-def test_seed_trains_a_frozen_resnet18_head(tmp_path):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One offline program: the seed trained with a frozen ResNet-18, then every architecture's
+    generated function built with a 7-class head (all builders patched to weights=None)."""
     before = fixture("cifar10_seed.py")
     after = apply_action(before, "pretrained.resnet18", span_at(before, "net = Net"))
     assert_no_new_findings(before, after)
     frozen = after.replace("num_classes=10, freeze_backbone=False)", "num_classes=10, freeze_backbone=True)")
     assert frozen != after
-    program = with_probe(offline_weights(instrumented(frozen), "resnet18"), """
-        probe("head", [type(net).__name__, net.fc.out_features])
-        probe("trainable", sorted(n for n, p in net.named_parameters() if p.requires_grad))
-    """)
-    result = run_program(program, tmp_path).assert_ok()
-    assert result.probe("weights_requested") == "ResNet18_Weights.IMAGENET1K_V1"
-    assert result.probe("head") == ["ResNet", 10]
-    assert result.probe("trainable") == ["fc.bias", "fc.weight"]
-    assert result.probe("run")["steps"] == 4  # 64 samples in the seed's batches of 32, 2 epochs
-
-
-def test_every_backbone_builds_with_its_head_replaced(tmp_path):
-    """All architectures' generated functions, executed offline in one process."""
-    before = fixture("vision_main.py")
-    checks = []
-    for arch in BACKBONES:
-        after = apply_action(before, f"pretrained.{arch}", span_at(before, "model = SmallCNN"))
-        assert_no_new_findings(before, after)
-        function = after[after.index("def build_pretrained_model"):after.index("def main")]
-        checks.append(f"namespace = {{'torchvision': torchvision, 'nn': nn}}\nexec({function!r}, namespace)\n"
-                      f"model = namespace['build_pretrained_model'](num_classes=7, freeze_backbone=True).eval()\n"
+    checks = ['probe("head", [type(net).__name__, net.fc.out_features])',
+              'probe("trainable", sorted(n for n, p in net.named_parameters() if p.requires_grad))']
+    vision = fixture("vision_main.py")
+    for arch, backbone in BACKBONES.items():
+        built = apply_action(vision, f"pretrained.{arch}", span_at(vision, "model = SmallCNN"))
+        assert_no_new_findings(vision, built)
+        function = built[built.index("def build_pretrained_model"):built.index("def main")]
+        checks.append(f"_namespace = {{'torchvision': torchvision, 'nn': nn}}\nexec({function!r}, _namespace)\n"
+                      f"model = _namespace['build_pretrained_model'](num_classes=7, freeze_backbone=True).eval()\n"
                       f"out = model(torch.zeros(2, 3, 64, 64))\n"
                       f"trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)\n"
-                      f"head = {BACKBONES[arch].head}\n"
-                      f"probe('{arch}', [list(out.shape), trainable == head.weight.numel() + head.bias.numel()])\n")
-    program = "import torch, torchvision, torchvision.models\nfrom torch import nn\n"
-    result = run_program(with_probe(offline_weights(program, *(b.builder for b in BACKBONES.values())),
-                                    "\n".join(checks)), tmp_path).assert_ok()
+                      f"head = {backbone.head}\n"
+                      f"probe('{arch}', [list(out.shape), trainable == head.weight.numel() + head.bias.numel()])")
+    program = with_probe(offline_weights(instrumented(frozen), *(b.builder for b in BACKBONES.values())),
+                         "\n".join(checks))
+    return run_program(program, tmp_path_factory.mktemp("pretrained")).assert_ok()
+
+
+def test_seed_trains_a_frozen_resnet18_head(run):
+    assert run.probes("weights_requested")[0] == "ResNet18_Weights.IMAGENET1K_V1"
+    assert run.probe("head") == ["ResNet", 10]
+    assert run.probe("trainable") == ["fc.bias", "fc.weight"]
+    assert run.probe("run")["steps"] == 4  # 64 samples in the seed's batches of 32, 2 epochs
+
+
+def test_every_backbone_builds_with_its_head_replaced(run):
     for arch in BACKBONES:
-        assert result.probe(arch) == [[2, 7], True], arch
-    assert len(result.probes("weights_requested")) == len(BACKBONES)
+        assert run.probe(arch) == [[2, 7], True], arch
+    assert len(run.probes("weights_requested")) == 1 + len(BACKBONES)
 
 
 def test_main_style_file_gets_the_function_at_module_level_and_its_own_names():

@@ -1,30 +1,31 @@
 """Reproducibility: two runs of the seeded program in one interpreter end with identical weights."""
 
-import pytest
-
 from harness import apply_action, assert_no_new_findings, fixture, offered, run_program, span_at
 
-# Runs the program twice in one interpreter (runpy), so the random state simply carries on
-# between runs: without seeding, the two runs start from different weights and data orders.
+# Runs each program twice in one interpreter (runpy), so the random state simply carries on
+# between runs: without seeding, the two runs start from different weights and data orders. The
+# unseeded program goes first: the seeded one turns deterministic algorithms on for good.
 TWICE = """
 import runpy, json, torch
-def final_weights():
-    namespace = runpy.run_path("program.py", run_name="__main__")
+def final_weights(path):
+    namespace = runpy.run_path(path, run_name="__main__")
     return float(sum(p.detach().double().sum() for p in namespace["MODEL"].parameters()))
-first, second = final_weights(), final_weights()
-print("PROBE same " + json.dumps(first == second))
-print("PROBE deterministic " + json.dumps(torch.are_deterministic_algorithms_enabled()))
+for label in ("unseeded", "seeded"):
+    first, second = final_weights(label + ".py"), final_weights(label + ".py")
+    print("PROBE " + label + ".same " + json.dumps(first == second))
+    print("PROBE " + label + ".deterministic " + json.dumps(torch.are_deterministic_algorithms_enabled()))
 """
 
 
-@pytest.mark.parametrize("seeded", [False, True])
-def test_two_runs_match_only_when_seeded(seeded, tmp_path):
+def test_two_runs_match_only_when_seeded(tmp_path):
     before = fixture("loop_tensor.py")
-    after = apply_action(before, "reproducibility.seed", span_at(before, "model = Classifier")) if seeded else before
+    after = apply_action(before, "reproducibility.seed", span_at(before, "model = Classifier"))
     assert_no_new_findings(before, after)
-    (tmp_path / "program.py").write_text(after.replace("model = Classifier", "model = MODEL = Classifier"))
+    for label, source in (("unseeded", before), ("seeded", after)):
+        (tmp_path / f"{label}.py").write_text(source.replace("model = Classifier", "model = MODEL = Classifier"))
     result = run_program(TWICE, tmp_path, env={"EPOCHS": "1"}).assert_ok()
-    assert result.probe("same") is seeded and result.probe("deterministic") is seeded
+    assert result.probe("unseeded.same") is False and result.probe("unseeded.deterministic") is False
+    assert result.probe("seeded.same") is True and result.probe("seeded.deterministic") is True
 
 
 def test_seed_reuses_the_files_manual_seed_and_goes_below_the_imports():

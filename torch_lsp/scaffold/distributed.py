@@ -116,6 +116,8 @@ def _script_layout(ctx: ScaffoldContext) -> _Layout | None:
         return None
     definitions = [n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     read_by_definitions = set().union(*(_free_names(d) for d in definitions))
+    if ctx.device in read_by_definitions:
+        return None  # a helper using the global device would not follow each process's device
     moved: list[ast.stmt] = []
     for index, node in enumerate(body):
         if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

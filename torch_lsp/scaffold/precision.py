@@ -154,10 +154,10 @@ def _cursor_fits(ctx: ScaffoldContext) -> bool:
 
 def device_type_expression(ctx: ScaffoldContext, plan: EditPlan, anchor: ast.stmt) -> str:
     """Code for the device type ("cuda", "cpu", ...) the loop runs on, valid before `anchor`."""
-    torch = plan.reference("torch.device").rsplit(".", 1)[0]
     if ctx.device and bound_before(plan, ctx.device, anchor):
-        # torch.device() accepts both a device and a string like "cuda:0".
-        return f"{torch}.device({ctx.device}).type"
+        # Works for a torch.device and for a string like "cuda:0" alike.
+        return f'str({ctx.device}).split(":")[0]'
+
     # No device variable: the file's tensors stay on the CPU.
     return '"cpu"'
 
