@@ -69,7 +69,7 @@ def runs(tmp_path_factory):
                                     "probe('train_loss', running_loss / len(train_loader))") + \
         "probe('training', model.training)\n"
 
-    bare = no_loop.split("model = MLP()")[0]
+    bare = only_a_dataset()
     created = apply_action(bare, "loop.train", span_at(bare, "class MLP"))
     programs["created"] = insert_line(created, "running_loss += loss.item()", "probe('step', 1)") + \
         "probe('optimizer', type(optimizer).__name__)\n"
@@ -134,17 +134,22 @@ def test_training_loop_snapshot_and_it_trains(runs):
     assert runs.probe("train.training") is True
 
 
+def only_a_dataset() -> str:
+    """no_loop.py cut down to the model class and a dataset: no loader, model, loss or optimizer."""
+    return fixture("no_loop.py").split("train_loader = DataLoader")[0] + "train_set = TensorDataset(features, targets)\n"
+
+
 def test_training_loop_creates_what_is_missing(runs):
-    # Only a class and a loader: the action creates the model, device, loss and optimizer.
-    source = fixture("no_loop.py").split("model = MLP()")[0]
+    source = only_a_dataset()
     result = apply_action(source, "loop.train", span_at(source, "class MLP"))
     added = inserted_text(source, result)
-    for line in ("model = MLP().to(device)", "criterion = nn.CrossEntropyLoss()",
+    for line in ("train_loader = DataLoader(train_set, batch_size=32, shuffle=True)", "model = MLP().to(device)",
+                 "criterion = nn.CrossEntropyLoss()",
                  "optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)"):
         assert line in added
     assert_no_new_findings(source, result)
     assert runs.probe("created.optimizer") == "SGD"
-    assert len(runs.probes("created.step")) == 10 * 3  # 10 epochs, 48 training samples in batches of 16
+    assert len(runs.probes("created.step")) == 10 * 2  # 10 epochs, 64 samples in batches of 32
 
 
 def test_training_functions_variant_trains_and_evaluates(runs):

@@ -109,3 +109,29 @@ def test_docs_describe_every_action_of_these_families():
     text = (REPO_ROOT / "docs" / "actions.md").read_text(encoding="utf-8")
     missing = [a.id for a in scaffold.load_actions().values() if a.family in FAMILIES and f"`{a.id}`" not in text]
     assert not missing, f"document these actions in docs/actions.md: {missing}"
+
+
+def _all_fixtures():
+    from harness import FIXTURES, SCAFFOLD_FIXTURES
+
+    return sorted([*FIXTURES.glob("*.py"), *SCAFFOLD_FIXTURES.glob("*.py")], key=lambda p: p.name)
+
+
+@pytest.mark.parametrize("path", _all_fixtures(), ids=lambda p: p.name)
+def test_whatever_these_families_offer_builds_on_every_fixture(path):
+    """On every line of every fixture: an offered action builds, the result parses and the rules
+    report nothing new (offering what cannot be built is a bug)."""
+    from harness import apply_edits, assert_no_new_findings
+
+    source = path.read_text(encoding="utf-8")
+    done = set()
+    for number, line in enumerate(source.splitlines()):
+        column = len(line) - len(line.lstrip())
+        span = Span.of(number, column, number, column)
+        for offer_id in cursor_actions(source, span):
+            if offer_id in done:
+                continue
+            done.add(offer_id)
+            fix = scaffold.build(source, offer_id, span)
+            assert fix is not None, f"{offer_id} offered on {path.name}:{number + 1} but builds nothing"
+            assert_no_new_findings(source, apply_edits(source, fix.edits), prefix="TL")

@@ -152,5 +152,6 @@ def test_one_cycle_counts_the_batches_of_a_plain_iterable_under_a_grad_scaler():
 
     result = apply_action(AMP_LOOP, "scheduler.one_cycle_lr", span_at(AMP_LOOP, "scaler.step"))
     assert "OneCycleLR(optimizer, max_lr=1.0, epochs=2, steps_per_epoch=len(data))\n" in result
-    assert "        scaler.step(optimizer)\n        scheduler.step()  # OneCycleLR steps after every batch\n" in result
+    assert "        scaler.step(optimizer)\n        scaler.update()\n        scheduler.step()  # OneCycleLR steps after every batch\n" \
+        in result
     assert_no_new_findings(AMP_LOOP, result)

@@ -23,6 +23,7 @@ _VALIDATION_LOSS_NAME = re.compile(r"^(val|valid|validation|test|eval|dev)_?loss
 _EPOCHS_NAME = re.compile(r"^(n_|num_)?epochs?$|^(EPOCHS|NUM_EPOCHS|N_EPOCHS|MAX_EPOCHS|max_epochs)$", re.IGNORECASE)
 _CLASSES_NAME = re.compile(r"^(n_|num_)classes$", re.IGNORECASE)
 _LOOP = (ast.For, ast.AsyncFor, ast.While)
+_DATASETS = {"torch.utils.data.TensorDataset", "torch.utils.data.dataset.TensorDataset"}
 _SCOPE = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
 
@@ -172,6 +173,28 @@ class ScaffoldContext:
         iterated = [self._iterated_key(self.training_loop.batch.node)] if self.training_loop else []
         train = [b for b in loaders if not _VALIDATION_NAME.search(b.key)]
         return self._prefer(train or loaders, iterated)
+
+    @functools.cached_property
+    def train_dataset(self) -> str | None:
+        """A module-level dataset variable (torchvision dataset, TensorDataset, a Dataset class of
+        this file), preferring one whose name does not say validation."""
+        found = []
+        for node in self.index.assigns:
+            if self.parsed.parent(node) is not self.parsed.tree or len(node.targets) != 1 \
+                    or not isinstance(node.targets[0], ast.Name) or not isinstance(node.value, ast.Call):
+                continue
+            qualified = self.parsed.qualified_name(node.value.func) or ""
+            if qualified.startswith("torchvision.datasets.") or qualified in _DATASETS or qualified in self.dataset_classes:
+                found.append(node.targets[0].id)
+        train = [name for name in found if not _VALIDATION_NAME.search(name)]
+        return (train or [None])[0]
+
+    @functools.cached_property
+    def dataset_classes(self) -> set[str]:
+        """Classes of this file that subclass torch.utils.data.Dataset."""
+        return {c.name for c in self.parsed.tree.body if isinstance(c, ast.ClassDef)
+                and any(self.parsed.resolves_to(b, "torch.utils.data.Dataset", "torch.utils.data.dataset.Dataset")
+                        for b in c.bases)}
 
     @functools.cached_property
     def training_batches(self) -> str | None:

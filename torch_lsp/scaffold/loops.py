@@ -68,7 +68,7 @@ def _model_label(ctx: ScaffoldContext) -> str:
 
 # -- where a new training loop makes sense ---------------------------------------------------------
 def _can_write_training_loop(ctx: ScaffoldContext) -> bool:
-    if ctx.training_loop is not None or ctx.train_loader is None:
+    if ctx.training_loop is not None or (ctx.train_loader is None and ctx.train_dataset is None):
         return False
     module_level = [ctx.train_loader, ctx.model, ctx.optimizer, ctx.loss]
     if not all(b is None or defined_at_module_level(ctx, ctx.binding_statement(b)) for b in module_level):
@@ -95,7 +95,13 @@ def _constructible(cls: ast.ClassDef) -> bool:
 def _prelude(ctx: ScaffoldContext, plan: EditPlan) -> tuple[str, dict[str, str]]:
     """Statements creating what the loop needs and the file lacks, and the names to use."""
     lines: list[str] = []
-    names: dict[str, str] = {"loader": ctx.train_loader.key}
+    names: dict[str, str] = {}
+    if ctx.train_loader is not None:
+        names["loader"] = ctx.train_loader.key
+    else:
+        names["loader"] = fresh_name(ctx, "train_loader")
+        loader = plan.reference("torch.utils.data.DataLoader")
+        lines.append(f'{names["loader"]} = {loader}({ctx.train_dataset}, batch_size=32, shuffle=True)')
     if ctx.device:
         names["device"] = ctx.device
     else:

@@ -14,6 +14,7 @@ import ast
 from dataclasses import dataclass
 from typing import Callable
 
+from torch_lsp.analysis.training import Kind
 from torch_lsp.scaffold import Action, REWRITE, register
 from torch_lsp.scaffold.codemod import EditPlan
 from torch_lsp.scaffold.context import ScaffoldContext
@@ -98,6 +99,17 @@ def _optimizer_lr(ctx: ScaffoldContext) -> float | None:
     return None
 
 
+def _after_the_step(ctx: ScaffoldContext, step: ast.stmt) -> ast.stmt:
+    """The optimizer step, or the `scaler.update()` right after `scaler.step(optimizer)`."""
+    body = getattr(ctx.parsed.parent(step), "body", [])
+    following = body[body.index(step) + 1] if step in body and body.index(step) + 1 < len(body) else None
+    if isinstance(following, ast.Expr) and isinstance(following.value, ast.Call) and \
+            isinstance(following.value.func, ast.Attribute) and following.value.func.attr == "update" and \
+            ctx.facts.kind_of(following.value.func.value) is Kind.SCALER:
+        return following
+    return step
+
+
 def _offered_for(schedule: Schedule) -> Callable[[ScaffoldContext], bool]:
     def when(ctx: ScaffoldContext) -> bool:
         loop, optimizer = ctx.training_loop, ctx.optimizer
@@ -136,7 +148,7 @@ def _edit_for(schedule: Schedule) -> Callable[[ScaffoldContext, EditPlan], None]
         if schedule.placement == PER_EPOCH:
             plan.insert_at_body_end(loop.epoch, f"{name}.step()  # once per epoch, after the optimizer steps\n")
         elif schedule.placement == PER_BATCH:
-            plan.insert_after(loop.step, f"{name}.step()  # OneCycleLR steps after every batch\n")
+            plan.insert_after(_after_the_step(ctx, loop.step), f"{name}.step()  # OneCycleLR steps after every batch\n")
         elif schedule.placement == ON_METRIC:
             metric = ensure_validation(ctx, plan)
             insert_after_validation(ctx, plan, f"{name}.step({metric})  # reduces the LR when {metric} stops improving\n")
