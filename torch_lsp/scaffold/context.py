@@ -49,6 +49,7 @@ class FileIndex:
         self.called: set[str] = set()  # qualified callee names, and ".method" for method calls
         self.assigns: list[ast.Assign] = []
         self.calls: list[ast.Call] = []
+        self.per_file: dict[str, object] = {}  # values of ScaffoldContext's @per_file properties
         for node in ast.walk(parsed.tree):
             if isinstance(node, (ast.Name, ast.Attribute)):
                 key = target_key(node)
@@ -78,6 +79,21 @@ class FileIndex:
 @functools.lru_cache(maxsize=16)
 def file_index(parsed: ParsedModule) -> FileIndex:
     return FileIndex(parsed)
+
+
+def per_file(method):
+    """A property of the file alone, not of the cursor (which variable is the optimizer, where
+    the training loop is): computed once per parse and shared by every request on that text."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def getter(self: "ScaffoldContext"):
+        cache = self.index.per_file
+        if name not in cache:
+            cache[name] = method(self)
+        return cache[name]
+
+    return property(getter)
 
 
 class ScaffoldContext:
@@ -131,7 +147,7 @@ class ScaffoldContext:
                  if b.kind is kind and not b.key.startswith("self.") and isinstance(b.value, ast.expr)]
         return sorted(found, key=lambda b: (b.value.lineno, b.value.col_offset))
 
-    @functools.cached_property
+    @per_file
     def optimizer(self) -> Binding | None:
         loop = self.training_loop
         stepped = [e.target for e in loop.batch.of(EventKind.STEP)] if loop else []
@@ -157,24 +173,24 @@ class ScaffoldContext:
                     return node
         return None
 
-    @functools.cached_property
+    @per_file
     def loss(self) -> Binding | None:
         loop = self.training_loop
         used = [target_key(c.func) for c in self.parsed.walk(loop.batch.node, ast.Call)] if loop else []
         return self._prefer(self.bindings_of(Kind.LOSS), used)
 
-    @functools.cached_property
+    @per_file
     def scheduler(self) -> Binding | None:
         return self._prefer(self.bindings_of(Kind.SCHEDULER), [])
 
-    @functools.cached_property
+    @per_file
     def train_loader(self) -> Binding | None:
         loaders = self.bindings_of(Kind.LOADER)
         iterated = [self._iterated_key(self.training_loop.batch.node)] if self.training_loop else []
         train = [b for b in loaders if not _VALIDATION_NAME.search(b.key)]
         return self._prefer(train or loaders, iterated)
 
-    @functools.cached_property
+    @per_file
     def train_dataset(self) -> str | None:
         """A module-level dataset variable (torchvision dataset, TensorDataset, a Dataset class of
         this file), preferring one whose name does not say validation."""
@@ -189,26 +205,26 @@ class ScaffoldContext:
         train = [name for name in found if not _VALIDATION_NAME.search(name)]
         return (train or [None])[0]
 
-    @functools.cached_property
+    @per_file
     def dataset_classes(self) -> set[str]:
         """Classes of this file that subclass torch.utils.data.Dataset."""
         return {c.name for c in self.parsed.tree.body if isinstance(c, ast.ClassDef)
                 and any(self.parsed.resolves_to(b, "torch.utils.data.Dataset", "torch.utils.data.dataset.Dataset")
                         for b in c.bases)}
 
-    @functools.cached_property
+    @per_file
     def training_batches(self) -> str | None:
         """What the training loop iterates over: the training loader, or the variable it loops on."""
         if self.train_loader is not None:
             return self.train_loader.key
         return self._iterated_key(self.training_loop.batch.node) if self.training_loop else None
 
-    @functools.cached_property
+    @per_file
     def val_loader(self) -> Binding | None:
         loaders = [b for b in self.bindings_of(Kind.LOADER) if _VALIDATION_NAME.search(b.key)]
         return loaders[0] if loaders else None
 
-    @functools.cached_property
+    @per_file
     def device(self) -> str | None:
         """A variable holding a torch.device (or named `device`), bound at module level."""
         for node in self.index.assigns:
@@ -239,7 +255,7 @@ class ScaffoldContext:
         return self.parsed.code(last) if last is not None else None
 
     # -- loops --------------------------------------------------------------------------------
-    @functools.cached_property
+    @per_file
     def training_loop(self) -> TrainingLoop | None:
         """The first loop that calls backward() and steps an optimizer itself (not via a helper
         loop of its own), with the epoch loop around it."""
@@ -265,7 +281,7 @@ class ScaffoldContext:
                     return loop.node
         return None
 
-    @functools.cached_property
+    @per_file
     def epochs(self) -> ast.expr | None:
         """The epoch count: `N` in `for epoch in range(N)`, or a variable named like `num_epochs`."""
         loop = self.training_loop.epoch if self.training_loop else None
@@ -278,14 +294,14 @@ class ScaffoldContext:
                 return node.targets[0]
         return None
 
-    @functools.cached_property
+    @per_file
     def epoch_variable(self) -> str | None:
         loop = self.training_loop.epoch if self.training_loop else None
         if isinstance(loop, ast.For) and isinstance(loop.target, ast.Name):
             return loop.target.id
         return None
 
-    @functools.cached_property
+    @per_file
     def validation_loss(self) -> tuple[str, ast.stmt] | None:
         """(name, statement) of a validation loss computed in the epoch loop, if there is one."""
         loop = self.training_loop
