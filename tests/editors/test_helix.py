@@ -6,13 +6,15 @@ the snippet's `command`/`args`, and its `config` table as initializationOptions.
 
 from __future__ import annotations
 
-import sys
-import time
+import asyncio
 import tomllib
 
-from bench.lsp_client import StdioClient
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+
 from tests.conftest import ROOT
-from tests.editors.conftest import EDITORS
+from tests.editors.conftest import EDITORS, SERVER_COMMAND
 from torch_lsp import config
 from torch_lsp.cli import build_parser
 
@@ -32,22 +34,31 @@ def test_command_is_our_serve_subcommand():
     assert args.handler.__name__ == "_serve"
 
 
-def test_config_is_valid_settings_and_reaches_the_server():
-    options = SERVER["config"]
-    merged = config.merge(("defaults", {}), ("helix config", options["torchLsp"]))
-    assert merged.warnings == []
-    client = StdioClient([sys.executable, "-m", "torch_lsp", "serve"], cwd=ROOT)
-    try:
-        client.initialize(ROOT, options)
-        deadline = time.monotonic() + 10  # settings are merged after `initialized`, asynchronously
-        while True:
-            reply, _ = client.request("workspace/executeCommand", {"command": "torch-lsp.serverInfo", "arguments": []})
-            settings = reply["result"]["settings"]
-            if settings["debounceMs"] != config.Settings().debounce_ms or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-    finally:
-        client.close()
-    assert settings["debounceMs"] == options["torchLsp"]["debounceMs"] != config.Settings().debounce_ms
-    assert settings["execution"] | options["torchLsp"]["execution"] == settings["execution"]
-    assert settings["rules"]["select"] == options["torchLsp"]["rules"]["select"]
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_COMMAND))
+async def helix_like(lsp_client: LanguageClient):
+    """A client that, like Helix, sends `config` as initializationOptions and answers
+    workspace/configuration from the same table."""
+    lsp_client.set_configuration(SERVER["config"])
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=types.ClientCapabilities(workspace=types.WorkspaceClientCapabilities(configuration=True)),
+        root_uri=ROOT.as_uri(), initialization_options=SERVER["config"]))
+    yield lsp_client
+    await lsp_client.shutdown_session()
+
+
+async def test_config_is_valid_settings_and_reaches_the_server(helix_like):
+    wanted = SERVER["config"]["torchLsp"]
+    assert config.merge(("defaults", {}), ("helix config", wanted)).warnings == []
+    assert wanted["debounceMs"] != config.Settings().debounce_ms  # so the check below can fail
+    for _ in range(200):  # settings are merged after `initialized`, asynchronously
+        info = await helix_like.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[]))
+        if info["settings"]["debounceMs"] == wanted["debounceMs"]:
+            break
+        await asyncio.sleep(0.05)
+    settings = info["settings"]
+    assert settings["debounceMs"] == wanted["debounceMs"]
+    assert settings["execution"] | wanted["execution"] == settings["execution"]
+    assert settings["inlayHints"] == wanted["inlayHints"]
+    assert settings["rules"]["select"] == wanted["rules"]["select"]
+    assert helix_like.messages == []  # no warning about a bad or unknown key
