@@ -7,11 +7,12 @@
  */
 
 import { strict as assert } from 'node:assert';
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { ChildProcess, execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import {
   CodeAction, Diagnostic, Hover, InitializeResult, MarkupContent, TextDocumentEdit, TextEdit, ProtocolConnection, PublishDiagnosticsParams,
   StreamMessageReader, StreamMessageWriter, createProtocolConnection,
@@ -169,9 +170,9 @@ test('hover shows the shape torch computes on CPU', async (t) => {
     t.skip('the shape engine (server/hover.py) is not merged: the server offers no hover');
     return;
   }
-  const run = spawnSync(PYTHON, [POOLED], { encoding: 'utf8' });
-  assert.equal(run.status, 0, run.stderr);
-  const expected = `Tensor[${run.stdout.trim().replace(/^\(|,?\)$/g, '')}]`; // "(8, 3, 16, 16)" -> Tensor[8, 3, 16, 16]
+  // Asynchronously: a blocked event loop would leave the server's requests unanswered.
+  const { stdout } = await promisify(execFile)(PYTHON, [POOLED], { encoding: 'utf8' });
+  const expected = `Tensor[${stdout.trim().replace(/^\(|,?\)$/g, '')}]`; // "(8, 3, 16, 16)" -> Tensor[8, 3, 16, 16]
   const document = open(POOLED);
   const position = { line: 6, character: 2 }; // inside `pooled`
   let text = '';
