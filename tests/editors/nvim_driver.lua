@@ -1,7 +1,8 @@
 -- Headless Neovim (Debian 0.7.2 and later) driving torch-lsp through the plugin in
 -- editors/neovim. It records what the editor saw in a JSON file; test_neovim.py asserts on it.
 -- Environment: TORCH_LSP_SERVER (JSON command), TORCH_LSP_RESULT (output path),
--- TORCH_LSP_FIXTURE (file with TL101), TORCH_LSP_POOLED + TORCH_LSP_EXPECTED_HOVER (optional).
+-- TORCH_LSP_FIXTURE (file with TL101), TORCH_LSP_POOLED + TORCH_LSP_EXPECTED_HOVER (optional),
+-- TORCH_LSP_HOVER_FIRST=1: open the hover fixture first, as `nvim pooled.py` does at startup.
 
 local result = { steps = {} }
 
@@ -41,71 +42,73 @@ step('setup', function()
   torch_lsp.setup({ cmd = vim.fn.json_decode(os.getenv('TORCH_LSP_SERVER')), settings = { debounceMs = 50 } })
 end)
 
-step('attach', function()
-  vim.cmd('edit ' .. vim.fn.fnameescape(os.getenv('TORCH_LSP_FIXTURE')))
-  bufnr = vim.api.nvim_get_current_buf()
-  wait(30000, 'the client to initialize', function()
-    client = torch_lsp.client(bufnr)
-    return client ~= nil and client.initialized == true
+local function fixture_steps()
+  step('attach', function()
+    vim.cmd('edit ' .. vim.fn.fnameescape(os.getenv('TORCH_LSP_FIXTURE')))
+    bufnr = vim.api.nvim_get_current_buf()
+    wait(30000, 'the client to initialize', function()
+      client = torch_lsp.client(bufnr)
+      return client ~= nil and client.initialized == true
+    end)
+    result.root_dir = client.config.root_dir
+    result.nvim = tostring(vim.version().major) .. '.' .. vim.version().minor .. '.' .. vim.version().patch
   end)
-  result.root_dir = client.config.root_dir
-  result.nvim = tostring(vim.version().major) .. '.' .. vim.version().minor .. '.' .. vim.version().patch
-end)
 
-step('diagnostics', function()
-  wait(20000, 'TL101', function()
-    return #tl101_diagnostics() > 0
+  step('diagnostics', function()
+    wait(20000, 'TL101', function()
+      return #tl101_diagnostics() > 0
+    end)
+    result.diagnostics = vim.tbl_map(function(d)
+      return { code = d.code, line = d.lnum, col = d.col, source = d.source, message = d.message }
+    end, vim.diagnostic.get(bufnr))
   end)
-  result.diagnostics = vim.tbl_map(function(d)
-    return { code = d.code, line = d.lnum, col = d.col, source = d.source, message = d.message }
-  end, vim.diagnostic.get(bufnr))
-end)
 
-step('quick fix', function()
-  local d = tl101_diagnostics()[1]
-  local range = { start = { line = d.lnum, character = d.col }, ['end'] = { line = d.end_lnum, character = d.end_col } }
-  local params = {
-    textDocument = { uri = vim.uri_from_bufnr(bufnr) },
-    range = range,
-    context = { diagnostics = { { range = range, code = d.code, source = d.source, message = d.message, severity = d.severity } } },
-  }
-  local responses = vim.lsp.buf_request_sync(bufnr, 'textDocument/codeAction', params, 10000) or {}
-  result.actions = {}
-  local preferred
-  for _, response in pairs(responses) do
-    for _, action in ipairs(response.result or {}) do
-      table.insert(result.actions, action.title)
-      if action.isPreferred then
-        preferred = action
+  step('quick fix', function()
+    local d = tl101_diagnostics()[1]
+    local range = { start = { line = d.lnum, character = d.col }, ['end'] = { line = d.end_lnum, character = d.end_col } }
+    local params = {
+      textDocument = { uri = vim.uri_from_bufnr(bufnr) },
+      range = range,
+      context = { diagnostics = { { range = range, code = d.code, source = d.source, message = d.message, severity = d.severity } } },
+    }
+    local responses = vim.lsp.buf_request_sync(bufnr, 'textDocument/codeAction', params, 10000) or {}
+    result.actions = {}
+    local preferred
+    for _, response in pairs(responses) do
+      for _, action in ipairs(response.result or {}) do
+        table.insert(result.actions, action.title)
+        if action.isPreferred then
+          preferred = action
+        end
       end
     end
-  end
-  assert(preferred, 'no preferred quick fix')
-  vim.lsp.util.apply_workspace_edit(preferred.edit, client.offset_encoding or 'utf-16')
-  result.fixed_text = table.concat(vim.api.nvim_buf_get_lines(bufnr, 0, -1, false), '\n')
-end)
-
-step('diagnostics after the fix', function()
-  -- Neovim sent didChange for the edit; the server re-analyses the new version.
-  wait(20000, 'TL101 to disappear', function()
-    return #tl101_diagnostics() == 0
+    assert(preferred, 'no preferred quick fix')
+    vim.lsp.util.apply_workspace_edit(preferred.edit, client.offset_encoding or 'utf-16')
+    result.fixed_text = table.concat(vim.api.nvim_buf_get_lines(bufnr, 0, -1, false), '\n')
   end)
-end)
 
-step('command', function()
-  local done = false
-  torch_lsp.execute('torch-lsp.serverInfo', {}, function(err, info)
-    result.command_error = err and (err.message or vim.inspect(err)) or nil
-    result.server_info = info
-    done = true
-  end, bufnr)
-  wait(10000, 'torch-lsp.serverInfo', function()
-    return done
+  step('diagnostics after the fix', function()
+    -- Neovim sent didChange for the edit; the server re-analyses the new version.
+    wait(20000, 'TL101 to disappear', function()
+      return #tl101_diagnostics() == 0
+    end)
   end)
-end)
+
+  step('command', function()
+    local done = false
+    torch_lsp.execute('torch-lsp.serverInfo', {}, function(err, info)
+      result.command_error = err and (err.message or vim.inspect(err)) or nil
+      result.server_info = info
+      done = true
+    end, bufnr)
+    wait(10000, 'torch-lsp.serverInfo', function()
+      return done
+    end)
+  end)
+end
 
 local expected = os.getenv('TORCH_LSP_EXPECTED_HOVER') or ''
-if expected ~= '' then
+local function hover_steps()
   step('hover', function()
     vim.cmd('edit ' .. vim.fn.fnameescape(os.getenv('TORCH_LSP_POOLED')))
     local pooled = vim.api.nvim_get_current_buf()
@@ -128,4 +131,12 @@ if expected ~= '' then
   end)
 end
 
+if os.getenv('TORCH_LSP_HOVER_FIRST') == '1' then
+  hover_steps()
+else
+  fixture_steps()
+  if expected ~= '' then
+    hover_steps()
+  end
+end
 finish()

@@ -13,12 +13,14 @@ from tests.editors.conftest import (EDITORS, HOVER_SKIP_REASON, MISSING_ZERO_GRA
 DRIVER = ROOT / "tests" / "editors" / "nvim_driver.lua"
 
 
-def run_nvim(tmp_path, expected_hover: str = "") -> dict:
+def run_nvim(tmp_path, expected_hover: str = "", hover_first: bool = False) -> dict:
     nvim = require("nvim", "apt-get install neovim")
     output = tmp_path / "nvim-result.json"
     env = editor_env(TORCH_LSP_RESULT=str(output), TORCH_LSP_FIXTURE=str(MISSING_ZERO_GRAD),
                      TORCH_LSP_POOLED=str(POOLED), TORCH_LSP_EXPECTED_HOVER=expected_hover,
-                     XDG_STATE_HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))  # nvim's lsp.log goes here
+                     TORCH_LSP_HOVER_FIRST="1" if hover_first else "0",
+                     XDG_STATE_HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path),  # lsp.log, swap files
+                     XDG_DATA_HOME=str(tmp_path))
     run_editor([nvim, "--headless", "-u", "NONE", "-i", "NONE", "--cmd", f"set rtp^={EDITORS / 'neovim'}",
                 "-c", f"luafile {DRIVER}"], env, timeout=150)
     assert output.exists(), "nvim wrote no result"
