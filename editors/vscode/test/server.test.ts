@@ -34,6 +34,7 @@ let trusted = true;
 let server: ChildProcess;
 let connection: ProtocolConnection;
 let initializeResult: InitializeResult;
+let pooled: TextDocument;
 const published: PublishDiagnosticsParams[] = [];
 
 function flatDefaults(): Record<string, never> {
@@ -72,6 +73,9 @@ before(async () => {
     },
   });
   await connection.sendNotification('initialized', {});
+  // VS Code reopens the editors of the last session right after `initialized`, before the
+  // server has its settings: shapes must still arrive for them (the hover test checks).
+  pooled = open(POOLED);
 });
 
 after(async () => {
@@ -116,6 +120,25 @@ test('capabilities: sync, code actions and the serverInfo command', () => {
   assert.equal(initializeResult.serverInfo?.name, 'torch-lsp');
   assert.ok(caps.codeActionProvider);
   assert.ok(caps.executeCommandProvider?.commands.includes('torch-lsp.serverInfo'));
+});
+
+test('hover shows the shape torch computes on CPU', async (t) => {
+  if (!initializeResult.capabilities.hoverProvider) {
+    t.skip('the shape engine (server/hover.py) is not merged: the server offers no hover');
+    return;
+  }
+  // Asynchronously: a blocked event loop would leave the server's requests unanswered.
+  const { stdout } = await promisify(execFile)(PYTHON, [POOLED], { encoding: 'utf8' });
+  const expected = `Tensor[${stdout.trim().replace(/^\(|,?\)$/g, '')}]`; // "(8, 3, 16, 16)" -> Tensor[8, 3, 16, 16]
+  const document = pooled;
+  const position = { line: 6, character: 2 }; // inside `pooled`
+  let text = '';
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline && !text.includes(expected);) {
+    const hover: Hover | null = await connection.sendRequest('textDocument/hover', { textDocument: { uri: document.uri }, position });
+    text = hover ? (hover.contents as MarkupContent).value ?? JSON.stringify(hover.contents) : '';
+    if (!text.includes(expected)) await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  assert.ok(text.includes(expected), `hover ${JSON.stringify(text)} lacks ${expected} (the file was opened right after initialized)`);
 });
 
 test('a command executes: the server runs with exactly the settings the extension contributes', async () => {
@@ -163,23 +186,4 @@ test('the palette commands exist on the server', (t) => {
   const missing = ['torch-lsp.train', 'torch-lsp.stopTraining', 'torch-lsp.metrics', 'torch-lsp.summary']
     .filter((name) => !offered.includes(name));
   if (missing.length) t.skip(`not on this branch yet: ${missing.join(', ')}`);
-});
-
-test('hover shows the shape torch computes on CPU', async (t) => {
-  if (!initializeResult.capabilities.hoverProvider) {
-    t.skip('the shape engine (server/hover.py) is not merged: the server offers no hover');
-    return;
-  }
-  // Asynchronously: a blocked event loop would leave the server's requests unanswered.
-  const { stdout } = await promisify(execFile)(PYTHON, [POOLED], { encoding: 'utf8' });
-  const expected = `Tensor[${stdout.trim().replace(/^\(|,?\)$/g, '')}]`; // "(8, 3, 16, 16)" -> Tensor[8, 3, 16, 16]
-  const document = open(POOLED);
-  const position = { line: 6, character: 2 }; // inside `pooled`
-  let text = '';
-  for (const deadline = Date.now() + 30_000; Date.now() < deadline && !text.includes(expected);) {
-    const hover: Hover | null = await connection.sendRequest('textDocument/hover', { textDocument: { uri: document.uri }, position });
-    text = hover ? (hover.contents as MarkupContent).value ?? JSON.stringify(hover.contents) : '';
-    if (!text.includes(expected)) await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  assert.ok(text.includes(expected), `hover ${JSON.stringify(text)} lacks ${expected}`);
 });
