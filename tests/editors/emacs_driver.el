@@ -39,7 +39,11 @@
 
 (condition-case err
     (progn
-      (driver-open (getenv "TORCH_LSP_FIXTURE"))
+      (let ((opened-at (float-time)))
+        (driver-open (getenv "TORCH_LSP_FIXTURE"))
+        (driver-record 'connected_ms (* 1000 (- (float-time) opened-at)))
+        (driver-wait 30 "TL101" #'driver-tl101)
+        (driver-record 'diagnostics_ms (* 1000 (- (float-time) opened-at))))
       (driver-record 'server_command (vconcat (process-command (jsonrpc--process (eglot-current-server)))))
       (driver-wait 30 "TL101" #'driver-tl101)
       (driver-record 'diagnostics

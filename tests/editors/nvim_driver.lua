@@ -44,12 +44,14 @@ end)
 
 local function fixture_steps()
   step('attach', function()
+    result.opened_at = vim.loop.hrtime()
     vim.cmd('edit ' .. vim.fn.fnameescape(os.getenv('TORCH_LSP_FIXTURE')))
     bufnr = vim.api.nvim_get_current_buf()
     wait(30000, 'the client to initialize', function()
       client = torch_lsp.client(bufnr)
       return client ~= nil and client.initialized == true
     end)
+    result.initialized_ms = (vim.loop.hrtime() - result.opened_at) / 1e6
     result.root_dir = client.config.root_dir
     result.nvim = tostring(vim.version().major) .. '.' .. vim.version().minor .. '.' .. vim.version().patch
   end)
@@ -58,6 +60,7 @@ local function fixture_steps()
     wait(20000, 'TL101', function()
       return #tl101_diagnostics() > 0
     end)
+    result.diagnostics_ms = (vim.loop.hrtime() - result.opened_at) / 1e6
     result.diagnostics = vim.tbl_map(function(d)
       return { code = d.code, line = d.lnum, col = d.col, source = d.source, message = d.message }
     end, vim.diagnostic.get(bufnr))

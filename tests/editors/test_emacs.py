@@ -31,6 +31,8 @@ def run_emacs(tmp_path, expected_hover: str = "") -> dict:
 
 def test_eglot_gets_diagnostics_applies_the_quick_fix_and_runs_a_command(tmp_path):
     result = run_emacs(tmp_path)
+    print(f"eglot: connected {result['connected_ms']:.0f} ms, TL101 in flymake {result['diagnostics_ms']:.0f} ms "
+          "after find-file")
     assert result["server_command"] == SERVER_COMMAND  # torch-lsp.el's eglot registration was used
     [tl101] = [d for d in result["diagnostics"] if "[TL101]" in d["text"]]
     assert tl101["line"] == 24 and tl101["text"].startswith("torch-lsp [TL101]: ")

@@ -31,6 +31,8 @@ def run_nvim(tmp_path, expected_hover: str = "", hover_first: bool = False) -> d
 
 def test_nvim_gets_diagnostics_applies_the_quick_fix_and_runs_a_command(tmp_path):
     result = run_nvim(tmp_path)
+    print(f"nvim {result['nvim']}: initialized {result['initialized_ms']:.0f} ms, "
+          f"TL101 shown {result['diagnostics_ms']:.0f} ms after :edit")
     assert result["root_dir"] == str(ROOT)  # pyproject.toml / .git found above fixtures/
     [tl101] = [d for d in result["diagnostics"] if d["code"] == "TL101"]
     assert (tl101["line"], tl101["source"]) == (24, "torch-lsp")
