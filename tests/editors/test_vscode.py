@@ -55,6 +55,7 @@ def _node_test(*options: str):
                       editor_env(TORCH_LSP_PYTHON=sys.executable), timeout=180, cwd=VSCODE)
 
 
+@pytest.mark.slow
 def test_node_tests_pass():
     """`npm test`: settings mapping units + the protocol-level test of the real server."""
     run = _node_test()
