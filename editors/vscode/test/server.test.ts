@@ -18,13 +18,16 @@ import {
   StreamMessageReader, StreamMessageWriter, createProtocolConnection,
 } from 'vscode-languageserver-protocol/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
-import { JsonObject, SECTION, contributedDefaults, nest, serverSettings } from '../src/settings';
+import {
+  JsonObject, PALETTE_COMMANDS, SECTION, commandArguments, isObject, nest, runIdOf, serverSettings,
+} from '../src/settings';
 
 const ROOT = join(__dirname, '..', '..', '..', '..');
 const PYTHON = process.env.TORCH_LSP_PYTHON ?? 'python3';
 const packageJson = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8'));
 const MISSING = join(ROOT, 'fixtures', 'missing_zero_grad.py');
 const POOLED = join(ROOT, 'tests', 'editors', 'fixtures', 'pooled.py');
+const TINY_TRAIN = join(ROOT, 'tests', 'editors', 'fixtures', 'tiny_train.py');
 const uri = (path: string) => pathToFileURL(path).toString();
 
 /** What the user set in VS Code: every contributed default, a faster debounce, a client-only key. */
@@ -186,4 +189,26 @@ test('the palette commands exist on the server', (t) => {
   const missing = ['torch-lsp.train', 'torch-lsp.stopTraining', 'torch-lsp.metrics', 'torch-lsp.summary']
     .filter((name) => !offered.includes(name));
   if (missing.length) t.skip(`not on this branch yet: ${missing.join(', ')}`);
+});
+
+test('Train and Show metrics run with the arguments the palette sends', async (t) => {
+  const offered = initializeResult.capabilities.executeCommandProvider?.commands ?? [];
+  if (!offered.includes('torch-lsp.train') || !offered.includes('torch-lsp.metrics')) {
+    t.skip('the training commands are not on this branch yet');
+    return;
+  }
+  const command = (server: string) => PALETTE_COMMANDS.find((c) => c.server === server)!;
+  const execute = (server: string, args: unknown[] | undefined) =>
+    connection.sendRequest('workspace/executeCommand', { command: server, arguments: args });
+  const runId = runIdOf(await execute('torch-lsp.train', commandArguments(command('torch-lsp.train'), { fileUri: uri(TINY_TRAIN) })));
+  assert.ok(runId, 'torch-lsp.train returned no run id');
+  let metrics: unknown;
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline;) {
+    metrics = await execute('torch-lsp.metrics', commandArguments(command('torch-lsp.metrics'), { runId }));
+    const summary = isObject(metrics) && isObject(metrics.summary) ? metrics.summary : {};
+    if (summary.status && summary.status !== 'running') break;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  assert.ok(isObject(metrics) && metrics.runId === runId && typeof metrics.markdown === 'string', JSON.stringify(metrics));
+  assert.equal((metrics.summary as JsonObject).status, 'completed', metrics.markdown);
 });
