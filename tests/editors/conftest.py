@@ -17,7 +17,7 @@ from tests.conftest import FIXTURES, ROOT
 EDITORS = ROOT / "editors"
 MISSING_ZERO_GRAD = FIXTURES / "missing_zero_grad.py"
 POOLED = Path(__file__).resolve().parent / "fixtures" / "pooled.py"
-POOLED_POSITION = (6, 2)  # 0-based line/column inside `pooled = F.max_pool2d(...)`
+TINY_TRAIN = Path(__file__).resolve().parent / "fixtures" / "tiny_train.py"
 SERVER_COMMAND = [sys.executable, "-m", "torch_lsp", "serve"]
 HOVER_SKIP_REASON = "the shape engine (torch_lsp/server/hover.py) is not merged into this branch: no hover to check"
 

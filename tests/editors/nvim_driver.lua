@@ -110,6 +110,52 @@ local function fixture_steps()
   end)
 end
 
+local function offers(command)
+  local provider = client.server_capabilities.executeCommandProvider
+  return provider ~= nil and vim.tbl_contains(provider.commands or {}, command)
+end
+
+-- :TorchLspTrain then :TorchLspMetrics, the user's way, when the server has them.
+local function training_steps()
+  result.train_offered = offers('torch-lsp.train') and offers('torch-lsp.metrics')
+  if not result.train_offered then
+    return
+  end
+  step('train', function()
+    vim.cmd('edit ' .. vim.fn.fnameescape(os.getenv('TORCH_LSP_TRAIN_SCRIPT')))
+    local script = vim.api.nvim_get_current_buf()
+    wait(30000, 'the client to attach', function()
+      return torch_lsp.client(script) ~= nil
+    end)
+    vim.cmd('TorchLspTrain')
+    wait(20000, 'a run id', function()
+      return torch_lsp.latest_run() ~= nil
+    end)
+    result.run_id = torch_lsp.latest_run()
+    local status
+    wait(90000, 'the run to finish', function()
+      local done = false
+      torch_lsp.execute('torch-lsp.metrics', { result.run_id }, function(_, metrics)
+        status = metrics and metrics.summary and metrics.summary.status
+        done = true
+      end, script)
+      vim.wait(5000, function()
+        return done
+      end, 20)
+      return status ~= nil and status ~= 'running'
+    end)
+    result.run_status = status
+    vim.cmd('TorchLspMetrics')
+    local shown
+    wait(10000, 'the metrics split', function()
+      shown = vim.fn.bufnr('torch-lsp://metrics')
+      return shown > 0
+    end)
+    result.metrics_filetype = vim.bo[shown].filetype
+    result.metrics_text = table.concat(vim.api.nvim_buf_get_lines(shown, 0, -1, false), '\n')
+  end)
+end
+
 local expected = os.getenv('TORCH_LSP_EXPECTED_HOVER') or ''
 local function hover_steps()
   step('hover', function()
@@ -138,6 +184,7 @@ if os.getenv('TORCH_LSP_HOVER_FIRST') == '1' then
   hover_steps()
 else
   fixture_steps()
+  training_steps()
   if expected ~= '' then
     hover_steps()
   end

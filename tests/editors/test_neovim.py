@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import ROOT
-from tests.editors.conftest import (EDITORS, HOVER_SKIP_REASON, MISSING_ZERO_GRAD, POOLED, editor_env,
+from tests.editors.conftest import (EDITORS, HOVER_SKIP_REASON, MISSING_ZERO_GRAD, POOLED, TINY_TRAIN, editor_env,
                                     expected_pooled_shape, hover_available, require, run_editor)
 
 DRIVER = ROOT / "tests" / "editors" / "nvim_driver.lua"
@@ -18,7 +18,7 @@ def run_nvim(tmp_path, expected_hover: str = "", hover_first: bool = False) -> d
     output = tmp_path / "nvim-result.json"
     env = editor_env(TORCH_LSP_RESULT=str(output), TORCH_LSP_FIXTURE=str(MISSING_ZERO_GRAD),
                      TORCH_LSP_POOLED=str(POOLED), TORCH_LSP_EXPECTED_HOVER=expected_hover,
-                     TORCH_LSP_HOVER_FIRST="1" if hover_first else "0",
+                     TORCH_LSP_HOVER_FIRST="1" if hover_first else "0", TORCH_LSP_TRAIN_SCRIPT=str(TINY_TRAIN),
                      XDG_STATE_HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path),  # lsp.log, swap files
                      XDG_DATA_HOME=str(tmp_path))
     run_editor([nvim, "--headless", "-u", "NONE", "-i", "NONE", "--cmd", f"set rtp^={EDITORS / 'neovim'}",
@@ -43,6 +43,15 @@ def test_nvim_gets_diagnostics_applies_the_quick_fix_and_runs_a_command(tmp_path
     info = result["server_info"]
     assert info["settings"]["debounceMs"] == 50  # the plugin's settings reached the server
     assert info["torchImported"] is False
+
+
+def test_nvim_train_and_metrics_commands(tmp_path):
+    result = run_nvim(tmp_path)
+    if not result["train_offered"]:
+        pytest.skip("the training commands (torch-lsp.train, torch-lsp.metrics) are not on this branch yet")
+    assert result["run_status"] == "completed"
+    assert result["metrics_filetype"] == "markdown"
+    assert f"Run `{result['run_id']}`" in result["metrics_text"] and "tiny_train.py" in result["metrics_text"]
 
 
 def test_nvim_hover_shows_the_shape(tmp_path):

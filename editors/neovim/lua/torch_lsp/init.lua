@@ -155,6 +155,11 @@ end
 
 local latest_run -- the run id the last :TorchLspTrain returned
 
+--- The run id the last :TorchLspTrain returned (nil before the first).
+function M.latest_run()
+  return latest_run
+end
+
 local function run_id_of(result)
   if type(result) == 'string' then
     return result
