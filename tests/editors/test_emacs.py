@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.editors.conftest import (EDITORS, HOVER_SKIP_REASON, MISSING_ZERO_GRAD, POOLED, SERVER_COMMAND, editor_env,
+from tests.editors.conftest import (EDITORS, HOVER_SKIP_REASON, MISSING_ZERO_GRAD, POOLED, SERVER_COMMAND, TINY_TRAIN, editor_env,
                                     expected_pooled_shape, hover_available, require, run_editor)
 
 DRIVER = ROOT / "tests" / "editors" / "emacs_driver.el"
@@ -21,7 +21,8 @@ def run_emacs(tmp_path, expected_hover: str = "") -> dict:
         pytest.skip(f"eglot is not installed under {ELPA_EGLOT} (apt-get install elpa-eglot)")
     output = tmp_path / "emacs-result.json"
     env = editor_env(TORCH_LSP_RESULT=str(output), TORCH_LSP_FIXTURE=str(MISSING_ZERO_GRAD),
-                     TORCH_LSP_POOLED=str(POOLED), TORCH_LSP_EXPECTED_HOVER=expected_hover, HOME=str(tmp_path))
+                     TORCH_LSP_POOLED=str(POOLED), TORCH_LSP_EXPECTED_HOVER=expected_hover, HOME=str(tmp_path),
+                     TORCH_LSP_TRAIN_SCRIPT=str(TINY_TRAIN))
     run = run_editor([emacs, "-Q", "--batch", "-l", str(DRIVER)], env, timeout=150)
     assert output.exists(), f"emacs wrote no result (exit {run.returncode})"
     result = json.loads(output.read_text())
@@ -42,6 +43,14 @@ def test_eglot_gets_diagnostics_applies_the_quick_fix_and_runs_a_command(tmp_pat
         "        loss = loss_fn", "        optimizer.zero_grad()\n        loss = loss_fn", 1)
     assert result["server_debounce"] == 50  # torch-lsp-settings reached the server as initializationOptions
     assert result["torch_imported"] is False
+
+
+def test_emacs_train_and_metrics_commands(tmp_path):
+    result = run_emacs(tmp_path)
+    if not result.get("train_offered"):
+        pytest.skip("the training commands (torch-lsp.train, torch-lsp.metrics) are not on this branch yet")
+    assert result["run_status"] == "completed"
+    assert f"Run `{result['run_id']}`" in result["metrics_text"] and "tiny_train.py" in result["metrics_text"]
 
 
 def test_eglot_hover_shows_the_shape(tmp_path):
