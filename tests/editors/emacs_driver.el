@@ -83,7 +83,9 @@
                                                                                  (list torch-lsp--latest-run))
                                                               :summary)
                                                    :status))
-                           (and status (not (equal status "running")))))
+                           (or (and status (not (equal status "running")))
+                               ;; a user asks now and then, not in a tight loop
+                               (progn (accept-process-output nil 1) nil))))
             (driver-record 'run_status status))
           (torch-lsp-metrics "")
           (driver-record 'metrics_text (with-current-buffer "*torch-lsp metrics*"

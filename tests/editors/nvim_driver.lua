@@ -142,7 +142,11 @@ local function training_steps()
       vim.wait(5000, function()
         return done
       end, 20)
-      return status ~= nil and status ~= 'running'
+      if status == nil or status == 'running' then
+        vim.wait(1000) -- a user asks now and then, not in a tight loop
+        return false
+      end
+      return true
     end)
     result.run_status = status
     vim.cmd('TorchLspMetrics')
