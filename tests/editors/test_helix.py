@@ -7,7 +7,7 @@ the snippet's `command`/`args`, and its `config` table as initializationOptions.
 from __future__ import annotations
 
 import asyncio
-import tomllib
+import sys
 
 import pytest_lsp
 from lsprotocol import types
@@ -17,6 +17,11 @@ from tests.conftest import ROOT
 from tests.editors.conftest import EDITORS, SERVER_COMMAND
 from torch_lsp import config
 from torch_lsp.cli import build_parser
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - requires-python is >= 3.10; pyproject.toml pulls in tomli there
+    import tomli as tomllib
 
 SNIPPET = tomllib.loads((EDITORS / "helix" / "languages.toml").read_text())
 SERVER = SNIPPET["language-server"]["torch-lsp"]
