@@ -34,6 +34,7 @@ ENV_RUN_DIR = "TORCH_LSP_RUN_DIR"
 ENV_INTERVAL = "TORCH_LSP_RECORD_INTERVAL"
 ENV_MAX_STEPS = "TORCH_LSP_MAX_STEPS"
 METRICS_FILE = "metrics.jsonl"
+MIN_RATE_WINDOW_S = 0.25
 
 # "Epoch: 1, Loss: 0.345", "loss=0.41", "acc: 93.2%": a name, ':' or '=', a number.
 PRINTED_PAIR = re.compile(
@@ -106,7 +107,7 @@ class Observer:
         self.epochs = EpochCounter()
         self.last_emit_time = 0.0
         self.last_emit_step = -1
-        self.last_window = (0, 0.0, 0)  # (samples, train time, step) at the last step record
+        self.last_window = (0, 0.0, None)  # (samples, train time, samples/s) of the last rate
         self.warned_nonfinite = False
 
     # -- writing ---------------------------------------------------------------------------
@@ -211,16 +212,18 @@ class Observer:
         stats = self.loaders.get(self.train_loader_id) if self.train_loader_id else None
         if stats is not None:
             train_time = stats.wait_s + stats.compute_s
-            samples0, time0, _ = self.last_window
+            samples0, time0, rate = self.last_window
             window = train_time - time0
+            if window >= MIN_RATE_WINDOW_S or rate is None and window > 0:
+                # A rate over a few milliseconds is noise: keep the last one until enough time.
+                rate = round((stats.samples - samples0) / window, 3)
+                self.last_window = (stats.samples, train_time, rate)
             fields.update(
                 epoch=stats.iterations, epochs=self.epochs.total, batch=stats.batch_in_epoch,
                 batches=stats.length, samples=stats.samples,
                 data_wait_s=round(stats.wait_s, 6), compute_s=round(stats.compute_s, 6),
-                samples_per_s=round((stats.samples - samples0) / window, 3) if window > 0 else None,
-                num_workers=stats.num_workers, pin_memory=stats.pin_memory,
+                samples_per_s=rate, num_workers=stats.num_workers, pin_memory=stats.pin_memory,
             )
-            self.last_window = (stats.samples, train_time, self.step)
         self.write("step", **fields)
 
 

@@ -217,3 +217,30 @@ def start_run(spec: RunSpec, runs_dir: Path) -> TrainingRun:
     record.info["pid"] = process.pid
     store.save_info(record)
     return TrainingRun(record, process, spec)
+
+
+def summary_for(record: store.RunRecord, live: TrainingRun | None = None) -> dict:
+    """The summary of any run: live, ended, or left "running" by a process that died."""
+    if live is not None and not live.finished:
+        summary = live.current_summary()
+        chart = render_chart(live.records, record.file(store.CHART_FILE),
+                             title=Path(record.info.get("script", "")).name)
+        return {**summary, "chart": str(chart) if chart else None}
+    if record.info.get("status") == "running" and not _process_alive(record.info.get("pid")):
+        # The server or CLI that followed this run went away before it ended.
+        record.info.update(status="interrupted", ended_at=record.info.get("ended_at") or time.time())
+        store.save_info(record)
+        return finalize(record)
+    saved = record.summary()
+    if saved is not None and record.info.get("status") != "running":
+        return saved
+    records = store.read_records(record.file(store.METRICS_FILE))
+    if record.info.get("status") == "running":  # followed by another process: read only
+        return compute_summary(record.info, records)
+    return finalize(record, records)
+
+
+def _process_alive(pid) -> bool:
+    from torch_lsp.training.process_tree import alive
+
+    return isinstance(pid, int) and alive(pid)

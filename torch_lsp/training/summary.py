@@ -10,6 +10,8 @@ import time
 
 # Share of the training loop spent waiting for batches above which a run is input-bound.
 INPUT_BOUND_FRACTION = 0.3
+# The first batch also pays for starting workers: judge the pipeline on a few steps, not one.
+MIN_STEPS_FOR_ADVICE = 10
 # Names whose best value is the smallest one; everything else is better when larger.
 _LOWER_IS_BETTER = ("loss", "err", "perplexity", "ppl", "mse", "mae", "rmse", "nll", "wer", "cer")
 # Names that count or schedule rather than measure: they have a last value but no "best".
@@ -139,7 +141,7 @@ def progress_message(record: dict, max_steps: int | None = None) -> tuple[str, i
     if record.get("samples_per_s"):
         parts.append(f"{record['samples_per_s']:,.0f} samples/s")
     train_time = (record.get("data_wait_s") or 0) + (record.get("compute_s") or 0)
-    if train_time > 0:
+    if train_time > 0 and (record.get("step") or 0) >= MIN_STEPS_FOR_ADVICE:
         advice = input_bound_advice(record["data_wait_s"] / train_time, record)
         if advice:
             parts.append(advice.split(" — ")[0])

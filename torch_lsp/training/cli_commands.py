@@ -1,0 +1,196 @@
+"""``torch-lsp train | runs | metrics``: the training commands for the terminal.
+
+cli.py calls ``add_parsers(subparsers)``; each subcommand sets ``func(args) -> exit status``.
+The same runner, store and summary code serve the language server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from torch_lsp.training import store
+from torch_lsp.training.runner import RunSpec, TrainingRun, start_run, summary_for
+from torch_lsp.training.summary import progress_message, render_markdown, short_label
+
+
+def add_parsers(subparsers, default_runs_dir=None) -> None:
+    add_train_parser(subparsers, default_runs_dir)
+    add_runs_parser(subparsers, default_runs_dir)
+    add_metrics_parser(subparsers, default_runs_dir)
+
+
+def _runs_dir_option(parser, default_runs_dir) -> None:
+    parser.add_argument("--runs-dir", default=default_runs_dir,
+                        help="run store (default: .torch-lsp/runs in the current folder)")
+
+
+def add_train_parser(subparsers, default_runs_dir=None) -> None:
+    parser = subparsers.add_parser(
+        "train", help="run a training script with live progress and metrics",
+        description="Run SCRIPT unchanged under torch-lsp's launcher: live progress, metrics, "
+                    "a summary at the end. Arguments after -- go to the script.")
+    parser.add_argument("script")
+    parser.add_argument("script_args", nargs=argparse.REMAINDER, help="-- then the script's arguments")
+    parser.add_argument("--python", help="interpreter to run the script (default: this one)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--nproc", type=int, default=1, help="processes per node (>1: torchrun)")
+    parser.add_argument("--nnodes", type=int, default=1)
+    parser.add_argument("--node-rank", type=int)
+    parser.add_argument("--rdzv-endpoint", help="host:port of the rendezvous (multi-node)")
+    parser.add_argument("--rdzv-id", help="job id shared by all nodes (default: torch-lsp)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _runs_dir_option(parser, default_runs_dir)
+    parser.set_defaults(func=train_command)
+
+
+def add_runs_parser(subparsers, default_runs_dir=None) -> None:
+    parser = subparsers.add_parser("runs", help="list training runs, newest first")
+    parser.add_argument("--json", action="store_true")
+    _runs_dir_option(parser, default_runs_dir)
+    parser.set_defaults(func=runs_command)
+
+
+def add_metrics_parser(subparsers, default_runs_dir=None) -> None:
+    parser = subparsers.add_parser("metrics", help="summary of a training run (default: the latest)")
+    parser.add_argument("run", nargs="?", help="run id or a unique prefix of one")
+    parser.add_argument("--json", action="store_true")
+    _runs_dir_option(parser, default_runs_dir)
+    parser.set_defaults(func=metrics_command)
+
+
+def _runs_dir(args) -> Path:
+    return store.runs_dir_for(os.getcwd(), args.runs_dir)
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env expects KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def train_command(args) -> int:
+    script_args = list(args.script_args)
+    if script_args[:1] == ["--"]:
+        script_args = script_args[1:]
+    try:
+        spec = RunSpec(
+            script=args.script, args=script_args, python=args.python, device=args.device,
+            nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
+            rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id, env=_parse_env(args.env),
+            max_steps=args.max_steps, cwd=os.getcwd(),
+        )
+        run = start_run(spec, _runs_dir(args))
+    except (OSError, ValueError) as exc:
+        print(f"torch-lsp train: {exc}", file=sys.stderr)
+        return 2
+    print(f"run {run.run_id}  ({run.record.path})", file=sys.stderr)
+    summary = follow(run, show_progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(render_markdown(summary))
+        if summary.get("chart"):
+            print(f"chart: {summary['chart']}")
+    if summary.get("status") == "stopped":
+        return 130
+    exit_code = summary.get("exit_code")
+    return exit_code if isinstance(exit_code, int) and exit_code >= 0 else 1
+
+
+def follow(run: TrainingRun, show_progress: bool = True) -> dict:
+    """Echo the script's output and a tqdm bar until the run ends; Ctrl-C stops the run."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="step", disable=not show_progress, file=sys.stderr,
+               dynamic_ncols=True, leave=True)
+    try:
+        while True:
+            try:
+                for event in run.poll():
+                    _show(event, bar, run.spec.max_steps)
+                if run.finished:
+                    return run.summary
+                time.sleep(0.1)
+            except KeyboardInterrupt:
+                bar.write("stopping the run (Ctrl-C) ...", file=sys.stderr)
+                run.stop()
+    finally:
+        bar.close()
+
+
+def _show(event: tuple, bar, max_steps: int | None) -> None:
+    kind = event[0]
+    if kind == "output":
+        bar.write(event[2], file=sys.stderr if event[1] == "stderr" else sys.stdout)
+    elif kind == "record" and event[1].get("kind") == "step":
+        record = event[1]
+        total = max_steps or ((record.get("epochs") or 0) * (record.get("batches") or 0)) or None
+        if total and bar.total != total:
+            bar.total = total
+        message, _ = progress_message(record, max_steps)
+        bar.set_postfix_str(message.split(" · ", 2)[-1] if " · " in message else message,
+                            refresh=False)
+        if record.get("epoch"):
+            bar.set_description(message.split(" · ")[0], refresh=False)
+        bar.update(max(0, (record.get("step") or 0) - bar.n))
+
+
+def runs_command(args) -> int:
+    runs = store.list_runs(_runs_dir(args))
+    rows = [_run_row(run) for run in runs]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no runs in {_runs_dir(args)}")
+        return 0
+    print(f"{'run':<44} {'status':<11} {'steps':>7} {'final loss':>11}  when")
+    for row in rows:
+        loss = f"{row['final_loss']:.4g}" if isinstance(row["final_loss"], (int, float)) else "—"
+        print(f"{row['id']:<44} {row['status']:<11} {row['steps'] or 0:>7} {loss:>11}  {row['label']}")
+    return 0
+
+
+def _run_row(run: store.RunRecord) -> dict:
+    summary = summary_for(run)
+    return {"id": run.run_id, "script": run.info.get("script"), "status": summary.get("status"),
+            "started_at": run.info.get("started_at"), "steps": summary.get("steps"),
+            "final_loss": summary.get("final_loss"), "path": str(run.path),
+            "label": short_label(summary)}
+
+
+def metrics_command(args) -> int:
+    run = store.find_run(_runs_dir(args), args.run)
+    if run is None:
+        what = f"run {args.run!r}" if args.run else "any run"
+        print(f"torch-lsp metrics: no {what} in {_runs_dir(args)}", file=sys.stderr)
+        return 1
+    summary = summary_for(run)
+    print(json.dumps(summary, indent=2) if args.json else render_markdown(summary))
+    if not args.json and summary.get("chart"):
+        print(f"chart: {summary['chart']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m torch_lsp.training.cli_commands``) until cli.py wires it."""
+    parser = argparse.ArgumentParser(prog="torch-lsp")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
