@@ -35,7 +35,8 @@ def add_train_parser(subparsers, default_runs_dir=None) -> None:
         description="Run SCRIPT unchanged under torch-lsp's launcher: live progress, metrics, "
                     "a summary at the end. Arguments after -- go to the script.")
     parser.add_argument("script")
-    parser.add_argument("script_args", nargs=argparse.REMAINDER, help="-- then the script's arguments")
+    parser.add_argument("script_args", nargs=argparse.REMAINDER,
+                        help="the script's arguments, after -- when they look like options")
     parser.add_argument("--python", help="interpreter to run the script (default: this one)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (sets CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--nproc", type=int, default=1, help="processes per node (>1: torchrun)")
@@ -48,7 +49,7 @@ def add_train_parser(subparsers, default_runs_dir=None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     _runs_dir_option(parser, default_runs_dir)
-    parser.set_defaults(func=train_command)
+    parser.set_defaults(func=train_command, train_parser=parser)
 
 
 def add_runs_parser(subparsers, default_runs_dir=None) -> None:
@@ -82,8 +83,12 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
 
 def train_command(args) -> int:
     script_args = list(args.script_args)
-    if script_args[:1] == ["--"]:
-        script_args = script_args[1:]
+    if "--" in script_args:
+        # `train SCRIPT --json -- --epochs 3`: what stands before "--" is ours, after is the script's.
+        split = script_args.index("--")
+        ours, script_args = script_args[:split], script_args[split + 1:]
+        if ours:
+            args.train_parser.parse_args([*ours, args.script], namespace=args)
     try:
         spec = RunSpec(
             script=args.script, args=script_args, python=args.python, device=args.device,
