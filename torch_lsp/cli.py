@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions():
     """Subcommands contributed by other packages of torch-lsp (shapes, training)."""
-    return []
+    from torch_lsp.training.cli_commands import add_parsers as training_commands
+
+    return [training_commands]
 
 
 def _serve(args: argparse.Namespace) -> int:

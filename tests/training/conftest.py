@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures"
-CLI = [sys.executable, "-m", "torch_lsp.training.cli_commands"]  # TODO: torch_lsp after merge
+CLI = [sys.executable, "-m", "torch_lsp"]
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -87,7 +87,7 @@ def test_runs_and_metrics_read_the_store_back(synthetic_run):
     assert listed.returncode == 0
     rows = json.loads(listed.stdout)
     assert [row["id"] for row in rows] == [trained["run_id"]]
-    assert rows[0]["final_loss"] == pytest.approx(trained["final_loss"])
+    assert rows[0]["finalLoss"] == pytest.approx(trained["final_loss"])
     shown = run_cli("metrics", trained["run_id"][:15], "--json", cwd=cwd)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["steps"] == trained["steps"]

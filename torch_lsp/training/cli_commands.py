@@ -1,6 +1,6 @@
 """``torch-lsp train | runs | metrics``: the training commands for the terminal.
 
-cli.py calls ``add_parsers(subparsers)``; each subcommand sets ``func(args) -> exit status``.
+cli.py calls ``add_parsers(subparsers)``; each subcommand sets ``handler(args) -> exit status``.
 The same runner, store and summary code serve the language server.
 """
 
@@ -14,22 +14,22 @@ import time
 from pathlib import Path
 
 from torch_lsp.training import store
-from torch_lsp.training.runner import RunSpec, TrainingRun, start_run, summary_for
-from torch_lsp.training.summary import progress_message, render_markdown, short_label
+from torch_lsp.training.runner import RunSpec, TrainingRun, run_overview, start_run, summary_for
+from torch_lsp.training.summary import progress_message, render_markdown
 
 
-def add_parsers(subparsers, default_runs_dir=None) -> None:
-    add_train_parser(subparsers, default_runs_dir)
-    add_runs_parser(subparsers, default_runs_dir)
-    add_metrics_parser(subparsers, default_runs_dir)
+def add_parsers(subparsers) -> None:
+    add_train_parser(subparsers)
+    add_runs_parser(subparsers)
+    add_metrics_parser(subparsers)
 
 
-def _runs_dir_option(parser, default_runs_dir) -> None:
-    parser.add_argument("--runs-dir", default=default_runs_dir,
-                        help="run store (default: .torch-lsp/runs in the current folder)")
+def _runs_dir_option(parser) -> None:
+    parser.add_argument("--runs-dir", help="run store (default: training.runsDir from pyproject.toml, "
+                                           "else .torch-lsp/runs in the current folder)")
 
 
-def add_train_parser(subparsers, default_runs_dir=None) -> None:
+def add_train_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="run a training script with live progress and metrics",
         description="Run SCRIPT unchanged under torch-lsp's launcher: live progress, metrics, "
@@ -48,27 +48,39 @@ def add_train_parser(subparsers, default_runs_dir=None) -> None:
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _runs_dir_option(parser, default_runs_dir)
-    parser.set_defaults(func=train_command, train_parser=parser)
+    _runs_dir_option(parser)
+    parser.set_defaults(handler=train_command, train_parser=parser)
 
 
-def add_runs_parser(subparsers, default_runs_dir=None) -> None:
+def add_runs_parser(subparsers) -> None:
     parser = subparsers.add_parser("runs", help="list training runs, newest first")
     parser.add_argument("--json", action="store_true")
-    _runs_dir_option(parser, default_runs_dir)
-    parser.set_defaults(func=runs_command)
+    _runs_dir_option(parser)
+    parser.set_defaults(handler=runs_command)
 
 
-def add_metrics_parser(subparsers, default_runs_dir=None) -> None:
+def add_metrics_parser(subparsers) -> None:
     parser = subparsers.add_parser("metrics", help="summary of a training run (default: the latest)")
     parser.add_argument("run", nargs="?", help="run id or a unique prefix of one")
     parser.add_argument("--json", action="store_true")
-    _runs_dir_option(parser, default_runs_dir)
-    parser.set_defaults(func=metrics_command)
+    _runs_dir_option(parser)
+    parser.set_defaults(handler=metrics_command)
+
+
+def _training_settings():
+    """`[tool.torch-lsp.training]` of the nearest pyproject.toml (python, runsDir)."""
+    from torch_lsp import config
+
+    merged = config.load_for_path(Path.cwd())
+    for warning in merged.warnings:
+        print(warning, file=sys.stderr)
+    return merged.settings.training
 
 
 def _runs_dir(args) -> Path:
-    return store.runs_dir_for(os.getcwd(), args.runs_dir)
+    if args.runs_dir:
+        return store.runs_dir_for(os.getcwd(), args.runs_dir)
+    return store.runs_dir_for(os.getcwd(), _training_settings().runs_dir)
 
 
 def _parse_env(pairs: list[str]) -> dict[str, str]:
@@ -91,7 +103,8 @@ def train_command(args) -> int:
             args.train_parser.parse_args([*ours, args.script], namespace=args)
     try:
         spec = RunSpec(
-            script=args.script, args=script_args, python=args.python, device=args.device,
+            script=args.script, args=script_args, python=args.python or _training_settings().python,
+            device=args.device,
             nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
             rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id, env=_parse_env(args.env),
             max_steps=args.max_steps, cwd=os.getcwd(),
@@ -154,7 +167,7 @@ def _show(event: tuple, bar, max_steps: int | None) -> None:
 
 def runs_command(args) -> int:
     runs = store.list_runs(_runs_dir(args))
-    rows = [_run_row(run) for run in runs]
+    rows = [run_overview(run) for run in runs]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -163,17 +176,9 @@ def runs_command(args) -> int:
         return 0
     print(f"{'run':<44} {'status':<11} {'steps':>7} {'final loss':>11}  when")
     for row in rows:
-        loss = f"{row['final_loss']:.4g}" if isinstance(row["final_loss"], (int, float)) else "—"
+        loss = f"{row['finalLoss']:.4g}" if isinstance(row["finalLoss"], (int, float)) else "—"
         print(f"{row['id']:<44} {row['status']:<11} {row['steps'] or 0:>7} {loss:>11}  {row['label']}")
     return 0
-
-
-def _run_row(run: store.RunRecord) -> dict:
-    summary = summary_for(run)
-    return {"id": run.run_id, "script": run.info.get("script"), "status": summary.get("status"),
-            "started_at": run.info.get("started_at"), "steps": summary.get("steps"),
-            "final_loss": summary.get("final_loss"), "path": str(run.path),
-            "label": short_label(summary)}
 
 
 def metrics_command(args) -> int:
@@ -187,15 +192,3 @@ def metrics_command(args) -> int:
     if not args.json and summary.get("chart"):
         print(f"chart: {summary['chart']}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m torch_lsp.training.cli_commands``) until cli.py wires it."""
-    parser = argparse.ArgumentParser(prog="torch-lsp")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

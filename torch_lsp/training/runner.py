@@ -20,7 +20,7 @@ from pathlib import Path
 from torch_lsp.training import store
 from torch_lsp.training.chart import render_chart
 from torch_lsp.training.process_tree import kill_tree
-from torch_lsp.training.summary import compute_summary
+from torch_lsp.training.summary import compute_summary, short_label
 from torch_lsp.training.tensorboard_export import export_tensorboard
 
 LAUNCHER = Path(__file__).with_name("launch.py")
@@ -244,3 +244,12 @@ def _process_alive(pid) -> bool:
     from torch_lsp.training.process_tree import alive
 
     return isinstance(pid, int) and alive(pid)
+
+
+def run_overview(record: store.RunRecord, live: TrainingRun | None = None) -> dict:
+    """One line of run history (``torch-lsp runs``, ``torch-lsp.listRuns``)."""
+    summary = summary_for(record, live)
+    return {"id": record.run_id, "script": record.info.get("script"), "status": summary.get("status"),
+            "startedAt": record.info.get("started_at"), "steps": summary.get("steps"),
+            "finalLoss": summary.get("final_loss"), "path": str(record.path),
+            "label": short_label(summary)}
