@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from conftest import FIXTURES, last_json, marker_line, run_cli
+from tests.training.helpers import FIXTURES, last_json, marker_line, run_cli
 
 
 @pytest.fixture(scope="module")

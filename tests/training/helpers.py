@@ -8,10 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import FIXTURES, ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "fixtures"
 CLI = [sys.executable, "-m", "torch_lsp"]
 
 
@@ -52,7 +50,3 @@ def marker_line(path: Path, marker: str) -> int:
             return number
     raise AssertionError(f"{marker!r} not in {path}")
 
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    return tmp_path
