@@ -5,8 +5,8 @@ the first loss is seen, the probe walks the call stack through the user's files 
 ``for ... in range(...)`` loop that encloses the loop over the DataLoader (``for epoch in
 range(args.epochs): for x, y in loader: ...``), possibly in a caller frame. The range
 arguments are evaluated in that frame, but only when they are plain names, attributes,
-constants, subscripts with constant keys or arithmetic on those: nothing that could run the
-user's code a second time.
+constants, subscripts, arithmetic, and calls of int/float/len/min/max/round or environment
+look-ups (``int(os.environ.get("EPOCHS", 10))``): nothing that could run the user's code twice.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ _NOT_USER_DIRS = tuple(
 ) + (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,)
 
 _SAFE_NODES = (ast.Expression, ast.Constant, ast.Name, ast.Attribute, ast.Subscript, ast.BinOp,
-               ast.UnaryOp, ast.Load, ast.operator, ast.unaryop)
+               ast.UnaryOp, ast.Load, ast.operator, ast.unaryop, ast.Call)
+# The only calls allowed: conversions and environment look-ups (`int(os.environ.get("EPOCHS", 10))`).
+_SAFE_CALLS = {"int", "float", "len", "min", "max", "round", "os.environ.get", "os.getenv",
+               "environ.get", "getenv"}
 
 
 class EpochCounter:
@@ -127,6 +130,9 @@ def _callee_name(call: ast.Call) -> str | None:
 def _safe_eval(expr: ast.expr, frame):
     tree = ast.Expression(expr)
     if not all(isinstance(node, _SAFE_NODES) for node in ast.walk(tree)):
+        return None
+    if any(isinstance(node, ast.Call) and (node.keywords or ast.unparse(node.func) not in _SAFE_CALLS)
+           for node in ast.walk(tree)):
         return None
     code = compile(ast.fix_missing_locations(tree), "<epochs>", "eval")
     return eval(code, frame.f_globals, dict(frame.f_locals))

@@ -36,9 +36,10 @@ ENV_MAX_STEPS = "TORCH_LSP_MAX_STEPS"
 METRICS_FILE = "metrics.jsonl"
 MIN_RATE_WINDOW_S = 0.25
 
-# "Epoch: 1, Loss: 0.345", "loss=0.41", "acc: 93.2%": a name, ':' or '=', a number.
+# "Epoch: 1, Loss: 0.345", "loss=0.41", "acc: 93.2%": a name, ':' or '=', a number. Not URLs
+# ("host:8080/x"), times ("12:30:45") or versions ("2.14.1").
 PRINTED_PAIR = re.compile(
-    r"(?<![\w.])([A-Za-z_][\w./-]*)\s*[:=]\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)(?![\w:])"
+    r"(?<![\w./])([A-Za-z_][\w./-]*)\s*[:=]\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)(?![\w:./])"
 )
 
 _observer: "Observer | None" = None
