@@ -1,0 +1,68 @@
+"""Overhead of torch-lsp's training launcher: steps/s with and without it.
+
+    python bench/bench_launcher.py [--runs 5] [--steps 600]
+
+Runs bench/launcher_workload.py alternately as ``python launcher_workload.py`` and under the
+launcher (the same process tree as ``torch-lsp train``: probe installed, metrics.jsonl written,
+the run followed by the runner), and reports the median steps/s of each and the difference.
+Target: the launcher within 5 % of plain Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from torch_lsp.training.runner import RunSpec, start_run  # noqa: E402
+
+WORKLOAD = ROOT / "bench" / "launcher_workload.py"
+RATE = re.compile(r"steps_per_s=([\d.]+)")
+
+
+def plain(steps: int, device: str) -> float:
+    output = subprocess.run([sys.executable, str(WORKLOAD), str(steps), device], capture_output=True,
+                            text=True, check=True).stdout
+    return float(RATE.search(output)[1])
+
+
+def launched(steps: int, device: str, runs_dir: Path) -> tuple[float, dict]:
+    run = start_run(RunSpec(script=str(WORKLOAD), args=[str(steps), device]), runs_dir)
+    summary = run.wait(timeout_s=600)
+    if not summary or summary["status"] != "completed":
+        raise SystemExit(f"launcher run failed: {summary}")
+    return float(RATE.search(run.record.file("stdout.log").read_text())[1]), summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--device", default="cpu", help="cpu (the target) or cuda")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        without, with_launcher = [], []
+        for index in range(args.runs):  # alternate, so drifts in machine load hit both alike
+            without.append(plain(args.steps, args.device))
+            rate, summary = launched(args.steps, args.device, Path(tmp))
+            with_launcher.append(rate)
+            print(f"run {index + 1}: plain {without[-1]:.1f} steps/s, launcher {with_launcher[-1]:.1f} steps/s",
+                  file=sys.stderr)
+    base, observed = statistics.median(without), statistics.median(with_launcher)
+    overhead = (base - observed) / base * 100
+    print(f"device {args.device}; the launcher observed device={summary['device']}, "
+          f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}")
+    print(f"plain python:   median {base:.1f} steps/s  (runs: {', '.join(f'{v:.1f}' for v in without)})")
+    print(f"under launcher: median {observed:.1f} steps/s  (runs: {', '.join(f'{v:.1f}' for v in with_launcher)})")
+    print(f"overhead: {overhead:+.1f} % (target: within 5 %)")
+
+
+if __name__ == "__main__":
+    main()
