@@ -245,7 +245,11 @@ def _patch_backward(torch) -> None:
 def _patch_optimizer(torch) -> None:
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    register_optimizer_step_post_hook(lambda opt, args, kwargs: _observer.on_optimizer_step(opt))
+    def after_step(optimizer, args, kwargs):
+        if _observer is not None:
+            _observer.on_optimizer_step(optimizer)
+
+    register_optimizer_step_post_hook(after_step)
 
 
 def _patch_dataloader(torch) -> None:
@@ -255,7 +259,8 @@ def _patch_dataloader(torch) -> None:
     original_next = dataloader._BaseDataLoaderIter.__next__
 
     def __iter__(self):
-        _observer.on_loader_iter(self)
+        if _observer is not None:
+            _observer.on_loader_iter(self)
         iterator = original_iter(self)
         iterator._torch_lsp_loader_id = id(self)
         iterator._torch_lsp_last_batch_at = None
@@ -269,7 +274,7 @@ def _patch_dataloader(torch) -> None:
         now = time.perf_counter()
         self._torch_lsp_last_batch_at = now
         loader_id = getattr(self, "_torch_lsp_loader_id", None)
-        if loader_id is not None:
+        if loader_id is not None and _observer is not None:
             _observer.on_batch(loader_id, batch, now - started, compute_s)
         return batch
 
@@ -343,6 +348,8 @@ class _StdoutTap:
 
 
 def record_printed_line(line: str) -> None:
+    if _observer is None:
+        return
     for name, value in PRINTED_PAIR.findall(line[:1000]):
         _observer.on_metric(name.lower(), value, "print")
 
