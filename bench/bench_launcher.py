@@ -49,10 +49,15 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         without, with_launcher = [], []
-        for index in range(args.runs):  # alternate, so drifts in machine load hit both alike
-            without.append(plain(args.steps, args.device))
-            rate, summary = launched(args.steps, args.device, Path(tmp))
-            with_launcher.append(rate)
+        for index in range(args.runs):
+            # Alternate which goes first (ABBA), so drifts in load or clock speed hit both alike.
+            order = ("plain", "launcher") if index % 2 == 0 else ("launcher", "plain")
+            for which in order:
+                if which == "plain":
+                    without.append(plain(args.steps, args.device))
+                else:
+                    rate, summary = launched(args.steps, args.device, Path(tmp))
+                    with_launcher.append(rate)
             print(f"run {index + 1}: plain {without[-1]:.1f} steps/s, launcher {with_launcher[-1]:.1f} steps/s",
                   file=sys.stderr)
     base, observed = statistics.median(without), statistics.median(with_launcher)
