@@ -65,14 +65,15 @@ def _extensions():
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(filename=args.log_file, level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from torch_lsp.server.app import create_server
-
-    server = create_server()
     if args.tcp:
+        from torch_lsp.server.app import create_server
+
         host, _, port = args.tcp.rpartition(":")
-        server.start_tcp(host or "127.0.0.1", int(port))
+        create_server().start_tcp(host or "127.0.0.1", int(port))
     else:
-        server.start_io()
+        from torch_lsp.server.fast_start import serve_stdio
+
+        serve_stdio()
     return 0
 
 

@@ -154,3 +154,31 @@ async def test_shutdown_and_exit_promptly():
     code = await asyncio.wait_for(process.wait(), timeout=30)
     assert code == 0
     assert time.monotonic() - started < 10
+
+
+async def test_tcp_transport(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await asyncio.create_subprocess_exec(*SERVER, "--tcp", f"127.0.0.1:{port}", cwd=str(ROOT),
+                                                  stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        body = b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"processId":null,"rootUri":null,"capabilities":{}}}'
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        header = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+        length = int(header.split(b"Content-Length:")[1].split(b"\r\n")[0])
+        reply = await reader.readexactly(length)
+        assert b'"capabilities"' in reply and b'"id": 1' in reply
+        writer.close()
+    finally:
+        server.kill()
+        await server.wait()
