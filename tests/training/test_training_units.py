@@ -169,3 +169,23 @@ def test_tensorboard_scalars(tmp_path):
         assert written is None and not (tmp_path / "tb").exists()
     else:
         assert any((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_error_from_stderr_prefers_the_users_exception(tmp_path):
+    from torch_lsp.training.runner import error_from_stderr
+
+    user_file = tmp_path / "train.py"
+    stderr = tmp_path / "stderr.log"
+    stderr.write_text(f"""[rank1]: Traceback (most recent call last):
+  File "{user_file}", line 12, in <module>
+    main()
+[rank1]:   File "{user_file}", line 7, in main
+[rank1]:     raise ValueError("bad batch")
+[rank1]: ValueError: bad batch
+Traceback (most recent call last):
+  File "/usr/lib/python3/site-packages/torch/distributed/run.py", line 9, in main
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+""")
+    assert error_from_stderr(stderr) == {"type": "ValueError", "message": "bad batch",
+                                         "file": str(user_file), "line": 7}
+    assert error_from_stderr(tmp_path / "missing.log") is None

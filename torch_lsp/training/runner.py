@@ -24,6 +24,7 @@ from torch_lsp.training.summary import compute_summary, short_label
 from torch_lsp.training.tensorboard_export import export_tensorboard
 
 LAUNCHER = Path(__file__).with_name("launch.py")
+_RANK_PREFIX = re.compile(r"^\[(?:default)?rank\d+\]: ?")
 _TRACEBACK_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)):?\s?(?P<message>.*)$")
 
@@ -174,15 +175,22 @@ def error_from_stderr(path: Path) -> dict | None:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
-    frame, error = None, None
+    frame, error, error_after_frame = None, None, None
     for line in lines:
+        line = _RANK_PREFIX.sub("", line)  # torchrun may prefix worker lines with "[rank1]:"
         match = _TRACEBACK_FRAME.match(line)
         if match and EpochCounter.is_user_file(os.path.abspath(match["file"])):
             frame = (os.path.abspath(match["file"]), int(match["line"]))
+            error_after_frame = None
             continue
         found = _EXCEPTION_LINE.match(line.strip())
         if found and not line.startswith(" "):
             error = {"type": found["type"].rsplit(".", 1)[-1], "message": found["message"]}
+            if frame is not None and error_after_frame is None:
+                # The exception that ended the user's traceback, not a launcher's later one
+                # (torchrun's ChildFailedError follows the worker's own traceback).
+                error_after_frame = error
+    error = error_after_frame or error
     if error is None and frame is None:
         return None
     result = error or {"type": "Error", "message": lines[-1] if lines else ""}
