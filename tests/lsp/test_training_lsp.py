@@ -153,6 +153,7 @@ async def test_cancel_from_the_progress_ui_ends_the_whole_tree(client):
     assert processes_with_env("TORCH_LSP_RUN_ID", run_id) == []
 
 
+@pytest.mark.slow
 async def test_stop_training_ends_torchrun_and_its_workers(client):
     reply = await execute(client, "torch-lsp.train", {
         "script": str(FIXTURES / "train_ddp.py"), "nproc": 2, "env": {"DDP_EPOCHS": "100000"}})

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.training.helpers import FIXTURES, REPO, last_json, run_cli
 
 # A SummaryWriter stand-in with tensorboardX's module layout: the launcher must patch it when
@@ -85,6 +87,7 @@ def test_log_outside_a_run_is_a_no_op_and_import_stays_light():
     assert result.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_processes_reports_rank_zero_only(tmp_path):
     result = run_cli("train", "--json", "--nproc", "2", "--env", "DDP_EPOCHS=3",
                      str(FIXTURES / "train_ddp.py"), cwd=tmp_path, timeout=180)
