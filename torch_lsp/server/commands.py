@@ -54,6 +54,7 @@ class Trainer:
         self.live: dict[str, LiveRun] = {}
         # uri -> (finding, document version it was computed for, None: not open at the time)
         self.failures: dict[str, tuple[Finding, int | None]] = {}
+        self.scriptless_base: Path | None = None  # no workspace folder: where runs went last
 
     # -- where ------------------------------------------------------------------------------
     @property
@@ -61,7 +62,10 @@ class Trainer:
         return self.ls.root_path
 
     def runs_dir(self, script: str | None = None) -> Path:
-        base = self.workspace or (Path(script).parent if script else None)
+        """The workspace's store; without a workspace, the folder of the script trained last."""
+        if script and not self.workspace:
+            self.scriptless_base = Path(script).parent
+        base = self.workspace or self.scriptless_base
         return store.runs_dir_for(base, self.ls.settings.training.runs_dir)
 
     def resolve_script(self, value: Any) -> str:
