@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions():
     """Subcommands contributed by other packages of torch-lsp (shapes, training)."""
     from torch_lsp.scaffold.command import add_subcommand as scaffold_actions
+    from torch_lsp.training.cli_commands import add_parsers as training_commands
 
-    return [scaffold_actions]
+    return [scaffold_actions, training_commands]
 
 
 def _serve(args: argparse.Namespace) -> int:
