@@ -6,6 +6,9 @@ server can draw charts itself.
 
 from __future__ import annotations
 
+import os
+import threading
+
 from pathlib import Path
 
 from torch_lsp.training.summary import _BOOKKEEPING
@@ -49,7 +52,8 @@ def render_chart(records: list[dict], path: Path, title: str = "") -> Path | Non
         label = f"{title} — {name}" if title and index == 0 else name
         _draw_panel(draw, font, top, label, points, COLORS[index % len(COLORS)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
+    # Unique per writer: the end of a run and a `metrics` request may draw the chart at once.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp.png")
     image.save(tmp, format="PNG")
     tmp.replace(path)
     return path

@@ -141,7 +141,6 @@ class TrainingRun:
         return self.summary or compute_summary(self.record.info, self.records)
 
     def _finish(self, exit_code: int) -> dict:
-        self.finished = True
         info = self.record.info
         info["exit_code"] = exit_code
         info["ended_at"] = time.time()
@@ -152,6 +151,8 @@ class TrainingRun:
         if info["status"] == "failed" and not any(r.get("kind") == "error" for r in self.records):
             info["error"] = error_from_stderr(self.record.file(store.STDERR_FILE))
         store.save_info(self.record)
+        # Only now: a reader that sees `finished` must also see the final status on disk.
+        self.finished = True
         return finalize(self.record, self.records)
 
 

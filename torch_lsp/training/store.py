@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import secrets
 import time
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def read_json(path: Path) -> dict | None:
 
 def write_json(path: Path, value: dict) -> None:
     """Write atomically so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(value, handle, indent=2, default=str)
     os.replace(tmp, path)
