@@ -125,6 +125,19 @@ class ParsedModule:
         `from torch import nn` -> `torch.nn.Linear`. Names not bound by an import resolve to
         themselves (`Net`, `self.fc1`), like libcst's QualifiedNameProvider does for locals.
         """
+        try:  # rules ask for the same callees over and over: one resolution per node
+            return self._qualified_names[expr]
+        except KeyError:
+            pass
+        name = self._resolve(expr)
+        self._qualified_names[expr] = name
+        return name
+
+    @functools.cached_property
+    def _qualified_names(self) -> dict[ast.AST, str | None]:
+        return {}
+
+    def _resolve(self, expr: ast.AST) -> str | None:
         parts: list[str] = []
         while isinstance(expr, ast.Attribute):
             parts.append(expr.attr)
