@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions():
     """Subcommands contributed by other packages of torch-lsp (shapes, training)."""
-    return []
+    from torch_lsp.scaffold.command import add_subcommand as scaffold_actions
+
+    return [scaffold_actions]
 
 
 def _serve(args: argparse.Namespace) -> int:

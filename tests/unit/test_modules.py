@@ -3,8 +3,8 @@
 import ast
 import textwrap
 
-from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.modules import Activation, module_facts, reaching_value
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.syntax import parse
 
 SOURCE = textwrap.dedent('''

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ast
 
-from torch_lsp.analysis.node_index import nodes
-from torch_lsp.analysis.facts import Severity, TextEdit, Fix, Span, Position
+from torch_lsp.analysis.facts import Fix, Position, Severity, Span, TextEdit
 from torch_lsp.analysis.modules import module_facts
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.rules._edits import delete_between
 from torch_lsp.analysis.training import EventKind, Kind

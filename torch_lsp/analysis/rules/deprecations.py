@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import ast
 import functools
-import tomllib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Fix, Position, Severity, Span, TextEdit
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.syntax import ParsedModule, _import_table
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the same fallback as config.py (Python 3.10 needs tomli)
+    import tomli as tomllib
 
 TABLE = Path(__file__).with_suffix(".toml")
 

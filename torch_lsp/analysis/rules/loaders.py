@@ -6,9 +6,9 @@ import ast
 import functools
 import re
 
-from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Fix, Severity
 from torch_lsp.analysis.modules import reaching_value
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.rules._edits import add_keyword_argument
 from torch_lsp.analysis.syntax import ParsedModule, target_key

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Fix, Severity, TextEdit
 from torch_lsp.analysis.modules import Activation, ModuleClass, Output, is_imported_name, module_facts, reaching_value
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.syntax import target_key
 from torch_lsp.analysis.training import Kind

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 import re
 
-from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Severity, Span
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.rules._edits import insert_statement_before
 from torch_lsp.analysis.rules.deprecations import module_level_imports

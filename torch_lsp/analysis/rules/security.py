@@ -7,8 +7,8 @@ import functools
 import importlib.metadata
 import re
 
-from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.facts import Fix, Severity
+from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.rules._edits import add_keyword_argument
 
