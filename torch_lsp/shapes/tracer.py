@@ -1,0 +1,247 @@
+"""Record shapes while a plan runs (worker side; imports torch).
+
+Two recorders, both filtered to the user's file:
+
+- per statement: ``sys.settrace`` line events. When a frame moves past a statement, the names
+  that statement binds (listed by the plan) are read from the frame and described;
+- per expression: a ``TorchFunctionMode`` (every torch call) and a global module forward hook
+  (every ``nn.Module`` call). The innermost user frame's ``f_lasti`` with
+  ``code.co_positions()`` gives the exact range of the call expression being evaluated, so
+  ``self.conv1(x)`` and ``F.relu(...)`` on one line get separate shapes. Torch calls nested in
+  one user expression (every layer inside ``resnet(x)``) collapse to the last, outermost one.
+
+The same mode also keeps the job on one device: explicit ``device=`` arguments, ``.to(...)``,
+``.cuda()`` and ``.cpu()`` are retargeted to the execution device, and tensors from another
+device (e.g. a CPU batch from a DataLoader) are moved to it, because shapes do not depend on
+where a tensor lives.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import CodeType, FrameType
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from torch_lsp.analysis.plan import ExecutionPlan, Statement
+from torch_lsp.shapes.report import ExpressionShapes, Range, Value, VariableShapes
+
+_MAX_ITEMS = 8  # tuples / lists / dicts longer than this are not described item by item
+# Frames (outside the user's file) during which torch calls are parameter initialisation.
+_CONSTRUCTION_FRAMES = {"__init__", "reset_parameters", "_reset_parameters", "_init_weights"}
+
+
+def describe(value: Any, depth: int = 0) -> Value | None:
+    """A tensor or a container of tensors -> Value; anything else -> None."""
+    if isinstance(value, torch.Tensor):
+        return Value(kind="tensor", shape=tuple(int(d) for d in value.shape), dtype=str(value.dtype).removeprefix("torch."))
+    if depth > 3:
+        return None
+    if isinstance(value, (tuple, list)) and 0 < len(value) <= _MAX_ITEMS:
+        items = [describe(v, depth + 1) for v in value]
+        if all(item is not None for item in items):
+            return Value(kind="tuple" if isinstance(value, tuple) else "list", items=items)
+    if isinstance(value, dict) and 0 < len(value) <= _MAX_ITEMS:
+        items = [describe(v, depth + 1) for v in value.values()]
+        if all(item is not None for item in items):
+            return Value(kind="dict", items=items, keys=[str(k) for k in value])
+    return None
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value if value.device == device else value.to(device)
+    if isinstance(value, (tuple, list)):
+        moved = [to_device(v, device) for v in value]
+        return type(value)(moved) if not hasattr(value, "_fields") else type(value)(*moved)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
+class SourceMap:
+    """Bytecode offsets and UTF-8 columns of the user's file -> code-point Ranges."""
+
+    def __init__(self, filename: str, source: str) -> None:
+        self.filename = filename
+        self.lines = source.splitlines()
+        self._positions: dict[CodeType, list] = {}
+
+    def _column(self, line: int, byte_col: int) -> int:
+        if 0 <= line < len(self.lines):
+            return len(self.lines[line].encode()[:byte_col].decode(errors="ignore"))
+        return byte_col
+
+    def range_at(self, code: CodeType, lasti: int) -> Range | None:
+        positions = self._positions.get(code)
+        if positions is None:
+            positions = self._positions[code] = list(code.co_positions())
+        index = lasti // 2
+        if not 0 <= index < len(positions):
+            return None
+        line, end_line, col, end_col = positions[index]
+        if None in (line, end_line, col, end_col):
+            return None
+        return Range(line=line - 1, col=self._column(line - 1, col),
+                     end_line=end_line - 1, end_col=self._column(end_line - 1, end_col))
+
+
+class Recorder:
+    def __init__(self, plan: ExecutionPlan, device: torch.device, on_line: Callable[[int], None] | None = None):
+        self.plan = plan
+        self.filename = plan.filename
+        self.device = device
+        self.source_map = SourceMap(plan.filename, plan.source)
+        self.on_line = on_line
+        self.variables: dict[tuple[int, str], tuple[Statement, list[Value]]] = {}
+        self.expressions: dict[tuple, tuple[Range, list[Value], str | None]] = {}
+        self._pending_statement: dict[int, tuple[FrameType, Statement]] = {}
+        self._pending_expression: tuple | None = None  # (key, range, value, module)
+
+    # statements -----------------------------------------------------------------------------
+
+    def global_trace(self, frame: FrameType, event: str, arg: Any):
+        if frame.f_code.co_filename == self.filename:
+            return self.local_trace
+        return None
+
+    def local_trace(self, frame: FrameType, event: str, arg: Any):
+        if event == "line":
+            self._flush_statement(frame)
+            self.flush_expression()
+            line = frame.f_lineno - 1
+            if self.on_line is not None:
+                self.on_line(line)
+            stmt = self.plan.statement_of_line.get(line)
+            if stmt is not None and stmt.binds:
+                self._pending_statement[id(frame)] = (frame, stmt)
+        elif event == "return":
+            self._flush_statement(frame)
+        return self.local_trace
+
+    def _flush_statement(self, frame: FrameType) -> None:
+        pending = self._pending_statement.pop(id(frame), None)
+        if pending is None:
+            return
+        _, stmt = pending
+        scope = frame.f_locals
+        for name in stmt.binds:
+            value = _lookup(scope, name)
+            described = describe(value) if value is not None else None
+            if described is not None:
+                _, values = self.variables.setdefault((stmt.line, name), (stmt, []))
+                if described not in values:
+                    values.append(described)
+
+    # expressions ----------------------------------------------------------------------------
+
+    def record_output(self, output: Any, module: torch.nn.Module | None = None) -> None:
+        described = describe(output)
+        if described is None:
+            return
+        frame = sys._getframe(2)
+        while frame is not None and frame.f_code.co_filename != self.filename:
+            if frame.f_code.co_name in _CONSTRUCTION_FRAMES:
+                return  # parameter initialisation inside a layer's constructor
+            frame = frame.f_back
+        if frame is None:
+            return
+        key = (id(frame), frame.f_lasti)
+        pending = self._pending_expression
+        if pending is not None and pending[0] == key:
+            module_text = module_summary(module) if module is not None else pending[3]
+            self._pending_expression = (key, pending[1], described, module_text)
+            return
+        self.flush_expression()
+        rng = self.source_map.range_at(frame.f_code, frame.f_lasti)
+        if rng is not None:
+            self._pending_expression = (key, rng, described, module_summary(module) if module is not None else None)
+
+    def flush_expression(self) -> None:
+        pending, self._pending_expression = self._pending_expression, None
+        if pending is None:
+            return
+        _, rng, value, module = pending
+        key = (rng.line, rng.col, rng.end_line, rng.end_col)
+        _, values, old_module = self.expressions.setdefault(key, (rng, [], module))
+        if value not in values:
+            values.append(value)
+        if module is not None and old_module is None:
+            self.expressions[key] = (rng, values, module)
+
+    def module_hook(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        self.record_output(output, module)
+
+    # results ----------------------------------------------------------------------------------
+
+    def finish(self) -> tuple[list[VariableShapes], list[ExpressionShapes]]:
+        self.flush_expression()
+        variables = [
+            VariableShapes(name=name, line=stmt.line, end_line=stmt.end_line, values=values)
+            for (_, name), (stmt, values) in sorted(self.variables.items())
+        ]
+        expressions = [
+            ExpressionShapes(range=rng, values=values, module=module)
+            for rng, values, module in (self.expressions[k] for k in sorted(self.expressions))
+        ]
+        return variables, expressions
+
+
+def _lookup(scope: dict, dotted: str) -> Any:
+    head, _, attr = dotted.partition(".")
+    value = scope.get(head)
+    if attr and value is not None:
+        try:
+            value = getattr(value, attr, None)
+        except Exception:  # a user property may raise; a missing shape is fine
+            return None
+    return value
+
+
+def module_summary(module: torch.nn.Module) -> str:
+    """`Conv2d(3, 6, kernel_size=(5, 5), stride=(1, 1))`; containers by their size."""
+    extra = module.extra_repr()
+    if not extra:
+        children = len(module._modules)
+        extra = f"{children} submodules" if children else ""
+    return f"{type(module).__name__}({extra})"
+
+
+class RecordingMode(TorchFunctionMode):
+    """Sees every torch call: keeps it on the execution device and records its output."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.device = recorder.device
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in (torch.Tensor.cuda, torch.Tensor.cpu):
+            return to_device(args[0], self.device)
+        if "device" in kwargs and kwargs["device"] is not None:
+            kwargs["device"] = self.device
+        if func is torch.Tensor.to:
+            args = tuple(self.device if _is_device_like(a) else a for a in args)
+        elif args:
+            args = tuple(self._same_device(a) for a in args)
+        output = func(*args, **kwargs)
+        self.recorder.record_output(output)
+        return output
+
+    def _same_device(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.device != self.device and value.dim() > 0:
+            return value.to(self.device)
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+            return type(value)(self._same_device(v) for v in value)
+        return value
+
+
+def _is_device_like(value: Any) -> bool:
+    if isinstance(value, torch.device):
+        return True
+    if isinstance(value, str):
+        return value.split(":")[0] in {"cpu", "cuda", "meta", "mps", "xpu"}
+    return isinstance(value, int) and not isinstance(value, bool)  # `.to(0)` means cuda:0

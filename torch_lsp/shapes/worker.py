@@ -1,0 +1,383 @@
+"""The shape worker: imports torch once, then runs each plan in a forked, isolated job.
+
+Started by shapes/engine.py as `python -m torch_lsp.shapes.worker`. Protocol on stdin/stdout:
+frames of a 4-byte big-endian length and a JSON object (see `protocol.py`). Jobs:
+
+- run in a fork of this warm process (no torch import per job; a poisoned job cannot affect the
+  next), in a new session, with stdin/stdout/stderr on /dev/null, an address-space limit, and the
+  runtime guards of guards.py;
+- stop themselves at the timeout (an interval timer raises inside the user's code, so shapes up
+  to there are kept) and are killed one second later if stuck in C code;
+- for the same document key, a newer job kills the running one and replaces a queued one.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import resource
+import select
+import signal
+import struct
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from torch_lsp.analysis.plan import ExecutionPlan, build_plan
+from torch_lsp.shapes import guards, inputs
+from torch_lsp.shapes.protocol import FrameReader, write_frame
+from torch_lsp.shapes.report import Range, ShapeError, ShapeReport
+from torch_lsp.shapes.tracer import Recorder, RecordingMode
+
+try:  # translation of torch errors lives in explain.py (feat/explain)
+    from torch_lsp.shapes.explain import explain, track_calls
+except ImportError:  # pragma: no cover - until feat/explain is merged
+    explain = track_calls = None
+
+KILL_GRACE_S = 1.0
+_ENVIRONMENT_ERRORS = (OSError, ImportError, MemoryError, KeyboardInterrupt)
+
+
+class JobTimeout(BaseException):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# One job (runs inside the forked child, or in-process for tests and warm-up)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name in ("cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cpu":
+        return torch.device("cpu")
+    return torch.device("meta")  # meta by default, and for cuda without a GPU
+
+
+def run_job(plan: ExecutionPlan, device_name: str = "meta", timeout_s: float = 5.0,
+            on_line=None) -> ShapeReport:
+    started = time.perf_counter()
+    device = resolve_device(device_name)
+    report, data_dependent = _execute(plan, device, timeout_s, on_line)
+    if data_dependent:
+        left = timeout_s - (time.perf_counter() - started)
+        cpu_report, still_dependent = _execute(plan, torch.device("cpu"), left, on_line) if left > 0.2 else (None, True)
+        if cpu_report is not None and not still_dependent and cpu_report.stopped is None:
+            report = cpu_report
+            report.reran_on_cpu = True
+        else:  # never a user error: keep the shapes up to there, say why it stopped
+            report.stopped = report.stopped or "stopped quietly: a data-dependent operation cannot run on meta"
+    report.plan_hash = plan.hash
+    report.duration_ms = (time.perf_counter() - started) * 1000
+    return report
+
+
+def _execute(plan: ExecutionPlan, device: torch.device, timeout_s: float, on_line) -> tuple[ShapeReport, bool]:
+    last_line = [0]
+
+    def line_seen(line: int) -> None:
+        last_line[0] = line
+        if on_line is not None:
+            on_line(line)
+
+    recorder = Recorder(plan, device, on_line=line_seen)
+    scope = {"__name__": "__main__", "__file__": plan.filename, "__builtins__": __builtins__,
+             "__torch_lsp__": inputs.Helper(device)}
+    error: BaseException | None = None
+    tracker = None
+    with _tracking() as tracker, _time_limit(timeout_s):
+        hook = torch.nn.modules.module.register_module_forward_hook(recorder.module_hook)
+        try:
+            code = compile(plan.source, plan.filename, "exec")
+            sys.settrace(recorder.global_trace)
+            with torch.device(device), RecordingMode(recorder):
+                exec(code, scope)
+        except BaseException as exc:  # the user's code may raise anything, SystemExit included
+            error = exc
+        finally:
+            sys.settrace(None)
+            hook.remove()
+    variables, expressions = recorder.finish()
+    report = ShapeReport(device=device.type, variables=variables, expressions=expressions)
+    if error is None:
+        return report, False
+    return report, _classify(error, report, plan, tracker, timeout_s, last_line[0], device)
+
+
+def _classify(error, report, plan, tracker, timeout_s, last_line, device) -> bool:
+    """Fill report.errors or report.stopped; True when the error is meta's data dependence."""
+    where = _user_range(error, plan) or Range(line=last_line, col=0, end_line=last_line, end_col=10**4)
+    line_text = f"line {where.line + 1}"
+    if isinstance(error, JobTimeout):
+        report.stopped = f"shape analysis stopped after {timeout_s:g} s at {line_text}"
+    elif isinstance(error, SystemExit):
+        report.stopped = f"the script called sys.exit at {line_text}; shapes up to there"
+    elif isinstance(error, guards.ExecutionBlocked):
+        report.stopped = f"{error} ({line_text}); shapes up to there"
+    elif device.type == "meta" and "meta" in str(error).lower():
+        report.stopped = f"data-dependent operation at {line_text} cannot run on meta"
+        report.stopped_line = where.line
+        return True
+    elif isinstance(error, _ENVIRONMENT_ERRORS) or "allocate memory" in str(error):
+        report.stopped = f"stopped at {line_text}: {type(error).__name__}: {_first_line(error)}"
+    elif _raised_by_torch(error, plan):
+        code, message = _explain(error, tracker)
+        report.errors.append(ShapeError(code=code, message=message, range=where, raw=_first_line(error)))
+    else:
+        report.stopped = f"stopped at {line_text}: {type(error).__name__}: {_first_line(error)}"
+    report.stopped_line = where.line if report.stopped else None
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _user_range(error: BaseException, plan: ExecutionPlan) -> Range | None:
+    """Source range of the innermost frame of the traceback that is in the user's file."""
+    from torch_lsp.shapes.tracer import SourceMap
+
+    tb, found = error.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == plan.filename:
+            found = tb
+        tb = tb.tb_next
+    if found is None:
+        return None
+    return SourceMap(plan.filename, plan.source).range_at(found.tb_frame.f_code, found.tb_lasti)
+
+
+def _raised_by_torch(error: BaseException, plan: ExecutionPlan) -> bool:
+    torch_dir = os.path.dirname(torch.__file__)
+    tb, frames = error.__traceback__, []
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    if any(f.startswith(torch_dir) or "torchvision" in f for f in frames):
+        return True
+    # torch builtins implemented in C (torch.cat, tensor methods) raise straight into user code.
+    return bool(frames) and frames[-1] == plan.filename and isinstance(error, (RuntimeError, IndexError, AssertionError))
+
+
+def _explain(error: BaseException, tracker) -> tuple[str, str]:
+    if explain is not None:
+        try:
+            explained = explain(error, tracker)
+            return explained.code, explained.message
+        except Exception:  # a translation bug must not hide the error itself
+            pass
+    return "TL200", _first_line(error)
+
+
+@contextmanager
+def _tracking():
+    if track_calls is None:
+        yield None
+        return
+    with track_calls() as tracker:
+        yield tracker
+
+
+@contextmanager
+def _time_limit(seconds: float):
+    def stop(signum, frame):
+        raise JobTimeout()
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# --------------------------------------------------------------------------------------------
+# The warm process
+
+
+@dataclass
+class Job:
+    id: int
+    key: str
+    plan: dict
+    device: str = "meta"
+    timeout: float = 5.0
+    memory_mb: int = 4096
+
+
+@dataclass
+class RunningJob:
+    job: Job
+    pid: int
+    fd: int
+    deadline: float
+    output: bytearray = field(default_factory=bytearray)
+
+
+class Worker:
+    def __init__(self, out_fd: int) -> None:
+        self.out_fd = out_fd
+        self.queue: dict[str, Job] = {}
+        self.running: RunningJob | None = None
+        # The child writes the line it is on here; read when it has to be killed.
+        self.progress = mmap.mmap(-1, 8)
+
+    def send(self, message: dict) -> None:
+        write_frame(self.out_fd, message)
+
+    def serve(self) -> None:
+        reader = FrameReader(0)
+        self.send({"type": "ready", "pid": os.getpid()})
+        while True:
+            fds = [0] + ([self.running.fd] if self.running else [])
+            wait = max(0.0, self.running.deadline - time.monotonic()) if self.running else None
+            readable, _, _ = select.select(fds, [], [], wait)
+            if 0 in readable:
+                messages = reader.read()
+                if messages is None:  # the server went away
+                    self._kill_running()
+                    return
+                for message in messages:
+                    if message.get("type") == "shutdown":
+                        self._kill_running()
+                        return
+                    self._accept(message)
+            if self.running and self.running.fd in readable:
+                chunk = os.read(self.running.fd, 1 << 20)
+                if chunk:
+                    self.running.output += chunk
+                else:
+                    self._finish_running()
+            if self.running and time.monotonic() > self.running.deadline:
+                self._kill_running(reason="timeout")
+            if self.running is None and self.queue:
+                self._start(self.queue.pop(next(iter(self.queue))))
+
+    def _accept(self, message: dict) -> None:
+        key = message.get("key", "")
+        replaced = self.queue.pop(key, None)
+        if replaced is not None:
+            self.send({"type": "cancelled", "id": replaced.id})
+        if self.running and self.running.job.key == key:
+            self._kill_running(reason="cancelled")
+        if message.get("type") == "job":
+            self.queue[key] = Job(**{k: message[k] for k in Job.__dataclass_fields__ if k in message})
+
+    def _start(self, job: Job) -> None:
+        struct.pack_into("i", self.progress, 0, -1)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the job
+            os.close(read_fd)
+            _run_child(job, write_fd, self.progress)
+        os.close(write_fd)
+        self.running = RunningJob(job, pid, read_fd, time.monotonic() + job.timeout + KILL_GRACE_S)
+
+    def _finish_running(self) -> None:
+        running, self.running = self.running, None
+        os.close(running.fd)
+        _, status = os.waitpid(running.pid, 0)
+        try:
+            report = ShapeReport.model_validate_json(bytes(running.output))
+        except ValueError:
+            line = struct.unpack_from("i", self.progress, 0)[0]
+            report = ShapeReport(stopped=f"the script ended the shape analysis process at line {line + 1}"
+                                 f" (exit status {status})", stopped_line=max(line, 0))
+        self.send({"type": "result", "id": running.job.id, "report": report.model_dump(mode="json")})
+
+    def _kill_running(self, reason: str = "") -> None:
+        running, self.running = self.running, None
+        if running is None:
+            return
+        try:
+            os.killpg(running.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(running.pid, 0)
+        os.close(running.fd)
+        if reason == "cancelled":
+            self.send({"type": "cancelled", "id": running.job.id})
+        elif reason == "timeout":
+            line = struct.unpack_from("i", self.progress, 0)[0]
+            report = ShapeReport(stopped=f"shape analysis stopped after {running.job.timeout:g} s at line {line + 1}",
+                                 stopped_line=max(line, 0))
+            self.send({"type": "result", "id": running.job.id, "report": report.model_dump(mode="json")})
+
+
+def _run_child(job: Job, write_fd: int, progress: mmap.mmap) -> None:
+    try:
+        os.setsid()  # one process group: killing it also kills anything the job started
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        _limit_memory(job.memory_mb)
+        plan = ExecutionPlan.from_dict(job.plan)
+        directory = os.path.dirname(os.path.abspath(plan.filename))
+        if os.path.isdir(directory):
+            os.chdir(directory)
+            sys.path.insert(0, directory)
+        sys.argv = [plan.filename]
+        guards.install()
+        inputs.install()
+        report = run_job(plan, job.device, job.timeout,
+                         on_line=lambda line: struct.pack_into("i", progress, 0, line))
+        data = report.model_dump_json().encode()
+        while data:
+            data = data[os.write(write_fd, data):]
+    finally:
+        os._exit(0)
+
+
+def _limit_memory(memory_mb: int) -> None:
+    with open("/proc/self/status") as status:
+        size_kb = next((int(l.split()[1]) for l in status if l.startswith("VmSize:")), 0)
+    limit = size_kb * 1024 + memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+_WARM_UP = """
+import torch, torch.nn as nn, torch.nn.functional as F
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(x)), 2)
+        return self.fc(torch.flatten(x, 1))
+out = Net()(torch.randn(2, 3, 14, 14))
+loss = nn.CrossEntropyLoss()(out, torch.zeros(2, dtype=torch.long))
+"""
+
+
+def warm_up() -> None:
+    """Import what jobs will need and run one tiny plan, so forks start hot."""
+    import torch.nn.functional  # noqa: F401
+    import torch.optim  # noqa: F401
+    import torch.utils.data  # noqa: F401
+
+    try:
+        import torchvision  # noqa: F401
+        import torchvision.datasets  # noqa: F401
+        import torchvision.models  # noqa: F401
+        import torchvision.transforms  # noqa: F401
+    except ImportError:
+        pass
+    run_job(build_plan(_WARM_UP, "<torch-lsp warm-up>"), "meta", 10.0)
+
+
+def main() -> None:
+    out_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # nothing printed by torch or user code can corrupt the protocol
+    warm_up()
+    Worker(out_fd).serve()
+
+
+if __name__ == "__main__":
+    main()
