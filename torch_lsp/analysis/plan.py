@@ -108,7 +108,7 @@ def build_plan(source: str, filename: str = "<document>") -> ExecutionPlan:
     except cst.ParserSyntaxError as exc:
         return ExecutionPlan(filename, "", error=f"syntax error: {exc.message} (line {exc.raw_line})")
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    collector = _PlanCollector(wrapper.resolve(PositionProvider))
+    collector = _PlanCollector(wrapper.resolve(PositionProvider), source.splitlines())
     wrapper.module.visit(collector)
     return ExecutionPlan(
         filename=filename,
@@ -177,8 +177,9 @@ def _iterates_loader(iterable: cst.BaseExpression, loader_names: set[str]) -> bo
 
 
 class _PlanCollector(cst.CSTVisitor):
-    def __init__(self, positions) -> None:
+    def __init__(self, positions, lines: list[str]) -> None:
         self.positions = positions
+        self.lines = lines
         self.edits: list[_Edit] = []
         self.statements: list[Statement] = []
         self.neutralised: list[Neutralised] = []
@@ -251,7 +252,8 @@ class _PlanCollector(cst.CSTVisitor):
         if reason is None:
             return True
         rng = self._range(node)
-        padding = "\n" * (rng.end.line - rng.start.line)
+        # Same line count, and each continuation line keeps its indentation.
+        padding = "".join("\n" + _indent(self.lines[i]) for i in range(rng.start.line, rng.end.line))
         self.edits.append(
             _Edit(rng.start.line - 1, rng.start.column, rng.end.line - 1, rng.end.column,
                   f"{HELPER}.skipped({reason!r}{padding})")
@@ -274,6 +276,10 @@ class _PlanCollector(cst.CSTVisitor):
         start, end = rng.start, rng.end
         self.edits.append(_Edit(start.line - 1, start.column, start.line - 1, start.column, before))
         self.edits.append(_Edit(end.line - 1, end.column, end.line - 1, end.column, after))
+
+
+def _indent(text: str) -> str:
+    return text[: len(text) - len(text.lstrip())]
 
 
 def _apply_edits(source: str, edits: list[_Edit]) -> str:

@@ -103,9 +103,20 @@ class Recorder:
     # statements -----------------------------------------------------------------------------
 
     def global_trace(self, frame: FrameType, event: str, arg: Any):
-        if frame.f_code.co_filename == self.filename:
-            return self.local_trace
-        return None
+        if frame.f_code.co_filename != self.filename:
+            return None
+        if frame.f_code.co_name != "<module>":
+            self._record_parameters(frame)
+        return self.local_trace
+
+    def _record_parameters(self, frame: FrameType) -> None:
+        """Tensor arguments of a user function, shown on its `def` line (`forward(self, x)`)."""
+        code = frame.f_code
+        count = code.co_argcount + code.co_kwonlyargcount
+        names = tuple(n for n in code.co_varnames[:count] if n != "self")
+        if names:
+            line = code.co_firstlineno - 1
+            self._record(frame.f_locals, Statement(line, line, names))
 
     def local_trace(self, frame: FrameType, event: str, arg: Any):
         if event == "line":
@@ -125,8 +136,9 @@ class Recorder:
         pending = self._pending_statement.pop(id(frame), None)
         if pending is None:
             return
-        _, stmt = pending
-        scope = frame.f_locals
+        self._record(frame.f_locals, pending[1])
+
+    def _record(self, scope: dict, stmt: Statement) -> None:
         for name in stmt.binds:
             value = _lookup(scope, name)
             described = describe(value) if value is not None else None
