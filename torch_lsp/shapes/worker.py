@@ -32,10 +32,15 @@ from torch_lsp.shapes.protocol import FrameReader, write_frame
 from torch_lsp.shapes.report import Range, ShapeError, ShapeReport
 from torch_lsp.shapes.tracer import Recorder, RecordingMode
 
-try:  # translation of torch errors lives in explain.py (feat/explain)
+try:  # translation of torch errors lives in explain (feat/explain)
     from torch_lsp.shapes.explain import explain, track_calls
 except ImportError:  # pragma: no cover - until feat/explain is merged
     explain = track_calls = None
+try:
+    from torch_lsp.shapes.explain import is_data_dependent
+except ImportError:  # pragma: no cover
+    def is_data_dependent(error: BaseException) -> bool:
+        return "meta" in str(error).lower()
 
 KILL_GRACE_S = 1.0
 _ENVIRONMENT_ERRORS = (OSError, ImportError, MemoryError, KeyboardInterrupt)
@@ -117,7 +122,7 @@ def _classify(error, report, plan, tracker, timeout_s, last_line, device) -> boo
         report.stopped = f"the script called sys.exit at {line_text}; shapes up to there"
     elif isinstance(error, guards.ExecutionBlocked):
         report.stopped = f"{error} ({line_text}); shapes up to there"
-    elif device.type == "meta" and "meta" in str(error).lower():
+    elif device.type == "meta" and _data_dependent(error):
         report.stopped = f"data-dependent operation at {line_text} cannot run on meta"
         report.stopped_line = where.line
         return True
@@ -130,6 +135,13 @@ def _classify(error, report, plan, tracker, timeout_s, last_line, device) -> boo
         report.stopped = f"stopped at {line_text}: {type(error).__name__}: {_first_line(error)}"
     report.stopped_line = where.line if report.stopped else None
     return False
+
+
+def _data_dependent(error: BaseException) -> bool:
+    try:
+        return bool(is_data_dependent(error))
+    except Exception:  # noqa: BLE001 - a classifier bug must not become a user error
+        return "meta" in str(error).lower()
 
 
 def _first_line(error: BaseException) -> str:
