@@ -36,7 +36,7 @@ def test_training_loops_run_once_and_model_loops_run_fully():
     assert lines[6] == "for epoch in __torch_lsp__.once((range(10))):"
     assert lines[7] == "    for x, y in __torch_lsp__.once((data)):"
     assert lines[13] == "for layer in layers:"  # not a training loop: a model's own loop
-    assert plan.run_once_loops == (6, 7)
+    assert plan.run_once_loops == ((6, 12), (7, 10))
 
 
 def test_optimizer_steps_and_checkpoints_are_neutralised():

@@ -60,7 +60,8 @@ class ExecutionPlan:
     source: str
     statements: tuple[Statement, ...] = ()
     neutralised: tuple[Neutralised, ...] = ()
-    run_once_loops: tuple[int, ...] = ()
+    # (first line, last line) of each training loop that runs once.
+    run_once_loops: tuple[tuple[int, int], ...] = ()
     error: str | None = field(default=None, compare=False)
 
     @cached_property
@@ -78,7 +79,7 @@ class ExecutionPlan:
             "source": self.source,
             "statements": [[s.line, s.end_line, list(s.binds)] for s in self.statements],
             "neutralised": [[n.line, n.reason] for n in self.neutralised],
-            "run_once_loops": list(self.run_once_loops),
+            "run_once_loops": [list(loop) for loop in self.run_once_loops],
         }
 
     @classmethod
@@ -88,7 +89,7 @@ class ExecutionPlan:
             source=data["source"],
             statements=tuple(Statement(a, b, tuple(c)) for a, b, c in data["statements"]),
             neutralised=tuple(Neutralised(a, b) for a, b in data["neutralised"]),
-            run_once_loops=tuple(data["run_once_loops"]),
+            run_once_loops=tuple((a, b) for a, b in data["run_once_loops"]),
         )
 
     @cached_property
@@ -183,12 +184,16 @@ class _PlanCollector(cst.CSTVisitor):
         self.edits: list[_Edit] = []
         self.statements: list[Statement] = []
         self.neutralised: list[Neutralised] = []
-        self.run_once_loops: set[int] = set()
+        self.run_once_loops: set[tuple[int, int]] = set()
         self.loader_names: set[str] = set()
         self.optimizer_names: set[str] = set()
 
     def _range(self, node: cst.CSTNode) -> CodeRange:
         return self.positions[node]
+
+    def _line_range(self, node: cst.CSTNode) -> tuple[int, int]:
+        rng = self.positions[node]
+        return rng.start.line - 1, rng.end.line - 1
 
     def _statement(self, node: cst.CSTNode, binds: list[str], header_only: cst.CSTNode | None = None):
         rng = self._range(node)
@@ -224,14 +229,14 @@ class _PlanCollector(cst.CSTVisitor):
         if self._is_training_loop(node, node.iter):
             it = self._range(node.iter)
             self._wrap(it, f"{HELPER}.once((", "))")
-            self.run_once_loops.add(self._range(node).start.line - 1)
+            self.run_once_loops.add(self._line_range(node))
 
     def visit_While(self, node: cst.While) -> None:
         self._statement(node, [], header_only=node.test)
         if self._is_training_loop(node, None):
             line = self._range(node).start.line - 1
             self._wrap(self._range(node.test), f"{HELPER}.once_while({line}) and (", ")")
-            self.run_once_loops.add(line)
+            self.run_once_loops.add(self._line_range(node))
 
     def visit_With(self, node: cst.With) -> None:
         binds = [n for item in node.items if item.asname for n in _bound_names(item.asname.name)]

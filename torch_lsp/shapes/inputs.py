@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from torch_lsp.shapes.tracer import to_device
+from torch_lsp.shapes.tracer import loading_data, to_device
 
 # name -> (image size C, H, W; number of classes)
 FAKE_DATASETS: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -56,7 +56,7 @@ class Helper:
         self._while_seen: set[int] = set()
 
     def once(self, iterable: Iterable) -> Iterator:
-        with torch.device("cpu"):
+        with loading_data():
             iterator = iter(iterable)
             try:
                 first = next(iterator)
@@ -107,14 +107,14 @@ def _patch_data_loader() -> None:
         # Worker processes would fork the job again and outlive its timeout.
         kwargs.update(num_workers=0, persistent_workers=False, pin_memory=False)
         kwargs.pop("prefetch_factor", None)
-        with torch.device("cpu"):
+        with loading_data():
             real_init(self, *args, **kwargs)
 
     def batches_on_device(self):
-        with torch.device("cpu"):
+        with loading_data():
             iterator = real_iter(self)
         while True:
-            with torch.device("cpu"):
+            with loading_data():
                 try:
                     batch = next(iterator)
                 except StopIteration:

@@ -19,6 +19,7 @@ where a tensor lives.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from types import CodeType, FrameType
 from typing import Any, Callable
 
@@ -31,6 +32,22 @@ from torch_lsp.shapes.report import ExpressionShapes, Range, Value, VariableShap
 _MAX_ITEMS = 8  # tuples / lists / dicts longer than this are not described item by item
 # Frames (outside the user's file) during which torch calls are parameter initialisation.
 _CONSTRUCTION_FRAMES = {"__init__", "reset_parameters", "_reset_parameters", "_init_weights"}
+
+
+_loading_depth = 0
+
+
+@contextmanager
+def loading_data():
+    """Data loading runs on the CPU, unrecorded: samplers need real random numbers
+    (`randperm(n).tolist()`), and a batch moves to the execution device afterwards."""
+    global _loading_depth
+    _loading_depth += 1
+    try:
+        with torch.device("cpu"):
+            yield
+    finally:
+        _loading_depth -= 1
 
 
 def describe(value: Any, depth: int = 0) -> Value | None:
@@ -183,6 +200,18 @@ class Recorder:
         if module is not None and old_module is None:
             self.expressions[key] = (rng, values, module)
 
+    def in_training_loop(self) -> bool:
+        """Is a user frame on the stack inside a loop that the plan runs once?"""
+        loops = self.plan.run_once_loops
+        frame = sys._getframe(2)
+        while loops and frame is not None:
+            if frame.f_code.co_filename == self.filename:
+                line = frame.f_lineno - 1
+                if any(start <= line <= end for start, end in loops):
+                    return True
+            frame = frame.f_back
+        return False
+
     def module_hook(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
         self.record_output(output, module)
 
@@ -231,6 +260,12 @@ class RecordingMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        if _loading_depth:
+            return func(*args, **kwargs)
+        if func in _VALUE_READS and self.device.type == "meta" and self.recorder.in_training_loop():
+            # `running_loss += loss.item()`: logging inside a training loop. Shapes do not depend
+            # on it, and a CPU re-run of the whole script just for it would cost seconds.
+            return _placeholder_value(args[0])
         if func in (torch.Tensor.cuda, torch.Tensor.cpu):
             return to_device(args[0], self.device)
         if "device" in kwargs and kwargs["device"] is not None:
@@ -249,6 +284,15 @@ class RecordingMode(TorchFunctionMode):
         if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
             return type(value)(self._same_device(v) for v in value)
         return value
+
+
+_VALUE_READS = {torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.__int__}
+
+
+def _placeholder_value(tensor: torch.Tensor):
+    if tensor.dtype == torch.bool:
+        return False
+    return 0 if not tensor.dtype.is_floating_point and not tensor.dtype.is_complex else 0.0
 
 
 def _is_device_like(value: Any) -> bool:

@@ -380,7 +380,30 @@ def warm_up() -> None:
         import torchvision.transforms  # noqa: F401
     except ImportError:
         pass
+    _skip_lazy_accelerator_calls()
     run_job(build_plan(_WARM_UP, "<torch-lsp warm-up>"), "meta", 10.0)
+
+
+def _skip_lazy_accelerator_calls() -> None:
+    """`torch.manual_seed` queues a seeding call for each absent accelerator and formats a stack
+    trace each time (FakeData seeds every sample: ~3 ms a sample). Without the accelerator the
+    queue never runs, so queue nothing."""
+    import importlib
+
+    for name in ("cuda", "xpu", "mtia"):
+        backend = getattr(torch, name, None)
+        available = getattr(backend, "is_available", lambda: True)
+        if backend is None or not hasattr(backend, "_lazy_call") or available():
+            continue
+        backend._lazy_call = _queue_nothing
+        try:  # random.py imported the function by name
+            importlib.import_module(f"torch.{name}.random")._lazy_call = _queue_nothing
+        except (ImportError, AttributeError):
+            pass
+
+
+def _queue_nothing(*args, **kwargs) -> None:
+    return None
 
 
 def main() -> None:
