@@ -1,0 +1,184 @@
+"""The foundation through the real protocol: lifecycle, sync, diagnostics, fixes, settings,
+bad input. Each test runs its own server process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+from lsprotocol import types
+
+from tests.conftest import FIXTURES, ROOT
+from tests.lsp.conftest import SERVER, apply_text_edits, diagnostics_for, open_text, replace_text
+
+MISSING = FIXTURES / "missing_zero_grad.py"
+URI = MISSING.as_uri()
+
+
+async def test_capabilities(client):
+    info = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[]))
+    assert info["version"]
+    caps = client.protocol.server_capabilities if hasattr(client.protocol, "server_capabilities") else None
+    del caps  # pygls' client does not keep them; the probe in bench/ checks the JSON itself
+
+
+async def test_tl101_published_at_the_step_line_then_fixed_by_its_quick_fix(client):
+    text = MISSING.read_text()
+    open_text(client, URI, text)
+    diagnostics = await diagnostics_for(client, URI, version=1)
+    [tl101] = [d for d in diagnostics if d.code == "TL101"]
+    assert tl101.range.start.line == 24 and tl101.source == "torch-lsp"
+    assert tl101.severity == types.DiagnosticSeverity.Warning
+    assert tl101.code_description.href.endswith("rules.md#tl101")
+
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), range=tl101.range,
+        context=types.CodeActionContext(diagnostics=[tl101])))
+    fix = next(a for a in actions if a.kind == types.CodeActionKind.QuickFix and a.is_preferred)
+    [change] = fix.edit.document_changes
+    assert change.text_document.version == 1
+    fixed = apply_text_edits(text, change.edits)
+    assert "        optimizer.zero_grad()\n        loss = loss_fn" in fixed
+
+    replace_text(client, URI, fixed, version=2)
+    assert [d for d in await diagnostics_for(client, URI, version=2) if d.code == "TL101"] == []
+
+    client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=URI)))
+    assert await diagnostics_for(client, URI) == []
+
+
+async def test_suppression_action_silences_the_line(client):
+    text = MISSING.read_text()
+    open_text(client, URI, text)
+    [tl101] = [d for d in await diagnostics_for(client, URI, version=1) if d.code == "TL101"]
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), range=tl101.range,
+        context=types.CodeActionContext(diagnostics=[tl101])))
+    suppress = next(a for a in actions if a.title == "Suppress TL101 on this line")
+    replace_text(client, URI, apply_text_edits(text, suppress.edit.document_changes[0].edits), version=2)
+    assert [d for d in await diagnostics_for(client, URI, version=2) if d.code == "TL101"] == []
+
+
+async def test_only_the_latest_version_is_published_during_fast_typing(client):
+    text = MISSING.read_text()
+    open_text(client, URI, text)
+    await diagnostics_for(client, URI, version=1)
+    fixed = text.replace("        loss = loss_fn", "        optimizer.zero_grad()\n        loss = loss_fn")
+    for version in range(2, 12):  # ten edits well inside the 250 ms debounce
+        replace_text(client, URI, fixed if version % 2 else text, version=version)
+    final = await diagnostics_for(client, URI, version=11)
+    assert [d.code for d in final] == []  # version 11 is the fixed text
+    await asyncio.sleep(0.6)
+    assert all(d.code != "TL101" for d in client.diagnostics[URI])
+
+
+async def test_syntax_error_publishes_nothing_for_the_broken_version(client):
+    text = MISSING.read_text()
+    open_text(client, URI, text)
+    await diagnostics_for(client, URI, version=1)
+    replace_text(client, URI, text + "\nfor x in :\n", version=2)
+    with pytest.raises(AssertionError):
+        await diagnostics_for(client, URI, version=2, timeout=1.5)
+    replace_text(client, URI, text, version=3)
+    assert [d.code for d in await diagnostics_for(client, URI, version=3)] == ["TL101"]
+
+
+async def test_invalid_setting_warns_and_server_keeps_working(client):
+    client.set_configuration({"torchLsp": {"debounceMs": "fast", "execution": {"device": "tpu"}}})
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+    open_text(client, URI, MISSING.read_text())
+    assert [d.code for d in await diagnostics_for(client, URI, version=1)] == ["TL101"]
+    for _ in range(50):
+        if len(client.messages) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    text = "\n".join(m.message for m in client.messages)
+    assert "'debounceMs' = 'fast'" in text and "using 250" in text
+    assert "'execution.device' = 'tpu'" in text and "using 'meta'" in text
+
+
+async def test_settings_select_and_ignore_apply_on_change(client):
+    open_text(client, URI, MISSING.read_text())
+    assert [d.code for d in await diagnostics_for(client, URI, version=1)] == ["TL101"]
+    client.set_configuration({"torchLsp": {"rules": {"ignore": ["TL101"]}}})
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+    assert await diagnostics_for(client, URI, version=1) == []
+
+
+async def test_garbage_input_never_crashes(client):
+    huge = "import torch\n" + "x = torch.zeros(3)\n" * 10_000
+    open_text(client, "file:///tmp/huge.py", huge)
+    assert await diagnostics_for(client, "file:///tmp/huge.py", version=1, timeout=60) == []
+    open_text(client, "file:///tmp/binary.py", "\x00\x01\x02\udc80garbage")
+    open_text(client, URI, MISSING.read_text())
+    await diagnostics_for(client, URI, version=1)
+    far = types.Range(start=types.Position(line=10_000, character=500), end=types.Position(line=10_001, character=0))
+    for uri in (URI, "file:///tmp/binary.py", "file:///nowhere/unknown.py"):
+        actions = await client.text_document_code_action_async(types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), range=far, context=types.CodeActionContext(diagnostics=[])))
+        assert not actions
+    info = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[]))
+    assert info["pid"] > 0
+
+
+async def test_server_process_never_imports_torch(client):
+    open_text(client, URI, MISSING.read_text())
+    await diagnostics_for(client, URI, version=1)
+    await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI),
+        range=types.Range(start=types.Position(line=24, character=8), end=types.Position(line=24, character=8)),
+        context=types.CodeActionContext(diagnostics=[])))
+    info = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[]))
+    assert info["torchImported"] is False
+
+
+async def test_shutdown_and_exit_promptly():
+    process = await asyncio.create_subprocess_exec(*SERVER, stdin=asyncio.subprocess.PIPE,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                   cwd=str(ROOT))
+
+    def send(payload: bytes) -> None:
+        process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+
+    send(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"processId":null,"rootUri":null,"capabilities":{}}}')
+    send(b'{"jsonrpc":"2.0","method":"initialized","params":{}}')
+    send(b'{"jsonrpc":"2.0","id":2,"method":"shutdown"}')
+    send(b'{"jsonrpc":"2.0","method":"exit"}')
+    await process.stdin.drain()
+    started = time.monotonic()
+    code = await asyncio.wait_for(process.wait(), timeout=30)
+    assert code == 0
+    assert time.monotonic() - started < 10
+
+
+async def test_tcp_transport(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await asyncio.create_subprocess_exec(*SERVER, "--tcp", f"127.0.0.1:{port}", cwd=str(ROOT),
+                                                  stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        body = b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"processId":null,"rootUri":null,"capabilities":{}}}'
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        header = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+        length = int(header.split(b"Content-Length:")[1].split(b"\r\n")[0])
+        reply = await reader.readexactly(length)
+        assert b'"capabilities"' in reply and b'"id": 1' in reply
+        writer.close()
+    finally:
+        server.kill()
+        await server.wait()

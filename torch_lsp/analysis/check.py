@@ -1,0 +1,49 @@
+"""The static analysis entry point: source text in, findings out. No LSP, no torch."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from torch_lsp.analysis.facts import Finding
+from torch_lsp.analysis.rules import RuleContext, load_rules
+from torch_lsp.analysis.rules.selection import RuleSelection, is_suppressed
+from torch_lsp.analysis.syntax import ParsedModule, ParseFailure, parse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Analysis:
+    source: str
+    parsed: ParsedModule | None
+    failure: ParseFailure | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.parsed is not None
+
+
+def analyze_source(source: str, path: str = "<buffer>", selection: RuleSelection | None = None) -> Analysis:
+    """Run every enabled static rule over `source`.
+
+    A rule that raises is logged and skipped: one broken rule must not hide the others' findings.
+    """
+    selection = selection or RuleSelection()
+    parsed = parse(source)
+    if isinstance(parsed, ParseFailure):
+        return Analysis(source, None, parsed)
+    rules = load_rules()
+    ctx = RuleContext(parsed, path)
+    findings: list[Finding] = []
+    for rule in rules.values():
+        if rule.check is None or not selection.enabled(rule):
+            continue
+        try:
+            findings.extend(rule.check(ctx))
+        except Exception:  # noqa: BLE001 - isolate rule bugs from the user
+            log.exception("rule %s failed on %s", rule.code, path)
+    findings = [f for f in selection.apply(findings, rules) if not is_suppressed(f, parsed.lines)]
+    findings.sort(key=lambda f: (f.span.start, f.code))
+    return Analysis(source, parsed, None, findings)
