@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import pytest_asyncio
 
-from conftest import cpu_run, shape_of, variable
+from tests.shapes.helpers import cpu_run, shape_of, variable
 from torch_lsp.analysis.plan import build_plan
 from torch_lsp.shapes.engine import JobSettings, ShapeEngine
 

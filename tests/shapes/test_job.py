@@ -2,7 +2,7 @@
 
 import textwrap
 
-from conftest import assert_same_as_cpu, cpu_run, line_of, shape_of, value_shapes, variable
+from tests.shapes.helpers import assert_same_as_cpu, cpu_run, line_of, shape_of, value_shapes, variable
 
 LENET = '''
 import torch

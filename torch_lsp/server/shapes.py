@@ -11,15 +11,14 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from torch_lsp.analysis.plan import build_plan
 from torch_lsp.server.api_docs import ApiDocs
 from torch_lsp.shapes import view
-from torch_lsp.shapes.engine import JobSettings, ShapeEngine
-from torch_lsp.shapes.report import ShapeReport
 
 if TYPE_CHECKING:
     from torch_lsp.server.app import TorchLanguageServer
     from torch_lsp.server.documents import DocState
+    from torch_lsp.shapes.engine import ShapeEngine
+    from torch_lsp.shapes.report import ShapeReport
 
 log = logging.getLogger(__name__)
 FINDINGS_KEY = "shapes"
@@ -29,7 +28,7 @@ FINDINGS_KEY = "shapes"
 class DocumentShapes:
     version: int | None
     source_lines: tuple[str, ...]  # the text the report describes
-    report: ShapeReport
+    report: "ShapeReport"
 
     def matches(self, lines: list[str], line: int) -> bool:
         """Is `line` unchanged since the report? (A stale report is still right there.)"""
@@ -39,29 +38,30 @@ class DocumentShapes:
 class ShapeService:
     def __init__(self, ls: "TorchLanguageServer") -> None:
         self.ls = ls
-        self.engine = ShapeEngine()
+        self.engine: "ShapeEngine | None" = None  # imported and built when execution is on
         self.api_docs = ApiDocs()
         self._latest: dict[str, DocumentShapes] = {}
         self._tasks: dict[str, asyncio.Task] = {}
-        self._started = False
         # Observers of new reports (tests and benchmarks wait on this; the server needs none).
         self.report_listeners: list = []
 
     # lifecycle ------------------------------------------------------------------------------
 
     def on_settings(self, ls: "TorchLanguageServer") -> None:
-        if ls.settings.execution.enabled and not self._started:
-            self._started = True
-            asyncio.ensure_future(self.engine.start())  # import torch while the user opens a file
-        elif not ls.settings.execution.enabled and self._started:
-            self._started = False
-            asyncio.ensure_future(self.engine.close())
+        if ls.settings.execution.enabled and self.engine is None:
+            from torch_lsp.shapes.engine import ShapeEngine
+
             self.engine = ShapeEngine()
+            asyncio.ensure_future(self.engine.start())  # torch imports while the user opens a file
+        elif not ls.settings.execution.enabled and self.engine is not None:
+            engine, self.engine = self.engine, None
+            asyncio.ensure_future(engine.close())
             self._forget_all()
 
     def shutdown(self) -> None:
         self.api_docs.shutdown()
-        asyncio.ensure_future(self.engine.close())
+        if self.engine is not None:
+            self.engine.terminate()
 
     def latest(self, uri: str) -> DocumentShapes | None:
         return self._latest.get(uri)
@@ -69,7 +69,7 @@ class ShapeService:
     # analysis -------------------------------------------------------------------------------
 
     def on_analysis(self, ls: "TorchLanguageServer", state: "DocState") -> None:
-        if not ls.settings.execution.enabled:
+        if not ls.settings.execution.enabled or self.engine is None:
             return
         previous = self._tasks.get(state.uri)
         if previous is not None and not previous.done():
@@ -77,14 +77,18 @@ class ShapeService:
         self._tasks[state.uri] = asyncio.ensure_future(self._analyse(state.uri, state.version))
 
     async def _analyse(self, uri: str, version: int | None) -> None:
+        from torch_lsp.analysis.plan import build_plan
+        from torch_lsp.shapes.engine import JobSettings
+
         document = self.ls.workspace.get_text_document(uri)
         source, path = document.source, document.path or uri
         plan = await asyncio.get_running_loop().run_in_executor(None, build_plan, source, path)
-        if plan.error:
+        engine = self.engine
+        if plan.error or engine is None:
             return
         execution = self.ls.settings.execution
         settings = JobSettings(execution.device, execution.timeout, execution.memory_mb)
-        report = await self.engine.analyse(uri, plan, settings)
+        report = await engine.analyse(uri, plan, settings)
         state = self.ls.documents.get(uri)
         if report is None or state is None or state.version != version:
             return  # superseded: a newer version is on its way

@@ -85,6 +85,13 @@ class ShapeEngine:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    def terminate(self) -> None:
+        """Synchronous stop for shutdown hooks: the worker's forks die with their session."""
+        self._closing = True
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.kill()
+
     async def close(self) -> None:
         self._closing = True
         process, self._process = self._process, None

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch_lsp.analysis.facts import Finding, Position, Severity
-from torch_lsp.shapes.report import ExpressionShapes, ShapeReport, Value, VariableShapes
+
+if TYPE_CHECKING:  # pydantic costs ~100 ms to import; the server loads it with the first report
+    from torch_lsp.shapes.report import ExpressionShapes, ShapeReport, Value, VariableShapes
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _SCOPE_START = re.compile(r"^(\s*)(async\s+def|def|class)\s")
