@@ -35,7 +35,7 @@ def hover_markdown(ls: "TorchLanguageServer", uri: str, position: types.Position
 
 def register(ls: "TorchLanguageServer") -> None:
     @ls.feature(types.TEXT_DOCUMENT_HOVER)
-    def hover(ls: "TorchLanguageServer", params: types.HoverParams) -> types.Hover | None:
+    def hover(ls, params: types.HoverParams):
         if params.text_document.uri not in ls.documents:
             return None
         text = hover_markdown(ls, params.text_document.uri, params.position)

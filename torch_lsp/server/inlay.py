@@ -32,7 +32,7 @@ def inlay_hints(ls: "TorchLanguageServer", uri: str, requested: types.Range) -> 
 
 def register(ls: "TorchLanguageServer") -> None:
     @ls.feature(types.TEXT_DOCUMENT_INLAY_HINT, types.InlayHintOptions(resolve_provider=False))
-    def inlay_hint(ls: "TorchLanguageServer", params: types.InlayHintParams) -> list[types.InlayHint]:
+    def inlay_hint(ls, params: types.InlayHintParams):
         if params.text_document.uri not in ls.documents:
             return []
         return inlay_hints(ls, params.text_document.uri, params.range)

@@ -130,7 +130,7 @@ def register(ls: "TorchLanguageServer") -> ShapeService:
     ls.documents.listeners.append(service.on_analysis)
 
     @ls.command("torch-lsp.shapeReport")
-    def shape_report(ls: "TorchLanguageServer", *args) -> dict | None:
+    def shape_report(ls, *args):
         """The latest shape report of a document (for tests, benchmarks and curious users)."""
         uri = args[0] if args and isinstance(args[0], str) else None
         shapes = service.latest(uri) if uri else None
