@@ -30,6 +30,7 @@ from torch_lsp.analysis.plan import ExecutionPlan, Statement
 from torch_lsp.shapes.report import ExpressionShapes, Range, Value, VariableShapes
 
 _MAX_ITEMS = 8  # tuples / lists / dicts longer than this are not described item by item
+_MAX_VALUES = 8  # distinct shapes kept per line / expression (a loop over growing sizes)
 # Frames (outside the user's file) during which torch calls are parameter initialisation.
 _CONSTRUCTION_FRAMES = {"__init__", "reset_parameters", "_reset_parameters", "_init_weights"}
 
@@ -116,6 +117,8 @@ class Recorder:
         self.expressions: dict[tuple, tuple[Range, list[Value], str | None]] = {}
         self._pending_statement: dict[int, tuple[FrameType, Statement]] = {}
         self._pending_expression: tuple | None = None  # (key, range, value, module)
+        self._suspended_by: torch.nn.Module | None = None
+        self._library_modules: dict[int, bool] = {}
 
     # statements -----------------------------------------------------------------------------
 
@@ -161,15 +164,14 @@ class Recorder:
             described = describe(value) if value is not None else None
             if described is not None:
                 _, values = self.variables.setdefault((stmt.line, name), (stmt, []))
-                if described not in values:
+                if described not in values and len(values) < _MAX_VALUES:
                     values.append(described)
 
     # expressions ----------------------------------------------------------------------------
 
     def record_output(self, output: Any, module: torch.nn.Module | None = None) -> None:
-        described = describe(output)
-        if described is None:
-            return
+        """Remember `output` for the user expression being evaluated. Described only when the
+        expression is done: every layer of `resnet(x)` maps to the same expression."""
         frame = sys._getframe(2)
         while frame is not None and frame.f_code.co_filename != self.filename:
             if frame.f_code.co_name in _CONSTRUCTION_FRAMES:
@@ -180,25 +182,28 @@ class Recorder:
         key = (id(frame), frame.f_lasti)
         pending = self._pending_expression
         if pending is not None and pending[0] == key:
-            module_text = module_summary(module) if module is not None else pending[3]
-            self._pending_expression = (key, pending[1], described, module_text)
+            self._pending_expression = (key, pending[1], output, module)
             return
         self.flush_expression()
         rng = self.source_map.range_at(frame.f_code, frame.f_lasti)
         if rng is not None:
-            self._pending_expression = (key, rng, described, module_summary(module) if module is not None else None)
+            self._pending_expression = (key, rng, output, module)
 
     def flush_expression(self) -> None:
         pending, self._pending_expression = self._pending_expression, None
         if pending is None:
             return
-        _, rng, value, module = pending
+        _, rng, output, module = pending
+        value = describe(output)
+        if value is None:
+            return
+        module_text = module_summary(module) if module is not None else None
         key = (rng.line, rng.col, rng.end_line, rng.end_col)
-        _, values, old_module = self.expressions.setdefault(key, (rng, [], module))
-        if value not in values:
+        _, values, old_module = self.expressions.setdefault(key, (rng, [], module_text))
+        if value not in values and len(values) < _MAX_VALUES:
             values.append(value)
-        if module is not None and old_module is None:
-            self.expressions[key] = (rng, values, module)
+        if module_text is not None and old_module is None:
+            self.expressions[key] = (rng, values, module_text)
 
     def in_training_loop(self) -> bool:
         """Is a user frame on the stack inside a loop that the plan runs once?"""
@@ -212,8 +217,34 @@ class Recorder:
             frame = frame.f_back
         return False
 
+    # Tracing a library model (torchvision's resnet50: ~400k Python calls per forward) would cost
+    # more than the forward itself, and no line of the user's file runs inside it: line tracing
+    # is off while a module whose whole subtree is library code runs.
+
+    def module_pre_hook(self, module: torch.nn.Module, inputs: Any) -> None:
+        if self._suspended_by is None and self._library_only(module):
+            self._suspended_by = module
+            sys.settrace(None)
+
     def module_hook(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if self._suspended_by is module:
+            self._suspended_by = None
+            sys.settrace(self.global_trace)
+        elif self._suspended_by is not None:
+            return  # a layer inside a library model: only the model's own output is shown
         self.record_output(output, module)
+
+    @property
+    def inside_library_model(self) -> bool:
+        return self._suspended_by is not None
+
+    def _library_only(self, module: torch.nn.Module) -> bool:
+        known = self._library_modules.get(id(module))
+        if known is None:
+            known = self._library_modules[id(module)] = not any(
+                getattr(getattr(type(m).forward, "__code__", None), "co_filename", None) == self.filename
+                for m in module.modules())
+        return known
 
     # results ----------------------------------------------------------------------------------
 
@@ -275,7 +306,8 @@ class RecordingMode(TorchFunctionMode):
         elif args:
             args = tuple(self._same_device(a) for a in args)
         output = func(*args, **kwargs)
-        self.recorder.record_output(output)
+        if not self.recorder.inside_library_model:
+            self.recorder.record_output(output)
         return output
 
     def _same_device(self, value: Any) -> Any:

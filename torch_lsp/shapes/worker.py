@@ -94,7 +94,8 @@ def _execute(plan: ExecutionPlan, device: torch.device, timeout_s: float, on_lin
     error: BaseException | None = None
     tracker = None
     with _tracking() as tracker, _time_limit(timeout_s):
-        hook = torch.nn.modules.module.register_module_forward_hook(recorder.module_hook)
+        hooks = (torch.nn.modules.module.register_module_forward_pre_hook(recorder.module_pre_hook),
+                 torch.nn.modules.module.register_module_forward_hook(recorder.module_hook, always_call=True))
         try:
             code = compile(plan.source, plan.filename, "exec")
             sys.settrace(recorder.global_trace)
@@ -104,7 +105,8 @@ def _execute(plan: ExecutionPlan, device: torch.device, timeout_s: float, on_lin
             error = exc
         finally:
             sys.settrace(None)
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
     variables, expressions = recorder.finish()
     report = ShapeReport(device=device.type, variables=variables, expressions=expressions)
     if error is None:
