@@ -7,13 +7,16 @@ import textwrap
 import pytest
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_meta():
-    """Run source through plan + job in this process (no fork, no guards): fast unit tests."""
+    """Run source through plan + job in this process (no fork, no guards): fast unit tests.
+    Warmed up first, like the worker, so first-use imports inside torch do not eat the timeout."""
     from torch_lsp.analysis.plan import build_plan
-    from torch_lsp.shapes.worker import run_job
+    from torch_lsp.shapes.worker import run_job, warm_up
 
-    def run(source: str, device: str = "meta", timeout: float = 10.0):
+    warm_up()
+
+    def run(source: str, device: str = "meta", timeout: float = 30.0):
         plan = build_plan(textwrap.dedent(source), "/virtual/user_code.py")
         assert plan.error is None, plan.error
         return run_job(plan, device, timeout)
