@@ -329,7 +329,8 @@ def _run_child(job: Job, write_fd: int, progress: mmap.mmap) -> None:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        _limit_memory(job.memory_mb)
+        if job.device not in ("cuda", "auto"):  # CUDA reserves far more address space than it uses
+            _limit_memory(job.memory_mb)
         plan = ExecutionPlan.from_dict(job.plan)
         directory = os.path.dirname(os.path.abspath(plan.filename))
         if os.path.isdir(directory):
@@ -354,18 +355,29 @@ def _limit_memory(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+# Touches the op families most models use, so their first-use imports inside torch (meta
+# decompositions, fx symbolic shapes) happen once here instead of in every forked job.
 _WARM_UP = """
 import torch, torch.nn as nn, torch.nn.functional as F
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3)
-        self.fc = nn.Linear(4 * 6 * 6, 2)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 6 * 6, 8)
+        self.norm = nn.LayerNorm(8)
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv(x)), 2)
-        return self.fc(torch.flatten(x, 1))
-out = Net()(torch.randn(2, 3, 14, 14))
+        x = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
+        return self.norm(self.fc(torch.flatten(x, 1)))
+net = Net()
+out = net(torch.randn(2, 3, 14, 14))
+pooled = nn.AdaptiveAvgPool2d(1)(torch.randn(2, 4, 5, 5))
 loss = nn.CrossEntropyLoss()(out, torch.zeros(2, dtype=torch.long))
+loss.backward()
+tokens = nn.Embedding(10, 8)(torch.zeros(2, 5, dtype=torch.long))
+seq, (h, c) = nn.LSTM(8, 8, batch_first=True)(tokens)
+attn, _ = nn.MultiheadAttention(8, 2, batch_first=True)(seq, seq, seq)
+both = torch.cat([attn, seq], dim=-1).view(2, -1).softmax(-1)
 """
 
 
@@ -409,6 +421,9 @@ def _queue_nothing(*args, **kwargs) -> None:
 
 
 def main() -> None:
+    # Jobs are forks of this process: it must never initialise CUDA itself (a forked child
+    # cannot use a parent's CUDA context), so availability is asked of NVML, not of CUDA.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     out_fd = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # nothing printed by torch or user code can corrupt the protocol
