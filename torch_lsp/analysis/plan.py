@@ -1,7 +1,9 @@
 """The execution plan for the shape engine: which code runs, and what is neutralised.
 
-Pure analysis (libcst only): no torch, no LSP types. The plan is the document's own source with
-a few *line-preserving* text edits, so that every line and column the worker records maps back
+Pure analysis on the shared `ast` parse of analysis/syntax.py (cached by text, so the plan costs
+little beyond the static analysis of the same version; libcst measured ~2 ms a line here, too
+slow for every keystroke): no torch, no LSP types. The plan is the document's own source with a
+few *line-preserving* text edits, so that every line and column the worker records maps back
 to the user's file without any translation table:
 
 - training loops (a loop whose body calls ``.backward()`` or steps an optimizer, or that iterates
@@ -19,13 +21,13 @@ variables a line assigns instead of diffing every local after every line.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import libcst as cst
-import libcst.matchers as m
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from torch_lsp.analysis.facts import Span
+from torch_lsp.analysis.syntax import ParsedModule, parse, target_key
 
 HELPER = "__torch_lsp__"
 
@@ -104,18 +106,16 @@ class ExecutionPlan:
 
 def build_plan(source: str, filename: str = "<document>") -> ExecutionPlan:
     """Source text -> plan. A file that does not parse yields a plan with `error` set."""
-    try:
-        module = cst.parse_module(source)
-    except cst.ParserSyntaxError as exc:
-        return ExecutionPlan(filename, "", error=f"syntax error: {exc.message} (line {exc.raw_line})")
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    collector = _PlanCollector(wrapper.resolve(PositionProvider), source.splitlines())
-    wrapper.module.visit(collector)
+    parsed = parse(source)
+    if not isinstance(parsed, ParsedModule):
+        return ExecutionPlan(filename, "", error=f"syntax error: {parsed.message} (line {parsed.line + 1})")
+    collector = _PlanCollector(parsed)
+    collector.collect()
     return ExecutionPlan(
         filename=filename,
         source=_apply_edits(source, collector.edits),
-        statements=tuple(collector.statements),
-        neutralised=tuple(collector.neutralised),
+        statements=tuple(sorted(collector.statements, key=lambda s: (s.line, s.end_line))),
+        neutralised=tuple(sorted(collector.neutralised, key=lambda n: n.line)),
         run_once_loops=tuple(sorted(collector.run_once_loops)),
     )
 
@@ -133,54 +133,26 @@ class _Edit:
     text: str
 
 
-def dotted_name(node: cst.BaseExpression) -> str | None:
-    """`torch.nn.Linear` -> "torch.nn.Linear"; anything that is not a plain dotted name -> None."""
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = dotted_name(node.value)
-        return f"{base}.{node.attr.value}" if base else None
-    return None
+_SIMPLE_STATEMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Expr, ast.Return, ast.Delete, ast.Pass,
+                      ast.Raise, ast.Assert, ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal, ast.Break,
+                      ast.Continue)
 
 
-def _bound_names(target: cst.BaseExpression) -> list[str]:
-    if isinstance(target, (cst.Tuple, cst.List)):
-        return [name for el in target.elements for name in _bound_names(el.value)]
-    if isinstance(target, cst.StarredElement):
+def _bound_names(target: ast.AST) -> list[str]:
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [name for element in target.elts for name in _bound_names(element)]
+    if isinstance(target, ast.Starred):
         return _bound_names(target.value)
-    name = dotted_name(target)
+    name = target_key(target)
     # `self.pe = ...` is worth showing; `a.b.c = ...` rarely is and costs a getattr chain.
     if name is not None and name.count(".") <= 1:
         return [name]
     return []
 
 
-class _LoopContents(cst.CSTVisitor):
-    """Does a loop body train (backward / step / zero_grad) or read a data loader?"""
-
-    def __init__(self, loader_names: set[str]) -> None:
-        self.trains = False
-        self.loader_names = loader_names
-
-    def visit_Call(self, node: cst.Call) -> None:
-        if isinstance(node.func, cst.Attribute) and node.func.attr.value in _TRAINING_METHODS:
-            self.trains = True
-
-    def visit_For(self, node: cst.For) -> None:
-        if _iterates_loader(node.iter, self.loader_names):
-            self.trains = True
-
-
-def _iterates_loader(iterable: cst.BaseExpression, loader_names: set[str]) -> bool:
-    names = {n.value for n in m.findall(iterable, m.Name())}
-    attrs = {a.attr.value for a in m.findall(iterable, m.Attribute())}
-    return any("loader" in n.lower() or n in loader_names for n in names | attrs)
-
-
-class _PlanCollector(cst.CSTVisitor):
-    def __init__(self, positions, lines: list[str]) -> None:
-        self.positions = positions
-        self.lines = lines
+class _PlanCollector:
+    def __init__(self, parsed: ParsedModule) -> None:
+        self.parsed = parsed
         self.edits: list[_Edit] = []
         self.statements: list[Statement] = []
         self.neutralised: list[Neutralised] = []
@@ -188,99 +160,111 @@ class _PlanCollector(cst.CSTVisitor):
         self.loader_names: set[str] = set()
         self.optimizer_names: set[str] = set()
 
-    def _range(self, node: cst.CSTNode) -> CodeRange:
-        return self.positions[node]
-
-    def _line_range(self, node: cst.CSTNode) -> tuple[int, int]:
-        rng = self.positions[node]
-        return rng.start.line - 1, rng.end.line - 1
-
-    def _statement(self, node: cst.CSTNode, binds: list[str], header_only: cst.CSTNode | None = None):
-        rng = self._range(node)
-        end = self._range(header_only).end.line if header_only is not None else rng.end.line
-        self.statements.append(Statement(rng.start.line - 1, end - 1, tuple(dict.fromkeys(binds))))
+    def collect(self) -> None:
+        nodes = list(ast.walk(self.parsed.tree))
+        for node in nodes:  # first the names, so a loop before its loader's binding still counts
+            if isinstance(node, ast.Assign):
+                self._remember_kinds(node)
+        skipped: list[Span] = []
+        for node in nodes:
+            if isinstance(node, _SIMPLE_STATEMENTS):
+                self._statement(node, self._binds(node))
+            elif isinstance(node, (ast.For, ast.AsyncFor)):
+                self._statement(node, _bound_names(node.target), header_end=node.iter)
+                if self._is_training_loop(node, node.iter):
+                    self._wrap(node.iter, f"{HELPER}.once((", "))")
+                    self.run_once_loops.add(self._line_range(node))
+            elif isinstance(node, ast.While):
+                self._statement(node, [], header_end=node.test)
+                if self._is_training_loop(node, None):
+                    line = node.lineno - 1
+                    self._wrap(node.test, f"{HELPER}.once_while({line}) and (", ")")
+                    self.run_once_loops.add(self._line_range(node))
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                binds = [n for item in node.items if item.optional_vars is not None for n in _bound_names(item.optional_vars)]
+                self._statement(node, binds, header_end=node.items[-1].context_expr)
+            elif isinstance(node, ast.Call):
+                self._maybe_skip(node, skipped)
 
     # statements -----------------------------------------------------------------------------
 
-    def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
-        binds: list[str] = []
-        for small in node.body:
-            if isinstance(small, cst.Assign):
-                for target in small.targets:
-                    binds += _bound_names(target.target)
-                self._remember_kinds(small.targets, small.value)
-            elif isinstance(small, (cst.AnnAssign, cst.AugAssign)) and getattr(small, "value", None):
-                binds += _bound_names(small.target)
-        self._statement(node, binds)
+    def _statement(self, node: ast.AST, binds: list[str], header_end: ast.AST | None = None) -> None:
+        end = (header_end or node).end_lineno
+        self.statements.append(Statement(node.lineno - 1, end - 1, tuple(dict.fromkeys(binds))))
 
-    def _remember_kinds(self, targets, value: cst.BaseExpression) -> None:
+    @staticmethod
+    def _binds(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.Assign):
+            return [name for target in node.targets for name in _bound_names(target)]
+        if isinstance(node, (ast.AnnAssign, ast.AugAssign)) and node.value is not None:
+            return _bound_names(node.target)
+        return []
+
+    def _line_range(self, node: ast.AST) -> tuple[int, int]:
+        return node.lineno - 1, node.end_lineno - 1
+
+    def _remember_kinds(self, node: ast.Assign) -> None:
         """Names bound to DataLoaders / optimizers, so loops over them and their steps are known."""
-        if not isinstance(value, cst.Call):
+        if not isinstance(node.value, ast.Call):
             return
-        callee = dotted_name(value.func) or ""
-        names = [n for t in targets for n in _bound_names(t.target)]
+        callee = self.parsed.qualified_name(node.value.func) or ""
+        names = [n for target in node.targets for n in _bound_names(target)]
         if callee.endswith("DataLoader"):
             self.loader_names.update(names)
-        elif ("optim." in callee and "lr_scheduler" not in callee) or callee.endswith("GradScaler"):
+        elif (callee.startswith("torch.optim.") and ".lr_scheduler." not in callee) or callee.endswith("GradScaler"):
             self.optimizer_names.update(names)
 
-    def visit_For(self, node: cst.For) -> None:
-        self._statement(node, _bound_names(node.target), header_only=node.iter)
-        if self._is_training_loop(node, node.iter):
-            it = self._range(node.iter)
-            self._wrap(it, f"{HELPER}.once((", "))")
-            self.run_once_loops.add(self._line_range(node))
+    # loops ----------------------------------------------------------------------------------
 
-    def visit_While(self, node: cst.While) -> None:
-        self._statement(node, [], header_only=node.test)
-        if self._is_training_loop(node, None):
-            line = self._range(node).start.line - 1
-            self._wrap(self._range(node.test), f"{HELPER}.once_while({line}) and (", ")")
-            self.run_once_loops.add(self._line_range(node))
-
-    def visit_With(self, node: cst.With) -> None:
-        binds = [n for item in node.items if item.asname for n in _bound_names(item.asname.name)]
-        last = node.items[-1].item
-        self._statement(node, binds, header_only=last)
-
-    def _is_training_loop(self, node: cst.CSTNode, iterable: cst.BaseExpression | None) -> bool:
-        if iterable is not None and _iterates_loader(iterable, self.loader_names):
+    def _is_training_loop(self, loop: ast.AST, iterable: ast.AST | None) -> bool:
+        if iterable is not None and self._iterates_loader(iterable):
             return True
-        contents = _LoopContents(self.loader_names)
-        node.body.visit(contents)
-        return contents.trains
+        for statement in loop.body:
+            for node in ast.walk(statement):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                        and node.func.attr in _TRAINING_METHODS:
+                    return True
+                if isinstance(node, (ast.For, ast.AsyncFor)) and self._iterates_loader(node.iter):
+                    return True
+        return False
+
+    def _iterates_loader(self, iterable: ast.AST) -> bool:
+        names = {n.id for n in ast.walk(iterable) if isinstance(n, ast.Name)}
+        names |= {a.attr for a in ast.walk(iterable) if isinstance(a, ast.Attribute)}
+        return any("loader" in n.lower() or n in self.loader_names for n in names)
 
     # neutralised calls ----------------------------------------------------------------------
 
-    def visit_Call(self, node: cst.Call) -> bool:
+    def _maybe_skip(self, node: ast.Call, skipped: list[Span]) -> None:
         reason = self._skip_reason(node)
         if reason is None:
-            return True
-        rng = self._range(node)
+            return
+        span = self.parsed.span(node)
+        if any(outer.start <= span.start and span.end <= outer.end for outer in skipped):
+            return  # inside a call that is already removed
+        skipped.append(span)
+        lines = self.parsed.lines
         # Same line count, and each continuation line keeps its indentation.
-        padding = "".join("\n" + _indent(self.lines[i]) for i in range(rng.start.line, rng.end.line))
-        self.edits.append(
-            _Edit(rng.start.line - 1, rng.start.column, rng.end.line - 1, rng.end.column,
-                  f"{HELPER}.skipped({reason!r}{padding})")
-        )
-        self.neutralised.append(Neutralised(rng.start.line - 1, reason))
-        return False  # nothing inside a removed call runs, so nothing inside needs edits
+        padding = "".join("\n" + _indent(lines[i + 1]) for i in range(span.start.line, span.end.line))
+        self.edits.append(_Edit(span.start.line, span.start.col, span.end.line, span.end.col,
+                                f"{HELPER}.skipped({reason!r}{padding})"))
+        self.neutralised.append(Neutralised(span.start.line, reason))
 
-    def _skip_reason(self, node: cst.Call) -> str | None:
-        callee = dotted_name(node.func)
+    def _skip_reason(self, node: ast.Call) -> str | None:
+        callee = self.parsed.qualified_name(node.func)
         if callee in _SKIPPED_CALLS:
             return _SKIPPED_CALLS[callee]
-        if isinstance(node.func, cst.Attribute) and node.func.attr.value == "step":
-            receiver = dotted_name(node.func.value) or ""
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "step":
+            receiver = target_key(node.func.value) or ""
             leaf = receiver.rsplit(".", 1)[-1]
             if receiver in self.optimizer_names or "optim" in leaf.lower() or "scaler" in leaf.lower():
                 return "optimizer step (shapes never need it; Adam/AdamW raise on meta)"
         return None
 
-    def _wrap(self, rng: CodeRange, before: str, after: str) -> None:
-        start, end = rng.start, rng.end
-        self.edits.append(_Edit(start.line - 1, start.column, start.line - 1, start.column, before))
-        self.edits.append(_Edit(end.line - 1, end.column, end.line - 1, end.column, after))
+    def _wrap(self, node: ast.AST, before: str, after: str) -> None:
+        span = self.parsed.span(node)
+        self.edits.append(_Edit(span.start.line, span.start.col, span.start.line, span.start.col, before))
+        self.edits.append(_Edit(span.end.line, span.end.col, span.end.line, span.end.col, after))
 
 
 def _indent(text: str) -> str:
