@@ -1,20 +1,23 @@
 """Signature and first doc paragraph of the torch API under the cursor, resolved with jedi.
 
-jedi can take seconds on torch the first time (it parses torch's sources), so lookups never run
-on the event loop and never make a hover wait: `lookup()` answers from the cache or returns None
-and queues the lookup on one background thread; `prefetch()` warms the cache for every torch
-name a document uses, right after its shapes arrive. jedi reads source files; torch is not
-imported into the server process.
+jedi can take seconds on torch the first time (it parses torch's sources) and keeps ~70 MB of
+parse trees, so lookups run in one small helper process (spawned on first use; torch is never
+imported, jedi reads source files) and never make a hover wait: `lookup()` answers from the
+cache or returns None and queues the lookup; `prefetch()` warms the cache for every torch name
+a document uses, right after its shapes arrive.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import queue
 import re
+import subprocess
+import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,9 @@ class ApiDocs:
         self._cache: dict[tuple[str, str], ApiDoc | None] = {}
         self._queued: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-lsp-jedi")
+        self._requests: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._helper: subprocess.Popen | None = None
 
     def lookup(self, source: str, path: str | None, line: int, col: int, word: str) -> ApiDoc | None:
         """Cached doc for `word` (a dotted name) at (line, col); None now, maybe later."""
@@ -49,7 +54,10 @@ class ApiDocs:
             if key in self._queued:
                 return None
             self._queued.add(key)
-        self._executor.submit(self._resolve, key, source, path, line, col)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="torch-lsp-api-docs", daemon=True)
+                self._thread.start()
+        self._requests.put((key, {"source": source, "path": path, "line": line, "col": col}))
         return None
 
     def prefetch(self, source: str, path: str | None) -> None:
@@ -61,17 +69,32 @@ class ApiDocs:
                     self.lookup(source, path, index, match.end(1) - 1, name)
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._requests.put(None)
+        helper = self._helper
+        if helper is not None and helper.poll() is None:
+            helper.kill()
 
-    def _resolve(self, key, source: str, path: str | None, line: int, col: int) -> None:
-        doc = None
+    def _serve(self) -> None:
+        while (item := self._requests.get()) is not None:
+            key, request = item
+            doc = self._ask(request)
+            with self._lock:
+                self._cache[key] = doc
+                self._queued.discard(key)
+
+    def _ask(self, request: dict) -> ApiDoc | None:
         try:
-            doc = _infer(source, path, line, col)
-        except Exception:  # noqa: BLE001 - jedi failing on odd code only means no doc
-            log.debug("jedi failed for %s", key, exc_info=True)
-        with self._lock:
-            self._cache[key] = doc
-            self._queued.discard(key)
+            if self._helper is None or self._helper.poll() is not None:
+                self._helper = subprocess.Popen(
+                    [sys.executable, "-m", "torch_lsp.server.api_docs"], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self._helper.stdin.write(json.dumps(request) + "\n")
+            self._helper.stdin.flush()
+            reply = json.loads(self._helper.stdout.readline() or "null")
+        except (OSError, ValueError):  # the helper died: no doc this time, a new helper next time
+            log.debug("api docs helper failed", exc_info=True)
+            return None
+        return ApiDoc(**reply) if reply else None
 
 
 def _imports_key(source: str) -> str:
@@ -93,6 +116,18 @@ def _infer(source: str, path: str | None, line: int, col: int) -> ApiDoc | None:
     return None
 
 
+def serve_lookups() -> None:
+    """The helper process: one JSON request per stdin line, one JSON reply per stdout line."""
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            doc = _infer(request["source"], request["path"], request["line"], request["col"])
+        except Exception:  # noqa: BLE001 - jedi failing on odd code only means no doc
+            doc = None
+        sys.stdout.write(json.dumps(asdict(doc) if doc else None) + "\n")
+        sys.stdout.flush()
+
+
 def first_paragraph(docstring: str) -> str:
     """The first paragraph that is prose, not a repeated signature line like `relu(input) -> Tensor`."""
     for paragraph in re.split(r"\n\s*\n", docstring.strip()):
@@ -100,3 +135,7 @@ def first_paragraph(docstring: str) -> str:
         if text and not re.match(r"^[\w.]+\(.*\)( -> .*)?$", text):
             return text
     return ""
+
+
+if __name__ == "__main__":
+    serve_lookups()

@@ -26,11 +26,21 @@ def hover_markdown(ls: "TorchLanguageServer", uri: str, position: types.Position
             parts.append(shape_text)
     word = view.word_at(lines[pos.line], pos.col) if pos.line < len(lines) else None
     if word is not None and "." in word[0] and not word[0].startswith("self."):
-        document = ls.workspace.get_text_document(uri)
-        doc = ls.shapes.api_docs.lookup(document.source, document.path, pos.line, word[2] - 1, word[0])
+        doc = _api_doc(ls, uri, pos, word[0], word[2], shapes)
         if doc is not None:
             parts.append(doc.markdown())
     return "\n\n---\n\n".join(parts) if parts else None
+
+
+def _api_doc(ls, uri: str, pos, name: str, end: int, shapes):
+    base, _, method = name.rpartition(".")
+    if shapes is not None and "." not in base and view.variable_at(shapes.report, lines_of(ls, uri), pos, base):
+        # `x.view(...)` on a tensor the report knows: jedi cannot infer x's type, so ask about
+        # torch.Tensor's method directly.
+        source = f"import torch\ntorch.Tensor.{method}"
+        return ls.shapes.api_docs.lookup(source, None, 1, len(source.splitlines()[1]) - 1, f"torch.Tensor.{method}")
+    document = ls.workspace.get_text_document(uri)
+    return ls.shapes.api_docs.lookup(document.source, document.path, pos.line, end - 1, name)
 
 
 def register(ls: "TorchLanguageServer") -> None:
