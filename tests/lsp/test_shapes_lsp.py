@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import FIXTURES, ROOT
 from tests.lsp.conftest import SERVER, diagnostics_for, open_text, replace_text
+
+pytestmark = pytest.mark.slow  # server, shape worker and jedi helper processes
 
 SEED = FIXTURES / "cifar10_seed.py"
 SEED_URI = SEED.as_uri()

@@ -10,7 +10,7 @@ from tests.shapes.helpers import cpu_run, shape_of, variable
 from torch_lsp.analysis.plan import build_plan
 from torch_lsp.shapes.engine import JobSettings, ShapeEngine
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # a real worker process
 
 SOURCE = textwrap.dedent("""
     import torch

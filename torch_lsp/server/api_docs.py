@@ -9,6 +9,7 @@ a document uses, right after its shapes arrive.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -97,6 +98,7 @@ class ApiDocs:
         return ApiDoc(**reply) if reply else None
 
 
+@functools.lru_cache(maxsize=8)
 def _imports_key(source: str) -> str:
     """What a dotted name resolves to depends only on the file's imports."""
     imports = [l.strip() for l in source.splitlines() if l.lstrip().startswith(("import ", "from "))]

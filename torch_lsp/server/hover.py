@@ -26,15 +26,15 @@ def hover_markdown(ls: "TorchLanguageServer", uri: str, position: types.Position
             parts.append(shape_text)
     word = view.word_at(lines[pos.line], pos.col) if pos.line < len(lines) else None
     if word is not None and "." in word[0] and not word[0].startswith("self."):
-        doc = _api_doc(ls, uri, pos, word[0], word[2], shapes)
+        doc = _api_doc(ls, uri, lines, pos, word[0], word[2], shapes)
         if doc is not None:
             parts.append(doc.markdown())
     return "\n\n---\n\n".join(parts) if parts else None
 
 
-def _api_doc(ls, uri: str, pos, name: str, end: int, shapes):
+def _api_doc(ls, uri: str, lines: list[str], pos, name: str, end: int, shapes):
     base, _, method = name.rpartition(".")
-    if shapes is not None and "." not in base and view.variable_at(shapes.report, lines_of(ls, uri), pos, base):
+    if shapes is not None and "." not in base and view.variable_at(shapes.report, lines, pos, base):
         # `x.view(...)` on a tensor the report knows: jedi cannot infer x's type, so ask about
         # torch.Tensor's method directly.
         source = f"import torch\ntorch.Tensor.{method}"

@@ -7,6 +7,7 @@ Hover and inlay hints read `ShapeService.latest()`: they never wait on torch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -140,4 +141,11 @@ def register(ls: "TorchLanguageServer") -> ShapeService:
 
 
 def lines_of(ls: "TorchLanguageServer", uri: str) -> list[str]:
-    return [line.rstrip("\r\n") for line in ls.workspace.get_text_document(uri).lines]
+    return _split_lines(ls.workspace.get_text_document(uri).source)
+
+
+@functools.lru_cache(maxsize=8)
+def _split_lines(source: str) -> list[str]:
+    # Hover and inlay hints ask for every request; the text changes far less often. Callers
+    # must not mutate the list.
+    return source.splitlines()
