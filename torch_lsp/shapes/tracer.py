@@ -252,13 +252,19 @@ class Recorder:
         self.flush_expression()
         variables = [
             VariableShapes(name=name, line=stmt.line, end_line=stmt.end_line, values=values)
-            for (_, name), (stmt, values) in sorted(self.variables.items())
+            for (_, name), (stmt, values) in sorted(
+                self.variables.items(), key=lambda item: (item[0][0], _bind_order(item[1][0], item[0][1])))
         ]
         expressions = [
             ExpressionShapes(range=rng, values=values, module=module)
             for rng, values, module in (self.expressions[k] for k in sorted(self.expressions))
         ]
         return variables, expressions
+
+
+def _bind_order(stmt: Statement, name: str) -> int:
+    """Targets in the order they are written: `logits, feats = ...`."""
+    return stmt.binds.index(name) if name in stmt.binds else len(stmt.binds)
 
 
 def _lookup(scope: dict, dotted: str) -> Any:
