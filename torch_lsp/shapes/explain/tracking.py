@@ -1,0 +1,160 @@
+"""Which nn.Module calls and which torch function call were running when torch raised.
+
+Module calls come from global forward hooks, torch function calls from a TorchFunctionMode;
+both are installed only inside ``track_calls()``. torch is imported lazily so the server
+process can import this package for its names without paying for torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+
+@dataclass
+class ModuleCall:
+    """One nn.Module call in progress: the module and the positional inputs it received."""
+
+    module: Any
+    inputs: tuple
+
+    @property
+    def input_shapes(self) -> tuple:
+        return tuple(shape_of(value) for value in self.inputs)
+
+
+@dataclass
+class TorchCall:
+    """One torch function call (``torch.cat``, ``Tensor.view``, ``F.linear``...)."""
+
+    func: Any
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return getattr(self.func, "__name__", str(self.func))
+
+    @property
+    def arg_shapes(self) -> tuple:
+        return tuple(shape_of(value) for value in self.args)
+
+
+# Failures caught by user code (a retry loop, say) must not pile up without bound.
+_MAX_REMEMBERED = 256
+
+
+class CallTracker:
+    """What was running when an exception was raised; filled by ``track_calls``."""
+
+    def __init__(self) -> None:
+        self.stack: list[ModuleCall] = []
+        self.last_call: TorchCall | None = None
+        # Keyed by id(exc); the exception is stored too so its id cannot be reused.
+        self._modules_at: dict[int, tuple[BaseException, tuple[ModuleCall, ...]]] = {}
+        self._call_at: dict[int, tuple[BaseException, TorchCall]] = {}
+
+    def modules_at_failure(self, exc: BaseException) -> tuple[ModuleCall, ...]:
+        """Modules running when ``exc`` was raised, outermost first."""
+        entry = self._modules_at.get(id(exc))
+        return entry[1] if entry and entry[0] is exc else ()
+
+    def call_at_failure(self, exc: BaseException) -> TorchCall | None:
+        entry = self._call_at.get(id(exc))
+        return entry[1] if entry and entry[0] is exc else None
+
+    # The engine's own TorchFunctionMode can feed these instead of ours (track_calls(False)).
+    def record_call(self, func: Any, args: tuple, kwargs: dict | None) -> TorchCall:
+        self.last_call = TorchCall(func, args, kwargs or {})
+        return self.last_call
+
+    def record_failure(self, exc: BaseException, call: TorchCall) -> None:
+        # The innermost failing call is recorded first; outer ones must not overwrite it.
+        if len(self._call_at) < _MAX_REMEMBERED:
+            self._call_at.setdefault(id(exc), (exc, call))
+
+    def _push(self, module: Any, inputs: tuple) -> None:
+        self.stack.append(ModuleCall(module, inputs))
+
+    def _pop(self, module: Any, failed_with: BaseException | None) -> None:
+        if failed_with is not None and len(self._modules_at) < _MAX_REMEMBERED:
+            self._modules_at.setdefault(id(failed_with), (failed_with, tuple(self.stack)))
+        for index in range(len(self.stack) - 1, -1, -1):
+            if self.stack[index].module is module:
+                del self.stack[index:]
+                return
+
+
+def shape_of(value: Any) -> list[int] | None:
+    shape = getattr(value, "shape", None)
+    if shape is None or not hasattr(value, "dim"):
+        return None
+    try:
+        return [int(size) for size in shape]
+    except (TypeError, ValueError):  # symbolic sizes
+        return [size for size in shape]
+
+
+def _raised_through(exc: BaseException, frame: types.FrameType) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame is frame:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _function_mode_class():
+    from torch.overrides import TorchFunctionMode
+
+    class CallRecorder(TorchFunctionMode):
+        def __init__(self, tracker: CallTracker) -> None:
+            super().__init__()
+            self.tracker = tracker
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            call = self.tracker.record_call(func, args, kwargs)
+            try:
+                return func(*args, **(kwargs or {}))
+            except Exception as exc:
+                self.tracker.record_failure(exc, call)
+                raise
+
+    return CallRecorder
+
+
+@contextlib.contextmanager
+def track_calls(function_calls: bool = True) -> Iterator[CallTracker]:
+    """Track module calls (and torch function calls unless the caller records them itself)."""
+    from torch.nn.modules import module as nn_module
+
+    tracker = CallTracker()
+
+    def before_forward(module, inputs):
+        tracker._push(module, inputs)
+
+    def after_forward(module, inputs, output):
+        # always_call=True runs this hook from _call_impl's except block when forward raised;
+        # then the active exception's traceback passes through our caller's frame.
+        active = sys.exc_info()[1]
+        if active is not None and not _raised_through(active, sys._getframe(1)):
+            active = None
+        tracker._pop(module, active)
+
+    handles = [
+        nn_module.register_module_forward_pre_hook(before_forward),
+        nn_module.register_module_forward_hook(after_forward, always_call=True),
+    ]
+    mode = _function_mode_class()(tracker) if function_calls else None
+    try:
+        if mode is None:
+            yield tracker
+        else:
+            with mode:
+                yield tracker
+    finally:
+        for handle in handles:
+            handle.remove()
