@@ -147,3 +147,14 @@ def test_training_step_with_adam_and_shuffled_loader_is_not_an_error(run_meta):
     assert variable(report, "logits").values == [variable(report, "logits").values[0]]  # ran once
     assert variable(report, "logits").values[0].shape == (16, 3)
     assert variable(report, "loss").values[0].shape == ()
+
+
+def test_a_failing_statement_shows_no_stale_value(run_meta):
+    source = '''
+    import torch
+    x = torch.ones(2, 3)
+    x = x @ torch.ones(4, 5)
+    '''
+    report = run_meta(source)
+    assert report.errors and report.errors[0].range.line == line_of(source, "x = x @")
+    assert [v.line for v in report.variables if v.name == "x"] == [line_of(source, "x = torch.ones")]

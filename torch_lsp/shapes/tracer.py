@@ -150,6 +150,9 @@ class Recorder:
                 self._pending_statement[id(frame)] = (frame, stmt)
         elif event == "return":
             self._flush_statement(frame)
+        elif event == "exception":
+            # The statement did not complete: its targets still hold their old values.
+            self._pending_statement.pop(id(frame), None)
         return self.local_trace
 
     def _flush_statement(self, frame: FrameType) -> None:
@@ -290,10 +293,12 @@ def module_summary(module: torch.nn.Module) -> str:
 class RecordingMode(TorchFunctionMode):
     """Sees every torch call: keeps it on the execution device and records its output."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, tracker=None) -> None:
         super().__init__()
         self.recorder = recorder
         self.device = recorder.device
+        # explain's CallTracker, fed from here so that torch calls pass through one mode, not two.
+        self.tracker = tracker
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
@@ -311,7 +316,15 @@ class RecordingMode(TorchFunctionMode):
             args = tuple(self.device if _is_device_like(a) else a for a in args)
         elif args:
             args = tuple(self._same_device(a) for a in args)
-        output = func(*args, **kwargs)
+        if self.tracker is None:
+            output = func(*args, **kwargs)
+        else:
+            call = self.tracker.record_call(func, args, kwargs)
+            try:
+                output = func(*args, **kwargs)
+            except Exception as error:
+                self.tracker.record_failure(error, call)
+                raise
         if not self.recorder.inside_library_model:
             self.recorder.record_output(output)
         return output

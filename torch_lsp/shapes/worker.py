@@ -99,7 +99,7 @@ def _execute(plan: ExecutionPlan, device: torch.device, timeout_s: float, on_lin
         try:
             code = compile(plan.source, plan.filename, "exec")
             sys.settrace(recorder.global_trace)
-            with torch.device(device), RecordingMode(recorder):
+            with torch.device(device), RecordingMode(recorder, tracker):
                 exec(code, scope)
         except BaseException as exc:  # the user's code may raise anything, SystemExit included
             error = exc
@@ -192,7 +192,7 @@ def _tracking():
     if track_calls is None:
         yield None
         return
-    with track_calls() as tracker:
+    with track_calls(function_calls=False) as tracker:  # RecordingMode feeds it torch calls
         yield tracker
 
 
