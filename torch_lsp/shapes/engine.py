@@ -172,8 +172,7 @@ class ShapeEngine:
             elif kind in ("result", "cancelled"):
                 pending = self._pending.get(message.get("id"))
                 if pending is not None and not pending.future.done():
-                    report = ShapeReport.model_validate(message["report"]) if kind == "result" else None
-                    pending.future.set_result(report)
+                    pending.future.set_result(_parse_report(message) if kind == "result" else None)
         if not self._closing and self._process is process:
             await self._restart()
 
@@ -194,6 +193,13 @@ class ShapeEngine:
                 continue
             pending.attempts += 1
             self._send(pending.message)
+
+
+def _parse_report(message: dict) -> ShapeReport:
+    try:
+        return ShapeReport.model_validate_json(message.get("report_json") or "")
+    except ValueError:
+        return ShapeReport(stopped="the shape worker sent an unreadable report")
 
 
 def _cache_key(plan: ExecutionPlan, settings: JobSettings) -> str:

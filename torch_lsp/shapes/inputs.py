@@ -7,8 +7,8 @@ module adds is data the file *loads*:
 - torchvision datasets that would read or download files (CIFAR10, MNIST, ...) become
   `FakeData` of the same image size and class count, with the user's transforms;
 - weights that would be downloaded (`weights=...`, `pretrained=True`) stay random;
-- DataLoaders run in-process (`num_workers=0`) and produce their batches on the CPU (samplers
-  need real random numbers) before the batch moves to the execution device.
+- DataLoaders run in-process (`num_workers=0`) and yield one batch, made on the CPU (samplers
+  need real random numbers) from one sample repeated, then moved to the execution device.
 - `__torch_lsp__.once(...)` / `once_while(...)`: what the plan puts around training loops.
 """
 
@@ -110,19 +110,39 @@ def _patch_data_loader() -> None:
         with loading_data():
             real_init(self, *args, **kwargs)
 
-    def batches_on_device(self):
+    def one_batch_on_device(self):
         with loading_data():
-            iterator = real_iter(self)
-        while True:
-            with loading_data():
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    return
+            batch = _first_batch(self, real_iter)
+        if batch is not None:
             yield to_device(batch, _device)
 
     DataLoader.__init__ = init_in_process
-    DataLoader.__iter__ = batches_on_device
+    DataLoader.__iter__ = one_batch_on_device
+
+
+def _first_batch(loader, real_iter):
+    """The loader's first batch, built from one sample repeated: same shapes and dtypes as a
+    real batch (collate sees `batch_size` samples of the dataset's own kind) for 1/batch_size of
+    the transform cost. A loader that yields differently (iterable datasets, custom batch
+    samplers, no automatic batching) gets its real first batch."""
+    from torch.utils.data import BatchSampler, IterableDataset
+
+    dataset, batch_size = loader.dataset, loader.batch_size
+    plain = (batch_size is not None and not isinstance(dataset, IterableDataset)
+             and type(loader.batch_sampler) is BatchSampler and hasattr(dataset, "__len__"))
+    if plain:
+        size = len(dataset)
+        if size == 0:
+            return None
+        index = next(iter(loader.sampler))
+        count = min(batch_size, size) if not loader.drop_last else batch_size
+        if loader.drop_last and size < batch_size:
+            return None
+        return loader.collate_fn([dataset[index]] * count)
+    try:
+        return next(real_iter(loader))
+    except StopIteration:
+        return None
 
 
 def _patch_weight_loading() -> None:

@@ -13,6 +13,8 @@ frames of a 4-byte big-endian length and a JSON object (see `protocol.py`). Jobs
 
 from __future__ import annotations
 
+import gc
+import json
 import mmap
 import os
 import resource
@@ -225,6 +227,16 @@ class Job:
 
 
 @dataclass
+class Spare:
+    """A fork made ahead of time, waiting for its job: a job does not wait for fork() (~60 ms
+    for a process that has imported torch)."""
+
+    pid: int
+    job_fd: int  # the worker writes the job here
+    result_fd: int  # and reads the report here
+
+
+@dataclass
 class RunningJob:
     job: Job
     pid: int
@@ -232,12 +244,26 @@ class RunningJob:
     deadline: float
     output: bytearray = field(default_factory=bytearray)
 
+    def complete(self) -> bool:
+        if len(self.output) < _LENGTH.size:
+            return False
+        (length,) = _LENGTH.unpack_from(self.output)
+        return len(self.output) - _LENGTH.size == length
+
+    def report_json(self) -> str:
+        return self.output[_LENGTH.size:].decode()
+
+
+_LENGTH = struct.Struct(">Q")
+
 
 class Worker:
     def __init__(self, out_fd: int) -> None:
         self.out_fd = out_fd
         self.queue: dict[str, Job] = {}
         self.running: RunningJob | None = None
+        self.spare: Spare | None = None
+        self.exiting: list[int] = []  # finished jobs still tearing down; reaped without waiting
         # The child writes the line it is on here; read when it has to be killed.
         self.progress = mmap.mmap(-1, 8)
 
@@ -246,31 +272,42 @@ class Worker:
 
     def serve(self) -> None:
         reader = FrameReader(0)
+        self.spare = self._fork_spare()
         self.send({"type": "ready", "pid": os.getpid()})
+        try:
+            self._loop(reader)
+        finally:
+            self._kill_running()
+            if self.spare is not None:
+                _kill(self.spare.pid)
+
+    def _loop(self, reader: FrameReader) -> None:
         while True:
+            self._reap()
             fds = [0] + ([self.running.fd] if self.running else [])
             wait = max(0.0, self.running.deadline - time.monotonic()) if self.running else None
+            if self.exiting:
+                wait = 0.2 if wait is None else min(wait, 0.2)
             readable, _, _ = select.select(fds, [], [], wait)
             if 0 in readable:
                 messages = reader.read()
                 if messages is None:  # the server went away
-                    self._kill_running()
                     return
                 for message in messages:
                     if message.get("type") == "shutdown":
-                        self._kill_running()
                         return
                     self._accept(message)
             if self.running and self.running.fd in readable:
                 chunk = os.read(self.running.fd, 1 << 20)
-                if chunk:
-                    self.running.output += chunk
-                else:
+                self.running.output += chunk
+                if not chunk or self.running.complete():
                     self._finish_running()
             if self.running and time.monotonic() > self.running.deadline:
                 self._kill_running(reason="timeout")
             if self.running is None and self.queue:
                 self._start(self.queue.pop(next(iter(self.queue))))
+            elif self.running is None and self.spare is None:
+                self.spare = self._fork_spare()  # while the user is typing, not when a job waits
 
     def _accept(self, message: dict) -> None:
         key = message.get("key", "")
@@ -282,49 +319,107 @@ class Worker:
         if message.get("type") == "job":
             self.queue[key] = Job(**{k: message[k] for k in Job.__dataclass_fields__ if k in message})
 
-    def _start(self, job: Job) -> None:
-        struct.pack_into("i", self.progress, 0, -1)
-        read_fd, write_fd = os.pipe()
+    def _fork_spare(self) -> Spare:
+        # Objects that exist now are never collected by the job's garbage collector, so a fork
+        # does not write to (and copy) every page of the warm heap when gc walks it.
+        gc.freeze()
+        job_read, job_write = os.pipe()
+        result_read, result_write = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the job
-            os.close(read_fd)
-            _run_child(job, write_fd, self.progress)
-        os.close(write_fd)
-        self.running = RunningJob(job, pid, read_fd, time.monotonic() + job.timeout + KILL_GRACE_S)
+        if pid == 0:
+            # Only the job's own pipes stay open: the worker's protocol pipe must reach EOF
+            # when the worker dies, whatever its children are doing.
+            for fd in (job_write, result_read, self.out_fd):
+                os.close(fd)
+            _wait_for_job(job_read, result_write, self.progress)
+        os.close(job_read)
+        os.close(result_write)
+        return Spare(pid, job_write, result_read)
+
+    def _start(self, job: Job) -> None:
+        spare, self.spare = self.spare or self._fork_spare(), None
+        struct.pack_into("i", self.progress, 0, -1)
+        data = json.dumps(job.__dict__).encode()
+        try:
+            while data:
+                data = data[os.write(spare.job_fd, data):]
+        except OSError:
+            pass  # the spare died; its result pipe reports that below
+        os.close(spare.job_fd)
+        self.running = RunningJob(job, spare.pid, spare.result_fd, time.monotonic() + job.timeout + KILL_GRACE_S)
 
     def _finish_running(self) -> None:
         running, self.running = self.running, None
         os.close(running.fd)
+        if running.complete():
+            # Passed through as text: the engine validates it once, the worker never parses it.
+            self.send({"type": "result", "id": running.job.id, "report_json": running.report_json()})
+            self.exiting.append(running.pid)  # tearing down ~1 GB of mappings takes a while
+            return
         _, status = os.waitpid(running.pid, 0)
-        try:
-            report = ShapeReport.model_validate_json(bytes(running.output))
-        except ValueError:
-            line = struct.unpack_from("i", self.progress, 0)[0]
-            report = ShapeReport(stopped=f"the script ended the shape analysis process at line {line + 1}"
-                                 f" (exit status {status})", stopped_line=max(line, 0))
-        self.send({"type": "result", "id": running.job.id, "report": report.model_dump(mode="json")})
+        line = struct.unpack_from("i", self.progress, 0)[0]
+        self._send_report(running.job, ShapeReport(
+            stopped=f"the script ended the shape analysis process at line {line + 1} (exit status {status})",
+            stopped_line=max(line, 0)))
+
+    def _send_report(self, job: Job, report: ShapeReport) -> None:
+        self.send({"type": "result", "id": job.id, "report_json": report.model_dump_json()})
+
+    def _reap(self) -> None:
+        for pid in list(self.exiting):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.exiting.remove(pid)
 
     def _kill_running(self, reason: str = "") -> None:
         running, self.running = self.running, None
         if running is None:
             return
-        try:
-            os.killpg(running.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(running.pid, 0)
+        _kill(running.pid)
         os.close(running.fd)
         if reason == "cancelled":
             self.send({"type": "cancelled", "id": running.job.id})
         elif reason == "timeout":
             line = struct.unpack_from("i", self.progress, 0)[0]
-            report = ShapeReport(stopped=f"shape analysis stopped after {running.job.timeout:g} s at line {line + 1}",
-                                 stopped_line=max(line, 0))
-            self.send({"type": "result", "id": running.job.id, "report": report.model_dump(mode="json")})
+            self._send_report(running.job, ShapeReport(
+                stopped=f"shape analysis stopped after {running.job.timeout:g} s at line {line + 1}",
+                stopped_line=max(line, 0)))
+
+
+def _kill(pid: int) -> None:
+    """Kill a job and everything it started (its session), then reap it."""
+    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            kill()
+        except (ProcessLookupError, PermissionError):
+            continue
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _wait_for_job(job_fd: int, result_fd: int, progress: mmap.mmap) -> None:
+    """In a spare fork: read the job (until the worker closes the pipe), run it, exit."""
+    try:
+        chunks = []
+        while chunk := os.read(job_fd, 1 << 20):
+            chunks.append(chunk)
+        os.close(job_fd)
+        if not chunks:  # the worker is shutting down or gone
+            os._exit(0)
+        job = Job(**json.loads(b"".join(chunks)))
+    except BaseException:  # noqa: BLE001
+        os._exit(1)
+    _run_child(job, result_fd, progress)
 
 
 def _run_child(job: Job, write_fd: int, progress: mmap.mmap) -> None:
     try:
+        gc.disable()  # a short-lived job: collection would only copy shared pages
         os.setsid()  # one process group: killing it also kills anything the job started
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -341,11 +436,14 @@ def _run_child(job: Job, write_fd: int, progress: mmap.mmap) -> None:
         inputs.install()
         report = run_job(plan, job.device, job.timeout,
                          on_line=lambda line: struct.pack_into("i", progress, 0, line))
-        data = report.model_dump_json().encode()
+        body = report.model_dump_json().encode()
+        data = _LENGTH.pack(len(body)) + body
         while data:
             data = data[os.write(write_fd, data):]
-    finally:
-        os._exit(0)
+        os.close(write_fd)  # the worker has the whole report before this process tears down
+    except BaseException:  # noqa: BLE001 - the parent reports where the job stopped
+        os._exit(1)
+    os._exit(0)
 
 
 def _limit_memory(memory_mb: int) -> None:
