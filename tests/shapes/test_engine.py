@@ -134,3 +134,13 @@ async def test_datasets_become_fake_data_of_the_same_size(engine, tmp_path):
     import torchvision
     reference = torchvision.datasets.FakeData(size=8, image_size=(3, 32, 32), transform=torchvision.transforms.ToTensor())
     assert shape_of(reference[0][0]) == (3, 32, 32)
+
+
+async def test_a_hang_is_reported_as_information_at_its_line(engine, tmp_path):
+    from torch_lsp.shapes import view
+
+    source = "import torch\nx = torch.zeros(2)\nwhile True:\n    x = x + 1\n"
+    report = await engine.analyse("hang-note", plan_for(tmp_path, source), JobSettings(timeout=0.5))
+    [note] = view.findings(report, source.splitlines())
+    assert note.code == "TL299" and note.severity.name == "INFO"
+    assert note.span.start.line in (2, 3) and "stopped after 0.5 s" in note.message

@@ -63,7 +63,7 @@ async def _findings(files: list[tuple[Path, str]], settings: JobSettings) -> dic
             if plan.error:
                 continue
             report: ShapeReport | None = await engine.analyse(str(path), plan, settings)
-            results[path] = view.findings(report) if report else []
+            results[path] = view.findings(report, source.splitlines()) if report else []
     finally:
         await engine.close()
     return results

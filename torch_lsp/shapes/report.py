@@ -85,6 +85,7 @@ class ShapeReport(BaseModel):
     # Why the job ended early without a user error (timeout, sys.exit, blocked side effect...).
     stopped: str | None = None
     stopped_line: int | None = None
+    timed_out: bool = False  # the one kind of stop the editor shows (TL299): the user's code hangs
     reran_on_cpu: bool = False
     duration_ms: float = 0.0
 

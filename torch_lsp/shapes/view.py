@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from torch_lsp.analysis.facts import Finding, Position, Severity
+from torch_lsp.analysis.facts import Finding, Position, Severity, Span
 
 if TYPE_CHECKING:  # pydantic costs ~100 ms to import; the server loads it with the first report
     from torch_lsp.shapes.report import ExpressionShapes, ShapeReport, Value, VariableShapes
@@ -145,9 +145,21 @@ def _without_comment(text: str) -> str:
     return text
 
 
-def findings(report: ShapeReport) -> list[Finding]:
-    return [Finding(code=e.code, message=e.message, span=e.range.span(), severity=Severity.ERROR)
-            for e in report.errors]
+STOPPED_CODE = "TL299"
+
+
+def findings(report: ShapeReport, lines: list[str] | None = None) -> list[Finding]:
+    """Shape errors (TL2xx), and an information note (TL299) where a job hung: the user should
+    know why shapes end there. Other stops (sys.exit, data-dependent code) stay quiet."""
+    found = [Finding(code=e.code, message=e.message, span=e.range.span(), severity=Severity.ERROR)
+             for e in report.errors]
+    if report.timed_out and report.stopped_line is not None:
+        line = report.stopped_line
+        text = lines[line] if lines is not None and line < len(lines) else ""
+        start = len(text) - len(text.lstrip())
+        span = Span(Position(line, start), Position(line, max(len(text), start)))
+        found.append(Finding(code=STOPPED_CODE, message=report.stopped, span=span, severity=Severity.INFO))
+    return found
 
 
 def annotate(source: str, report: ShapeReport) -> str:

@@ -122,6 +122,7 @@ def _classify(error, report, plan, tracker, timeout_s, last_line, device) -> boo
     line_text = f"line {where.line + 1}"
     if isinstance(error, JobTimeout):
         report.stopped = f"shape analysis stopped after {timeout_s:g} s at {line_text}"
+        report.timed_out = True
     elif isinstance(error, SystemExit):
         report.stopped = f"the script called sys.exit at {line_text}; shapes up to there"
     elif isinstance(error, guards.ExecutionBlocked):
@@ -386,7 +387,7 @@ class Worker:
             line = struct.unpack_from("i", self.progress, 0)[0]
             self._send_report(running.job, ShapeReport(
                 stopped=f"shape analysis stopped after {running.job.timeout:g} s at line {line + 1}",
-                stopped_line=max(line, 0)))
+                stopped_line=max(line, 0), timed_out=True))
 
 
 def _kill(pid: int) -> None:
