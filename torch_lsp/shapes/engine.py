@@ -70,6 +70,7 @@ class ShapeEngine:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,  # never the LSP stream
             env={**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_die_with_parent,
         )
         self._reader = asyncio.create_task(self._read_results(self._process))
 
@@ -193,6 +194,18 @@ class ShapeEngine:
                 continue
             pending.attempts += 1
             self._send(pending.message)
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: if the server dies (even by SIGKILL), so does the worker,
+    instead of finishing a multi-second torch import for nobody (Linux only)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _parse_report(message: dict) -> ShapeReport:
