@@ -18,8 +18,8 @@ Contract used by the engine (shapes/worker.py, shapes/tracer.py):
   (``.item()``, ``nonzero``, boolean masks, copying meta tensors out, ...): the engine re-runs
   those on CPU instead of reporting them.
 - ``user_span(exc, filename)``: where in the user's file the failing expression is.
-- ``SHAPE_RULES``: code -> (name, summary), for the rule registry and docs
-  (``rule_docs.SHAPE_RULE_DOCS``: each code's documentation in the registry's layout).
+- ``SHAPE_RULES``: code -> (name, summary); defined with each code's documentation in
+  analysis/rules/shape_errors.py, which registers them in the rule registry.
 
 An engine that already runs its own TorchFunctionMode can skip ours:
 ``track_calls(function_calls=False)`` and feed ``tracker.record_call`` /
@@ -27,9 +27,9 @@ An engine that already runs its own TorchFunctionMode can skip ours:
 
 Layout: tracking.py (the tracker), failure.py (what one failure looks like, names,
 formatting), layers.py and tensor_ops.py (one translator per family), data_dependent.py,
-location.py, explained.py (result type, codes), rule_docs.py. A new family is a translator
+location.py, explained.py (result type). A new family is a translator
 function in layers.py or tensor_ops.py, listed in ``_translators()``, with a code in
-SHAPE_RULES, its docs, and a case in tests/shapes/test_explain_families.py.
+SHAPE_RULES and its docs (analysis/rules/shape_errors.py), and a case in tests/shapes/test_explain_families.py.
 """
 
 from __future__ import annotations
