@@ -124,7 +124,7 @@ def _check(args: argparse.Namespace) -> int:
             results.append((path, finding))
             failed |= int(finding.severity) <= threshold
         if settings.execution.enabled and not args.no_shapes:
-            to_run.append((path, source, settings.execution))
+            to_run.append((path, source, settings))
     for path, finding in _shape_findings(to_run):
         results.append((path, finding))
         failed |= int(finding.severity) <= threshold
@@ -139,8 +139,8 @@ def _shape_findings(files) -> list:
     from torch_lsp.shapes.command import shape_findings
     from torch_lsp.shapes.engine import JobSettings
 
-    execution = files[0][2]
-    found = shape_findings([(path, source) for path, source, _ in files],
+    execution = files[0][2].execution
+    found = shape_findings([(path, source, settings.rule_selection()) for path, source, settings in files],
                            JobSettings(execution.device, execution.timeout, execution.memory_mb))
     return [(path, finding) for path, _, _ in files for finding in found.get(path, [])]
 

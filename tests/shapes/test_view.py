@@ -76,3 +76,16 @@ def test_annotated_source_for_the_cli(run_meta):
     assert images_line.endswith("# images: Tensor[4, 3, 32, 32] float32")
     error_index = next(i for i, text in enumerate(annotated) if "# ^ error TL2" in text)
     assert annotated[error_index - 1].startswith("broken = torch.cat")
+
+
+def test_shape_findings_follow_selection_and_suppression(run_meta):
+    from torch_lsp.analysis.rules.selection import RuleSelection
+
+    report = run_meta(SOURCE)
+    lines = SOURCE.splitlines()
+    assert [f.code for f in view.findings(report, lines, RuleSelection())] == [report.errors[0].code]
+    assert view.findings(report, lines, RuleSelection(ignore=("TL2",))) == []
+    line = line_of(SOURCE, "broken =")
+    suppressed = list(lines)
+    suppressed[line] += f"  # torch-lsp: ignore[{report.errors[0].code}]"
+    assert view.findings(report, suppressed, RuleSelection()) == []

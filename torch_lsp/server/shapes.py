@@ -94,7 +94,7 @@ class ShapeService:
         if report is None or state is None or state.version != version:
             return  # superseded: a newer version is on its way
         self._latest[uri] = DocumentShapes(version, tuple(source.splitlines()), report)
-        state.findings[FINDINGS_KEY] = view.findings(report, source.splitlines())
+        state.findings[FINDINGS_KEY] = view.findings(report, source.splitlines(), self.ls.settings.rule_selection())
         state.findings_version[FINDINGS_KEY] = version
         self.ls.publish(uri)
         self._refresh_inlay_hints()

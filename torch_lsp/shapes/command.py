@@ -47,23 +47,24 @@ def run_shapes_command(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
-def shape_findings(files: list[tuple[Path, str]], settings: JobSettings = JobSettings()) -> dict[Path, list[Finding]]:
-    """Shape errors of several files through one warm worker (for `torch-lsp check`)."""
+def shape_findings(files: list[tuple[Path, str, object]], settings: JobSettings = JobSettings()) -> dict[Path, list[Finding]]:
+    """Shape errors of several (path, source, rule selection) files through one warm worker
+    (for `torch-lsp check`)."""
     return asyncio.run(_findings(files, settings))
 
 
-async def _findings(files: list[tuple[Path, str]], settings: JobSettings) -> dict[Path, list[Finding]]:
+async def _findings(files: list[tuple[Path, str, object]], settings: JobSettings) -> dict[Path, list[Finding]]:
     from torch_lsp.analysis.plan import build_plan
 
     engine = ShapeEngine()
     results: dict[Path, list[Finding]] = {}
     try:
-        for path, source in files:
+        for path, source, selection in files:
             plan = build_plan(source, str(path.resolve()))
             if plan.error:
                 continue
             report: ShapeReport | None = await engine.analyse(str(path), plan, settings)
-            results[path] = view.findings(report, source.splitlines()) if report else []
+            results[path] = view.findings(report, source.splitlines(), selection) if report else []
     finally:
         await engine.close()
     return results

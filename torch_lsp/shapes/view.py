@@ -148,9 +148,20 @@ def _without_comment(text: str) -> str:
 STOPPED_CODE = "TL299"
 
 
-def findings(report: ShapeReport, lines: list[str] | None = None) -> list[Finding]:
+def findings(report: ShapeReport, lines: list[str] | None = None, selection=None) -> list[Finding]:
     """Shape errors (TL2xx), and an information note (TL299) where a job hung: the user should
-    know why shapes end there. Other stops (sys.exit, data-dependent code) stay quiet."""
+    know why shapes end there. Other stops (sys.exit, data-dependent code) stay quiet.
+    Selected, re-ranked and suppressed (`# torch-lsp: ignore[TL201]`) like static findings."""
+    found = _raw_findings(report, lines)
+    if selection is None:
+        return found
+    from torch_lsp.analysis.rules import load_rules
+    from torch_lsp.analysis.rules.selection import is_suppressed
+
+    return [f for f in selection.apply(found, load_rules()) if lines is None or not is_suppressed(f, lines)]
+
+
+def _raw_findings(report: ShapeReport, lines: list[str] | None) -> list[Finding]:
     found = [Finding(code=e.code, message=e.message, span=e.range.span(), severity=Severity.ERROR)
              for e in report.errors]
     if report.timed_out and report.stopped_line is not None:
