@@ -70,14 +70,24 @@ class ShapeService:
     # analysis -------------------------------------------------------------------------------
 
     def on_analysis(self, ls: "TorchLanguageServer", state: "DocState") -> None:
-        if not ls.settings.execution.enabled or self.engine is None:
+        if not ls.settings.execution.enabled:
             return
+        if self.engine is None:  # a document analysed before settings were first applied
+            self.on_settings(ls)
         previous = self._tasks.get(state.uri)
         if previous is not None and not previous.done():
             previous.cancel()
         self._tasks[state.uri] = asyncio.ensure_future(self._analyse(state.uri, state.version))
 
     async def _analyse(self, uri: str, version: int | None) -> None:
+        try:
+            await self._analyse_version(uri, version)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - shapes failing must never take static features down
+            log.exception("shape analysis failed for %s", uri)
+
+    async def _analyse_version(self, uri: str, version: int | None) -> None:
         from torch_lsp.analysis.plan import build_plan
         from torch_lsp.shapes.engine import JobSettings
 

@@ -74,7 +74,7 @@ class ShapeEngine:
         )
         self._reader = asyncio.create_task(self._read_results(self._process))
 
-    async def wait_ready(self, timeout: float = 60.0) -> bool:
+    async def wait_ready(self, timeout: float = 180.0) -> bool:
         await self.start()
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
@@ -132,8 +132,10 @@ class ShapeEngine:
             self._pending.pop(job_id, None)
             return ShapeReport(stopped="the shape worker did not start")
         self._send(message)
+        # Jobs run one at a time: those already queued may each take their whole timeout.
+        patience = (settings.timeout + 1) * len(self._pending) + _WORKER_SLACK_S
         try:
-            report = await asyncio.wait_for(asyncio.shield(future), settings.timeout + _WORKER_SLACK_S)
+            report = await asyncio.wait_for(asyncio.shield(future), patience)
         except asyncio.TimeoutError:
             log.warning("shape worker wedged; restarting it")
             await self._restart()
