@@ -12,7 +12,8 @@ def run_meta():
     """Run source through plan + job in this process (no fork, no guards): fast unit tests.
     Warmed up first, like the worker, so first-use imports inside torch do not eat the timeout."""
     from torch_lsp.analysis.plan import build_plan
-    from torch_lsp.shapes.worker import run_job, warm_up
+    from torch_lsp.shapes.job import run_job
+    from torch_lsp.shapes.worker import warm_up
 
     warm_up()
 
