@@ -8,7 +8,11 @@ frames of a 4-byte big-endian length and a JSON object (see `protocol.py`). Jobs
   runtime guards of guards.py;
 - stop themselves at the timeout (an interval timer raises inside the user's code, so shapes up
   to there are kept) and are killed one second later if stuck in C code;
-- for the same document key, a newer job kills the running one and replaces a queued one.
+- for the same document key, a newer job kills the running one and replaces a queued one;
+- start from a spare fork made while the worker was idle (fork() of a process that imported
+  torch costs ~60 ms here), and are reaped without waiting for their exit.
+
+What one job does (run the plan, classify errors) is in job.py.
 """
 
 from __future__ import annotations
