@@ -59,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions():
     """Subcommands contributed by other packages of torch-lsp (shapes, training)."""
+    from torch_lsp.scaffold.command import add_subcommand as scaffold_actions
     from torch_lsp.shapes.command import add_subcommand as add_shapes
 
-    return [add_shapes]
+    return [scaffold_actions, add_shapes]
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ whose first line is `# runnable` are executed (as written, and with every fix ap
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -65,19 +66,49 @@ def test_each_fix_removes_its_finding_and_adds_none(path: Path):
 
 RUNNABLE = [p for p in FIXTURES if p.read_text().startswith("# runnable")]
 
+# All runnable programs (as written and with every fix applied) run in ONE interpreter, each
+# with runpy as `__main__`: starting a fresh interpreter per program costs seconds of torch import.
+DRIVER = """
+import json, runpy, sys, traceback
+results = {}
+for path in sys.argv[1:]:
+    try:
+        runpy.run_path(path, run_name="__main__")
+        results[path] = None
+    except BaseException:
+        results[path] = traceback.format_exc()[-2000:]
+print("RESULTS" + json.dumps(results))
+"""
 
-@pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: p.name)
-def test_runnable_fixture_runs_before_and_after_all_fixes(path: Path, tmp_path: Path):
-    source = path.read_text()
-    code = code_of(path)
+
+def fully_fixed(source: str, code: str) -> str:
     fixed = source
     while True:  # apply fixes one at a time: positions move after each
         fixable = [f for f in findings(fixed, code) if f.fix is not None]
         if not fixable:
-            break
+            return fixed
         fixed = apply_edits(fixed, fixable[0].fix.edits)
-    for label, text in (("original", source), ("fixed", fixed)):
-        script = tmp_path / f"{label}_{path.name}"
-        script.write_text(text)
-        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, f"{label} {path.name} failed:\n{run.stderr[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def program_results(tmp_path_factory) -> dict[str, str | None]:
+    folder = tmp_path_factory.mktemp("runnable")
+    scripts = []
+    for path in RUNNABLE:
+        source = path.read_text()
+        for label, text in (("original", source), ("fixed", fully_fixed(source, code_of(path)))):
+            script = folder / f"{label}_{path.name}"
+            script.write_text(text)
+            scripts.append(str(script))
+    run = subprocess.run([sys.executable, "-c", DRIVER, *scripts], capture_output=True, text=True,
+                         timeout=600, cwd=folder)
+    marker = run.stdout.rfind("RESULTS")
+    assert marker >= 0, f"driver failed:\n{run.stderr[-3000:]}"
+    return {Path(k).name: v for k, v in json.loads(run.stdout[marker + len("RESULTS"):]).items()}
+
+
+@pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: p.name)
+def test_runnable_fixture_runs_before_and_after_all_fixes(path: Path, program_results):
+    for label in ("original", "fixed"):
+        error = program_results[f"{label}_{path.name}"]
+        assert error is None, f"{label} {path.name} failed:\n{error}"

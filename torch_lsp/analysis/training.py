@@ -15,6 +15,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 
+from torch_lsp.analysis.node_index import contains, nodes
 from torch_lsp.analysis.syntax import ParsedModule, target_key
 
 
@@ -58,6 +59,12 @@ class EventKind(str, enum.Enum):
     GRAD_NONE = "grad_none"  # p.grad = None / p.grad.zero_()
     SCHEDULER_STEP = "scheduler_step"
     CALL = "call"  # any other call, kept for rules that need the forward pass
+    # Added for the loop-order and evaluation rules (TL102-TL106, TL110). These are emitted in
+    # addition to the CALL event of the same call, so CALL consumers see what they always saw.
+    FORWARD = "forward"  # a model called on inputs: `model(x)`, `self.net(x)`
+    MODE_EVAL = "mode_eval"  # `model.eval()`, `model.train(False)`
+    MODE_TRAIN = "mode_train"  # `model.train()`, `model.train(True)`
+    MODE_SET = "mode_set"  # `model.train(flag)`: either mode, decided at run time
 
 
 @dataclass(frozen=True)
@@ -88,11 +95,11 @@ class TrainingFacts:
     def __init__(self, parsed: ParsedModule):
         self.parsed = parsed
         self.functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
-        for node in parsed.walk(kind=(ast.FunctionDef, ast.AsyncFunctionDef)):
+        for node in nodes(parsed, (ast.FunctionDef, ast.AsyncFunctionDef)):
             self.functions.setdefault(node.name, node)
         self.module_classes = self._module_classes()
         self.calls_by_name: dict[str, list[ast.Call]] = {}
-        for call in parsed.walk(kind=ast.Call):
+        for call in nodes(parsed, ast.Call):
             if isinstance(call.func, ast.Name):
                 self.calls_by_name.setdefault(call.func.id, []).append(call)
         self.bindings: dict[str, Binding] = {}
@@ -102,7 +109,7 @@ class TrainingFacts:
     # -- classification -----------------------------------------------------------------------
     def _module_classes(self) -> set[str]:
         """Classes in this file that are nn.Modules (directly or through other local classes)."""
-        classes = {c.name: c for c in self.parsed.walk(kind=ast.ClassDef)}
+        classes = {c.name: c for c in nodes(self.parsed, ast.ClassDef)}
         found: set[str] = set()
         changed = True
         while changed:
@@ -142,10 +149,18 @@ class TrainingFacts:
         if kind is not None:
             return kind, qualified, expr
         if isinstance(func, ast.Name) and func.id in self.functions:
-            returned = _returned_expression(self.functions[func.id])
+            returned = self._returned(self.functions[func.id])
             if returned is not None:
                 return self.classify(returned, _depth + 1)
         return None
+
+    def _returned(self, function: ast.AST) -> ast.AST | None:
+        """The last `return <value>` of a helper, looked up once per helper."""
+        cache = self.__dict__.setdefault("_returns", {})
+        if id(function) not in cache:
+            returns = [n.value for n in nodes(self.parsed, ast.Return, function) if n.value is not None]
+            cache[id(function)] = returns[-1] if returns else None
+        return cache[id(function)]
 
     def kind_of(self, expr: ast.AST) -> Kind | None:
         found = self.classify(expr)
@@ -160,7 +175,7 @@ class TrainingFacts:
         # Two passes so that `opt = optimizer` after `optimizer = SGD(...)` and parameter typing
         # from call sites both see the first pass's results.
         for _ in range(2):
-            for node in self.parsed.walk(kind=(ast.Assign, ast.AnnAssign)):
+            for node in nodes(self.parsed, (ast.Assign, ast.AnnAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 if node.value is None or len(targets) != 1:
                     continue
@@ -216,7 +231,7 @@ class TrainingFacts:
     # -- loops --------------------------------------------------------------------------------
     def _collect_loops(self) -> list[Loop]:
         loops: dict[ast.AST, Loop] = {}
-        for node in self.parsed.walk(kind=(ast.For, ast.AsyncFor, ast.While)):
+        for node in nodes(self.parsed, (ast.For, ast.AsyncFor, ast.While)):
             loop = Loop(node)
             loop.events = self.events_in(node.body, stop=node)
             loops[node] = loop
@@ -230,11 +245,35 @@ class TrainingFacts:
         """The events of `body`, in source order, inlining local helpers (not nested defs)."""
         events: list[Event] = []
         for statement in body:
-            for node in _walk_executed(statement):
-                here = anchor or node
-                cond = conditional or self._is_conditional(node, stop)
-                events.extend(self._events_of(node, here, cond, via, stop))
+            outer = conditional or self._is_conditional(statement, stop)
+            for node, guarded in self._executed_assignments_and_calls(statement):
+                events.extend(self._events_of(node, anchor or node, outer or guarded, via, stop))
         return events
+
+    def _executed_assignments_and_calls(self, statement: ast.AST):
+        """(node, guarded) for the assignments and calls that run when `statement` runs, in
+        source order; guarded: under an if/else, except handler or comprehension within it.
+
+        Read from the file's node index (walking every node of every loop body again, with
+        helpers inlined, was most of the cost of these facts on large files)."""
+        if not contains(self.parsed, statement):  # a synthetic statement (lambda closures)
+            yield from ((n, g) for n, g in _walk_executed_guarded(statement) if isinstance(n, (ast.Assign, ast.Call)))
+            return
+        if isinstance(statement, _SCOPES):
+            return
+        statement_guards = isinstance(statement, _GUARDS)
+        for node in nodes(self.parsed, (ast.Assign, ast.Call), statement):
+            guarded, executed = False, True
+            for ancestor in self.parsed.ancestors(node) if node is not statement else ():
+                if ancestor is statement:
+                    guarded = guarded or statement_guards
+                    break
+                if isinstance(ancestor, _SCOPES):  # the body of a nested def or lambda
+                    executed = False
+                    break
+                guarded = guarded or isinstance(ancestor, _GUARDS)
+            if executed:
+                yield node, guarded
 
     def _is_conditional(self, node: ast.AST, stop: ast.AST) -> bool:
         for ancestor in self.parsed.ancestors(node):
@@ -274,6 +313,10 @@ class TrainingFacts:
             events.append(Event(EventKind.BACKWARD, node, anchor, None, conditional, via))
         if not events:
             events.append(Event(EventKind.CALL, node, anchor, target_key(func), conditional, via))
+            extra = self.model_call_kind(node)
+            if extra is not None:
+                events.append(Event(extra, node, anchor, target_key(func.value if extra is not EventKind.FORWARD else func),
+                                    conditional, via))
             helper = self._local_helper(func)
             if helper is not None and helper.name not in via and len(via) < 5:
                 events.extend(self.events_in(helper.body, helper, via + (helper.name,), anchor, conditional))
@@ -295,6 +338,102 @@ class TrainingFacts:
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
             return self.functions.get(func.attr)
         return None
+
+    # -- facts for the loop-order and evaluation rules -------------------------------------------
+    def model_call_kind(self, call: ast.Call) -> EventKind | None:
+        """FORWARD for `model(x)`, a MODE_* kind for `model.eval()` / `model.train(...)`."""
+        func = call.func
+        if isinstance(func, (ast.Name, ast.Attribute)) and self._is_model(func):
+            return EventKind.FORWARD
+        if not (isinstance(func, ast.Attribute) and func.attr in ("eval", "train") and self._is_model(func.value)):
+            return None
+        if func.attr == "eval":
+            return EventKind.MODE_EVAL
+        mode = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "mode"), None)
+        if mode is None:
+            return EventKind.MODE_TRAIN
+        if isinstance(mode, ast.Constant) and isinstance(mode.value, bool):
+            return EventKind.MODE_TRAIN if mode.value else EventKind.MODE_EVAL
+        return EventKind.MODE_SET
+
+    def _is_model(self, expr: ast.AST) -> bool:
+        return (self.key_kind(target_key(expr)) or self.kind_of(expr)) is Kind.MODEL
+
+    def canonical(self, key: str | None) -> str | None:
+        """The key an alias stands for: `opt` after `opt = optimizer` -> `optimizer`."""
+        seen = set()
+        while key in self.bindings and key not in seen:
+            seen.add(key)
+            value = self.bindings[key].value
+            if not isinstance(value, (ast.Name, ast.Attribute)) or target_key(value) not in self.bindings:
+                break
+            key = target_key(value)
+        return key
+
+    def target_of(self, event: Event, aliases: bool = True) -> str | None:
+        """The event's receiver as the loop sees it: through aliases, and through the parameters
+        of a helper inlined one level deep (`train_epoch(net)` runs `model.train()` on `net`)."""
+        target = event.target
+        if target and len(event.via) == 1 and isinstance(event.anchor, ast.Call):
+            root, dot, rest = target.partition(".")
+            argument = _argument_for(self.functions.get(event.via[0]), event.anchor, root)
+            passed = target_key(argument) if argument is not None else None
+            if passed:
+                target = passed + dot + rest
+        return self.canonical(target) if aliases else target
+
+    def loop_of(self, node: ast.AST) -> Loop | None:
+        """The innermost loop whose body runs `node`."""
+        enclosing = self.parsed.enclosing(node, (ast.For, ast.AsyncFor, ast.While))
+        if enclosing is None or node is getattr(enclosing, "iter", None) or node is getattr(enclosing, "test", None):
+            return None
+        return self._loops_by_node.get(enclosing)
+
+    @functools.cached_property
+    def _loops_by_node(self) -> dict[ast.AST, Loop]:
+        return {loop.node: loop for loop in self.loops}
+
+    def once_per_iteration(self, loop: Loop, event: Event) -> bool:
+        """True when `event` runs once per iteration of `loop`, not inside a loop nested in it."""
+        start = event.anchor if event.via else event.node
+        innermost = self.parsed.enclosing(start, (ast.For, ast.AsyncFor, ast.While))
+        if innermost is not loop.node:
+            return False
+        if event.via:  # inside a helper: no loop between the helper's def and the event
+            inner = self.parsed.enclosing(event.node, (ast.For, ast.AsyncFor, ast.While, ast.FunctionDef,
+                                                       ast.AsyncFunctionDef, ast.Lambda))
+            return not isinstance(inner, (ast.For, ast.AsyncFor, ast.While))
+        return True
+
+    def argument_sources(self, function: ast.AST, param: str) -> list[ast.AST]:
+        """The expressions passed for `param` at the file's call sites of `function`."""
+        args = [a.arg for a in function.args.posonlyargs + function.args.args]
+        offset = 1 if args and args[0] in ("self", "cls") else 0
+        if param not in args:
+            return []
+        index = args.index(param) - offset
+        sources = []
+        for call in self.calls_by_name.get(function.name, ()):
+            arg = next((k.value for k in call.keywords if k.arg == param), None)
+            if arg is None and 0 <= index < len(call.args):
+                arg = call.args[index]
+            if arg is not None:
+                sources.append(arg)
+        return sources
+
+
+def _argument_for(function: ast.AST | None, call: ast.Call, param: str) -> ast.AST | None:
+    """The expression `call` passes for `function`'s parameter `param` (self not counted)."""
+    if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return None
+    params = [a.arg for a in function.args.posonlyargs + function.args.args]
+    if isinstance(call.func, ast.Attribute) and params and params[0] in ("self", "cls"):
+        params = params[1:]
+    keyword = next((k.value for k in call.keywords if k.arg == param), None)
+    if keyword is not None or param not in params:
+        return keyword
+    index = params.index(param)
+    return call.args[index] if index < len(call.args) and not isinstance(call.args[index], ast.Starred) else None
 
 
 def _kind_of_constructor(qualified: str, module_classes: set[str]) -> Kind | None:
@@ -346,6 +485,22 @@ def _walk_executed(statement: ast.AST):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
             continue
         stack.extend(reversed(list(ast.iter_child_nodes(node))))
+
+
+_GUARDS = (ast.If, ast.IfExp, ast.ExceptHandler, ast.comprehension)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+
+
+def _walk_executed_guarded(statement: ast.AST):
+    """`_walk_executed`, with whether an if/else, except handler or comprehension guards each node."""
+    stack: list[tuple[ast.AST, bool]] = [(statement, False)]
+    while stack:
+        node, guarded = stack.pop()
+        yield node, guarded
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        inner = guarded or isinstance(node, _GUARDS)
+        stack.extend((child, inner) for child in reversed(list(ast.iter_child_nodes(node))))
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,22 +1,143 @@
-"""Code actions that write training code (libcst codemods). Filled in by the scaffold modules."""
+"""Code actions that write training code, fitted to the user's file.
+
+The server (server/actions.py) and the CLI call two functions:
+
+    offers(source, span, path)          -> list[Offer]   which actions make sense at `span`
+    build(source, offer_id, span, path) -> Fix | None    the text edits of one action
+
+`offers` runs on every cursor move, so it only looks at the cached `ast` facts (through
+`ScaffoldContext`); `build` does the editing work (`codemod.EditPlan`, libcst where an edit
+must preserve the user's formatting). Both never raise: a broken action is logged and skipped.
+
+Each action family is one module of this package that registers its actions with `@action`:
+
+    @action("reg.clip_grad", "Clip gradients before optimizer.step()", when=_can_clip)
+    def clip_gradients(ctx: ScaffoldContext, plan: EditPlan) -> None:
+        plan.insert_before(ctx.step_statement, "torch.nn.utils.clip_grad_norm_(...)")
+
+`when(ctx)` decides whether the action is offered (fast, ast only; it must also say False when
+the thing already exists, which makes every action idempotent); the build function adds edits
+to `plan`. Titles may be a string or a function of the context ("Write a training loop for
+`net`").
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import logging
+import pkgutil
 from dataclasses import dataclass
+from typing import Callable, Union
 
 from torch_lsp.analysis.facts import Fix, Span
+
+log = logging.getLogger(__name__)
+
+# LSP CodeActionKind values (kept as plain strings: this package knows nothing of LSP types).
+REWRITE = "refactor.rewrite"
+SOURCE = "source"
+
+# Modules of this package that hold shared machinery, not actions.
+_NOT_FAMILIES = {"context", "codemod", "templates", "command"}
 
 
 @dataclass(frozen=True)
 class Offer:
     id: str
     title: str
-    kind: str  # an LSP CodeActionKind value: "refactor.rewrite" or "source"
+    kind: str  # REWRITE or SOURCE
+
+
+Title = Union[str, Callable[["ScaffoldContext"], str]]
+
+
+@dataclass(frozen=True)
+class Action:
+    id: str
+    title: Title
+    kind: str
+    when: Callable[["ScaffoldContext"], bool]
+    edit: Callable[["ScaffoldContext", "EditPlan"], None]
+    family: str = ""
+
+    def title_for(self, ctx: "ScaffoldContext") -> str:
+        return self.title(ctx) if callable(self.title) else self.title
+
+
+REGISTRY: dict[str, Action] = {}
+
+
+def register(entry: Action) -> Action:
+    if entry.id in REGISTRY:
+        raise ValueError(f"scaffold action {entry.id} registered twice")
+    REGISTRY[entry.id] = entry
+    return entry
+
+
+def action(id: str, title: Title, *, when: Callable[["ScaffoldContext"], bool], kind: str = REWRITE):
+    """Register the decorated `edit(ctx, plan)` function as action `id`, offered when `when(ctx)`."""
+
+    def decorate(edit):
+        register(Action(id, title, kind, when, edit, edit.__module__.rsplit(".", 1)[-1]))
+        return edit
+
+    return decorate
+
+
+@functools.cache
+def load_actions() -> dict[str, Action]:
+    """Import every action family of this package once, and return the registry."""
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_") and info.name not in _NOT_FAMILIES:
+            importlib.import_module(f"{__name__}.{info.name}")
+    return REGISTRY
 
 
 def offers(source: str, span: Span, path: str = "<buffer>") -> list[Offer]:
-    return []
+    """The actions that make sense at `span` and whose result is not already in the file."""
+    ctx = _context(source, span, path)
+    if ctx is None:
+        return []
+    found: list[Offer] = []
+    for entry in load_actions().values():
+        try:
+            if entry.when(ctx):
+                found.append(Offer(entry.id, entry.title_for(ctx), entry.kind))
+        except Exception:  # noqa: BLE001 - one broken action must not hide the others
+            log.exception("scaffold action %s failed to decide on %s", entry.id, path)
+    return found
 
 
 def build(source: str, offer_id: str, span: Span, path: str = "<buffer>") -> Fix | None:
-    return None
+    """The edits of action `offer_id` at `span`, or None when it does not apply there."""
+    entry = load_actions().get(offer_id)
+    ctx = _context(source, span, path)
+    if entry is None or ctx is None:
+        return None
+    try:
+        if not entry.when(ctx):
+            return None
+        plan = EditPlan(ctx)
+        entry.edit(ctx, plan)
+        return plan.to_fix(entry.title_for(ctx))
+    except Exception:  # noqa: BLE001 - the user gets no edit rather than a crashed server
+        log.exception("scaffold action %s failed to build on %s", offer_id, path)
+        return None
+
+
+def _context(source: str, span: Span, path: str) -> "ScaffoldContext | None":
+    from torch_lsp.analysis.syntax import ParseFailure, parse
+
+    parsed = parse(source)
+    if isinstance(parsed, ParseFailure):
+        return None
+    return ScaffoldContext(parsed, span, path)
+
+
+# Imported last: both modules import names from this one.
+from torch_lsp.scaffold.codemod import EditPlan  # noqa: E402
+from torch_lsp.scaffold.context import ScaffoldContext  # noqa: E402
+
+__all__ = ["Action", "EditPlan", "Offer", "REGISTRY", "REWRITE", "SOURCE", "ScaffoldContext", "action", "build",
+           "load_actions", "offers", "register"]

@@ -45,3 +45,19 @@ def apply_edits(source: str, edits: tuple[TextEdit, ...] | list[TextEdit]) -> st
         start, end = offset(edit.span.start), offset(edit.span.end)
         result = result[:start] + edit.new_text + result[end:]
     return result
+
+
+def add_keyword_argument(parsed: ParsedModule, call: ast.Call, keyword: str) -> TextEdit:
+    """Insert `keyword` (`shuffle=True`) as the last argument of `call`, keeping its layout."""
+    arguments = [*call.args, *call.keywords]
+    if arguments:
+        last = max(arguments, key=lambda n: (n.end_lineno or n.lineno, n.end_col_offset or 0))
+        at = parsed.span(last).end
+        return TextEdit(Span(at, at), f", {keyword}")
+    end = parsed.span(call).end  # just past the closing parenthesis
+    at = Position(end.line, max(end.col - 1, 0))
+    return TextEdit(Span(at, at), keyword)
+
+
+def delete_between(start: Position, end: Position) -> TextEdit:
+    return TextEdit(Span(start, end), "")
