@@ -299,11 +299,21 @@ class RecordingMode(TorchFunctionMode):
         self.device = recorder.device
         # explain's CallTracker, fed from here so that torch calls pass through one mode, not two.
         self.tracker = tracker
+        # Torch calls made while another one runs (inside Python decompositions, e.g. batch norm
+        # on meta: ~5 per layer) belong to it: no retargeting, recording or tracking for them.
+        self._depth = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
-        if _loading_depth:
+        if _loading_depth or self._depth:
             return func(*args, **kwargs)
+        self._depth += 1
+        try:
+            return self._handle(func, args, kwargs)
+        finally:
+            self._depth -= 1
+
+    def _handle(self, func, args, kwargs):
         if func in _VALUE_READS and self.device.type == "meta" and self.recorder.in_training_loop():
             # `running_loss += loss.item()`: logging inside a training loop. Shapes do not depend
             # on it, and a CPU re-run of the whole script just for it would cost seconds.
