@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--ignore", help="comma-separated rule codes or prefixes to disable (overrides configuration)")
     check.add_argument("--fail-on", choices=["error", "warning", "info"], default="error",
                        help="lowest severity that makes the exit status 1 (default: error)")
+    check.add_argument("--no-shapes", action="store_true",
+                       help="do not run code to find shape errors (see docs/shapes.md); static rules only")
     check.set_defaults(handler=_check)
 
     for extend in _extensions():
@@ -58,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions():
     """Subcommands contributed by other packages of torch-lsp (shapes, training)."""
     from torch_lsp.scaffold.command import add_subcommand as scaffold_actions
+    from torch_lsp.shapes.command import add_subcommand as add_shapes
     from torch_lsp.training.cli_commands import add_parsers as training_commands
 
-    return [scaffold_actions, training_commands]
+    return [scaffold_actions, add_shapes, training_commands]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -96,7 +99,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.ignore:
         overrides.setdefault("rules", {})["ignore"] = [c.strip() for c in args.ignore.split(",") if c.strip()]
     threshold = {"error": 1, "warning": 2, "info": 3}[args.fail_on]
-    results, failed, settings_cache = [], False, {}
+    results, failed, settings_cache, to_run = [], False, {}, []
     for path in iter_python_files(args.paths):
         if not path.exists():
             print(f"torch-lsp: {path}: no such file or directory", file=sys.stderr)
@@ -122,8 +125,26 @@ def _check(args: argparse.Namespace) -> int:
         for finding in analysis.findings:
             results.append((path, finding))
             failed |= int(finding.severity) <= threshold
+        if settings.execution.enabled and not args.no_shapes:
+            to_run.append((path, source, settings))
+    for path, finding in _shape_findings(to_run):
+        results.append((path, finding))
+        failed |= int(finding.severity) <= threshold
     _print_findings(results, args.format)
     return 1 if failed else 0
+
+
+def _shape_findings(files) -> list:
+    """Shape errors (TL2xx) of the files, by running them on the meta device (docs/shapes.md)."""
+    if not files:
+        return []
+    from torch_lsp.shapes.command import shape_findings
+    from torch_lsp.shapes.engine import JobSettings
+
+    execution = files[0][2].execution
+    found = shape_findings([(path, source, settings.rule_selection()) for path, source, settings in files],
+                           JobSettings(execution.device, execution.timeout, execution.memory_mb))
+    return [(path, finding) for path, _, _ in files for finding in found.get(path, [])]
 
 
 def _print_findings(results, fmt: str) -> None:

@@ -18,7 +18,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from torch_lsp import __version__
-from torch_lsp.server import actions, commands, diagnostics, lenses
+from torch_lsp.server import actions, commands, diagnostics, hover, inlay, lenses, shapes
 from torch_lsp.server.documents import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def create_server() -> TorchLanguageServer:
                 "torchImported": "torch" in sys.modules, "rssMb": _rss_mb(),
                 "settings": ls.settings.model_dump(by_alias=True)}
 
-    for feature in (actions, commands, lenses):
+    for feature in (actions, shapes, hover, inlay, commands, lenses):
         feature.register(ls)
     return ls
 

@@ -1,0 +1,201 @@
+"""Shapes through the real protocol: hover, inlay hints, shape diagnostics, refresh, settings.
+
+Every shape asserted here is also computed by running the same code on CPU in the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from tests.conftest import FIXTURES, ROOT
+from tests.lsp.conftest import SERVER, diagnostics_for, open_text, replace_text
+
+pytestmark = pytest.mark.slow  # server, shape worker and jedi helper processes
+
+SEED = FIXTURES / "cifar10_seed.py"
+SEED_URI = SEED.as_uri()
+
+
+def _capabilities() -> types.ClientCapabilities:
+    capabilities = client_capabilities("visual-studio-code")
+    capabilities.workspace.inlay_hint = types.InlayHintWorkspaceClientCapabilities(refresh_support=True)
+    return capabilities
+
+
+async def _start(lsp_client: LanguageClient, options: dict | None = None) -> LanguageClient:
+    lsp_client.inlay_refreshes = 0
+
+    @lsp_client.feature(types.WORKSPACE_INLAY_HINT_REFRESH)
+    def on_refresh(params):
+        lsp_client.inlay_refreshes += 1
+        return None
+
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=_capabilities(), root_uri=ROOT.as_uri(), initialization_options=options))
+    return lsp_client
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
+async def shapes_client(lsp_client: LanguageClient):
+    yield await _start(lsp_client, {"debounceMs": 0})
+    await lsp_client.shutdown_session()
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
+async def no_execution_client(lsp_client: LanguageClient):
+    yield await _start(lsp_client, {"debounceMs": 0, "execution": {"enabled": False}})
+    await lsp_client.shutdown_session()
+
+
+async def shape_report(client: LanguageClient, uri: str, timeout: float = 90.0, newer_than: str | None = None) -> dict:
+    """Poll the server's latest report for `uri` (the worker may still be importing torch)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="torch-lsp.shapeReport", arguments=[uri]))
+        if report and report["plan_hash"] != newer_than:
+            return report
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no shape report for {uri} within {timeout} s")
+
+
+async def published_shape_errors(client: LanguageClient, uri: str, timeout: float = 30.0) -> list[types.Diagnostic]:
+    """TL2xx diagnostics as last published (static ones for the same version come first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [d for d in client.diagnostics.get(uri, []) if str(d.code).startswith("TL2")]
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    return []
+
+
+async def hover(client: LanguageClient, uri: str, line: int, character: int) -> str | None:
+    result = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character)))
+    return result.contents.value if result else None
+
+
+def seed_reference_shapes() -> dict[str, tuple[int, ...]]:
+    """The seed's Net run for real on CPU, with the fixture's batch size: shape after each layer."""
+    import torch
+    import torch.nn.functional as F
+
+    source = SEED.read_text()
+    namespace: dict = {}
+    exec(compile(source.split("\ntransform = ")[0], str(SEED), "exec"), namespace)
+    net = namespace["Net"]()
+    x = torch.randn(32, 3, 32, 32)
+    conv1 = net.conv1(x)
+    after_first = net.pool(F.relu(conv1))
+    out = net(x)
+    return {"conv1": tuple(conv1.shape), "after_first": tuple(after_first.shape), "out": tuple(out.shape)}
+
+
+def line_index(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines()) if needle in line)
+
+
+async def test_seed_hover_inlay_and_refresh(shapes_client):
+    text = SEED.read_text()
+    open_text(shapes_client, SEED_URI, text)
+    report = await shape_report(shapes_client, SEED_URI)
+    assert report["errors"] == [] and report["stopped"] is None
+    expected = seed_reference_shapes()
+    dims = lambda shape: ", ".join(str(d) for d in shape)  # noqa: E731
+
+    line = line_index(text, "x = self.pool(F.relu(self.conv1(x)))")
+    source_line = text.splitlines()[line]
+    # Hover on the assigned name: the value after the line.
+    assigned = await hover(shapes_client, SEED_URI, line, source_line.index("x ="))
+    assert f"Tensor[{dims(expected['after_first'])}] float32" in assigned
+    # Hover on the inner call: that call's own output, and the layer as constructed.
+    inner = await hover(shapes_client, SEED_URI, line, source_line.index("conv1(x)") + 2)
+    assert f"Tensor[{dims(expected['conv1'])}] float32" in inner
+    assert "conv1: Conv2d(3, 6, kernel_size=(5, 5)" in inner
+
+    # Inlay hints: only the requested range, at the end of each tensor assignment.
+    first, last = line_index(text, "def forward"), line_index(text, "return x")
+    hints = await shapes_client.text_document_inlay_hint_async(types.InlayHintParams(
+        text_document=types.TextDocumentIdentifier(uri=SEED_URI),
+        range=types.Range(start=types.Position(line=first + 1, character=0), end=types.Position(line=last, character=0))))
+    assert [h.position.line for h in hints] == list(range(first + 1, last))
+    assert hints[0].label == f"Tensor[{dims(expected['after_first'])}]"
+    assert hints[0].position.character == len(source_line)
+    assert hints[-1].label == f"Tensor[{dims(expected['out'])}]"
+    assert shapes_client.inlay_refreshes >= 1
+
+    # The torch API under the cursor: signature and first doc paragraph (jedi, off the event loop).
+    relu_at = source_line.index("F.relu") + 3
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        api = await hover(shapes_client, SEED_URI, line, relu_at)
+        if api and "relu(input" in api:
+            break
+        await asyncio.sleep(0.5)
+    assert "relu(input" in api and "rectified linear unit" in api
+
+    info = await shapes_client.workspace_execute_command_async(types.ExecuteCommandParams(command="torch-lsp.serverInfo"))
+    assert info["torchImported"] is False
+
+
+async def test_shape_error_published_at_the_failing_line_and_cleared_when_fixed(shapes_client):
+    uri = (ROOT / "scratch_script_level.py").as_uri()
+    broken = "import torch\nimport torch.nn as nn\na = torch.rand(10, 1023)\nfc = nn.Linear(1024, 512)\nx = fc(a)\n"
+    open_text(shapes_client, uri, broken)
+    report = await shape_report(shapes_client, uri)
+    [error] = await published_shape_errors(shapes_client, uri)
+    assert error.severity == types.DiagnosticSeverity.Error
+    assert (error.range.start.line, error.range.start.character, error.range.end.character) == (4, 4, 9)
+    assert error.message == report["errors"][0]["message"]
+    import torch
+    try:  # the same code on CPU fails too
+        torch.nn.Linear(1024, 512)(torch.rand(10, 1023))
+        raise AssertionError("CPU run should fail")
+    except RuntimeError:
+        pass
+
+    fixed = broken.replace("1023", "1024")
+    replace_text(shapes_client, uri, fixed, version=2)
+    report = await shape_report(shapes_client, uri, newer_than=report["plan_hash"])
+    assert report["errors"] == []
+    x = [v for v in report["variables"] if v["name"] == "x"][0]
+    assert tuple(x["values"][0]["shape"]) == tuple(torch.nn.Linear(1024, 512)(torch.rand(10, 1024)).shape)
+    hover_text = await hover(shapes_client, uri, 4, 0)
+    assert "Tensor[10, 512] float32" in hover_text
+
+
+async def test_execution_disabled_runs_nothing_but_static_rules_work(no_execution_client):
+    missing = FIXTURES / "missing_zero_grad.py"
+    open_text(no_execution_client, missing.as_uri(), missing.read_text())
+    diagnostics = await diagnostics_for(no_execution_client, missing.as_uri(), version=1)
+    assert any(d.code == "TL101" for d in diagnostics)
+    await asyncio.sleep(1.0)
+    report = await no_execution_client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.shapeReport", arguments=[missing.as_uri()]))
+    assert report is None
+    hints = await no_execution_client.text_document_inlay_hint_async(types.InlayHintParams(
+        text_document=types.TextDocumentIdentifier(uri=missing.as_uri()),
+        range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=100, character=0))))
+    assert list(hints) == []
+    info = await no_execution_client.workspace_execute_command_async(types.ExecuteCommandParams(command="torch-lsp.serverInfo"))
+    assert info["torchImported"] is False
+    assert _child_commands(info["pid"]) == []  # no shape worker was started
+
+
+def _child_commands(pid: int) -> list[str]:
+    import os
+
+    commands = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            for child in handle.read().split():
+                with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                    commands.append(cmdline.read().replace(b"\0", b" ").decode())
+    return [c for c in commands if "torch_lsp.shapes.worker" in c]

@@ -1,0 +1,25 @@
+"""Fixtures for shape tests (helpers live in tests/shapes/helpers.py)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def run_meta():
+    """Run source through plan + job in this process (no fork, no guards): fast unit tests.
+    Warmed up first, like the worker, so first-use imports inside torch do not eat the timeout."""
+    from torch_lsp.analysis.plan import build_plan
+    from torch_lsp.shapes.job import run_job
+    from torch_lsp.shapes.worker import warm_up
+
+    warm_up()
+
+    def run(source: str, device: str = "meta", timeout: float = 30.0):
+        plan = build_plan(textwrap.dedent(source), "/virtual/user_code.py")
+        assert plan.error is None, plan.error
+        return run_job(plan, device, timeout)
+
+    return run

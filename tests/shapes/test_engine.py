@@ -1,0 +1,147 @@
+"""The warm worker: isolation, timeouts, crashes, cancellation, cache, runtime guards."""
+
+import asyncio
+import os
+import signal
+import textwrap
+
+import pytest
+import pytest_asyncio
+
+from tests.shapes.helpers import cpu_run, shape_of, variable
+from torch_lsp.analysis.plan import build_plan
+from torch_lsp.shapes.engine import JobSettings, ShapeEngine
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # a real worker process
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def engine():
+    engine = ShapeEngine()
+    assert await engine.wait_ready(120)
+    yield engine
+    await engine.close()
+
+
+def plan_for(tmp_path, source: str, name: str = "user_code.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return build_plan(path.read_text(), str(path))
+
+
+async def test_a_loop_that_never_ends_is_stopped_with_its_line(engine, tmp_path):
+    plan = plan_for(tmp_path, "import torch\nx = torch.zeros(2, 3)\nwhile x.shape[0] > 0:\n    pass\n")
+    report = await engine.analyse("hang", plan, JobSettings(timeout=1.0))
+    # The timer fires on the `while` line or in its body: both are "the loop".
+    assert report.stopped in ("shape analysis stopped after 1 s at line 3", "shape analysis stopped after 1 s at line 4")
+    assert variable(report, "x").values[0].shape == (2, 3)  # shapes up to there are kept
+
+
+async def test_sys_exit_and_os_exit_do_not_hurt_the_worker(engine, tmp_path):
+    report = await engine.analyse("exit", plan_for(tmp_path, "import sys, torch\nx = torch.ones(4)\nsys.exit(3)\n"))
+    assert "sys.exit" in report.stopped and report.errors == []
+    report = await engine.analyse("exit", plan_for(tmp_path, "import os, torch\nx = torch.ones(4)\nos._exit(3)\n"))
+    assert "ended the shape analysis process at line 3" in report.stopped
+    pid = engine.pid
+    report = await engine.analyse("exit", plan_for(tmp_path, "import torch\ny = torch.ones(2)\n"))
+    assert variable(report, "y").values[0].shape == (2,) and engine.pid == pid
+
+
+async def test_exception_in_init_is_an_error_at_the_constructor(engine, tmp_path):
+    source = """
+    import torch.nn as nn
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+            raise ValueError("broken model")
+    m = Model()
+    """
+    report = await engine.analyse("init", plan_for(tmp_path, source))
+    assert report.errors == [] and "ValueError: broken model" in report.stopped
+    assert report.stopped_line == 6
+
+
+async def test_huge_allocations_hit_the_memory_limit_not_the_machine(engine, tmp_path):
+    source = "import torch\nsmall = torch.ones(3)\nhuge = torch.empty(400_000, 400_000)\nafter = torch.ones(2)\n"
+    # On meta a huge tensor costs nothing; on CPU the address-space limit stops the job quietly.
+    meta = await engine.analyse("huge", plan_for(tmp_path, source))
+    assert variable(meta, "huge").values[0].shape == (400_000, 400_000) and meta.errors == []
+    cpu = await engine.analyse("huge", plan_for(tmp_path, source), JobSettings(device="cpu", memory_mb=512))
+    assert cpu.errors == [] and cpu.stopped and cpu.stopped_line == 2
+    assert variable(cpu, "small").values[0].shape == (3,)
+
+
+async def test_crashed_worker_is_restarted(engine, tmp_path):
+    restarts = engine.restarts
+    os.kill(engine.pid, signal.SIGKILL)
+    report = await engine.analyse("crash", plan_for(tmp_path, "import torch\nz = torch.ones(5, 1)\n"))
+    assert variable(report, "z").values[0].shape == (5, 1)
+    assert engine.restarts == restarts + 1
+
+
+async def test_a_newer_version_cancels_the_older_job(engine, tmp_path):
+    slow = asyncio.ensure_future(engine.analyse("doc", plan_for(tmp_path, "import torch\nwhile True:\n    pass\n", "v1.py")))
+    await asyncio.sleep(0.3)
+    fast = await engine.analyse("doc", plan_for(tmp_path, "import torch\nq = torch.ones(7)\n", "v2.py"))
+    assert await slow is None
+    assert variable(fast, "q").values[0].shape == (7,)
+
+
+async def test_same_plan_is_served_from_the_cache(engine, tmp_path):
+    plan = plan_for(tmp_path, "import torch\nw = torch.ones(3, 3)\n")
+    first = await engine.analyse("cache", plan)
+    again = await engine.analyse("cache", plan)
+    assert again is first
+
+
+async def test_side_effects_are_neutralised(engine, tmp_path):
+    source = f"""
+    import os, subprocess, torch
+    print("stdout must not reach the protocol")
+    with open({str(tmp_path / 'written.txt')!r}, "w") as f:
+        f.write("no")
+    os.makedirs({str(tmp_path / 'made')!r})
+    torch.save(torch.ones(1), {str(tmp_path / 'saved.pt')!r})
+    name = input("your name? ")
+    before = torch.ones(2)
+    subprocess.run(["touch", {str(tmp_path / 'touched')!r}])
+    after = torch.ones(2)
+    """
+    report = await engine.analyse("effects", plan_for(tmp_path, source))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user_code.py"]
+    assert "subprocess" in report.stopped and report.errors == []
+    assert variable(report, "before").values[0].shape == (2,)
+    assert not [v for v in report.variables if v.name == "after"]
+
+
+async def test_datasets_become_fake_data_of_the_same_size(engine, tmp_path):
+    source = """
+    import torch
+    import torchvision
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader
+    train = torchvision.datasets.CIFAR10(root="./data", train=True, download=True, transform=T.ToTensor())
+    loader = DataLoader(train, batch_size=4, shuffle=True, num_workers=2)
+    images, labels = next(iter(loader))
+    """
+    report = await engine.analyse("data", plan_for(tmp_path, source))
+    assert report.errors == [] and report.stopped is None, report
+    assert variable(report, "images").values[0].shape == (4, 3, 32, 32)
+    assert variable(report, "labels").values[0].shape == (4,)
+    assert not (tmp_path / "data").exists()
+    # The same shapes as real CIFAR-10 batches (FakeData of CIFAR size stands in on CPU here too).
+    import torchvision
+    reference = torchvision.datasets.FakeData(size=8, image_size=(3, 32, 32), transform=torchvision.transforms.ToTensor())
+    assert shape_of(reference[0][0]) == (3, 32, 32)
+
+
+async def test_a_hang_is_reported_as_information_at_its_line(engine, tmp_path):
+    from torch_lsp.shapes import view
+
+    source = "import torch\nx = torch.zeros(2)\nwhile True:\n    x = x + 1\n"
+    report = await engine.analyse("hang-note", plan_for(tmp_path, source), JobSettings(timeout=0.5))
+    [note] = view.findings(report, source.splitlines())
+    assert note.code == "TL299" and note.severity.name == "INFO"
+    assert note.span.start.line in (2, 3) and "stopped after 0.5 s" in note.message
+

@@ -1,0 +1,364 @@
+"""Record shapes while a plan runs (worker side; imports torch).
+
+Two recorders, both filtered to the user's file:
+
+- per statement: ``sys.settrace`` line events. When a frame moves past a statement, the names
+  that statement binds (listed by the plan) are read from the frame and described;
+- per expression: a ``TorchFunctionMode`` (every torch call) and a global module forward hook
+  (every ``nn.Module`` call). The innermost user frame's ``f_lasti`` with
+  ``code.co_positions()`` gives the exact range of the call expression being evaluated, so
+  ``self.conv1(x)`` and ``F.relu(...)`` on one line get separate shapes. Torch calls nested in
+  one user expression (every layer inside ``resnet(x)``) collapse to the last, outermost one.
+
+The same mode also keeps the job on one device: explicit ``device=`` arguments, ``.to(...)``,
+``.cuda()`` and ``.cpu()`` are retargeted to the execution device, and tensors from another
+device (e.g. a CPU batch from a DataLoader) are moved to it, because shapes do not depend on
+where a tensor lives.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from types import CodeType, FrameType
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from torch_lsp.analysis.plan import ExecutionPlan, Statement
+from torch_lsp.shapes.report import ExpressionShapes, Range, Value, VariableShapes
+
+_MAX_ITEMS = 8  # tuples / lists / dicts longer than this are not described item by item
+_MAX_VALUES = 8  # distinct shapes kept per line / expression (a loop over growing sizes)
+# Frames (outside the user's file) during which torch calls are parameter initialisation.
+_CONSTRUCTION_FRAMES = {"__init__", "reset_parameters", "_reset_parameters", "_init_weights"}
+
+
+_loading_depth = 0
+
+
+@contextmanager
+def loading_data():
+    """Data loading runs on the CPU, unrecorded: samplers need real random numbers
+    (`randperm(n).tolist()`), and a batch moves to the execution device afterwards."""
+    global _loading_depth
+    _loading_depth += 1
+    try:
+        with torch.device("cpu"):
+            yield
+    finally:
+        _loading_depth -= 1
+
+
+def describe(value: Any, depth: int = 0) -> Value | None:
+    """A tensor or a container of tensors -> Value; anything else -> None."""
+    if isinstance(value, torch.Tensor):
+        return Value(kind="tensor", shape=tuple(int(d) for d in value.shape), dtype=str(value.dtype).removeprefix("torch."))
+    if depth > 3:
+        return None
+    if isinstance(value, (tuple, list)) and 0 < len(value) <= _MAX_ITEMS:
+        items = [describe(v, depth + 1) for v in value]
+        if all(item is not None for item in items):
+            return Value(kind="tuple" if isinstance(value, tuple) else "list", items=items)
+    if isinstance(value, dict) and 0 < len(value) <= _MAX_ITEMS:
+        items = [describe(v, depth + 1) for v in value.values()]
+        if all(item is not None for item in items):
+            return Value(kind="dict", items=items, keys=[str(k) for k in value])
+    return None
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value if value.device == device else value.to(device)
+    if isinstance(value, (tuple, list)):
+        moved = [to_device(v, device) for v in value]
+        return type(value)(moved) if not hasattr(value, "_fields") else type(value)(*moved)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
+class SourceMap:
+    """Bytecode offsets and UTF-8 columns of the user's file -> code-point Ranges."""
+
+    def __init__(self, filename: str, source: str) -> None:
+        self.filename = filename
+        self.lines = source.splitlines()
+        self._positions: dict[CodeType, list] = {}
+
+    def _column(self, line: int, byte_col: int) -> int:
+        if 0 <= line < len(self.lines):
+            return len(self.lines[line].encode()[:byte_col].decode(errors="ignore"))
+        return byte_col
+
+    def range_at(self, code: CodeType, lasti: int) -> Range | None:
+        positions = self._positions.get(code)
+        if positions is None:
+            positions = self._positions[code] = list(code.co_positions())
+        index = lasti // 2
+        if not 0 <= index < len(positions):
+            return None
+        line, end_line, col, end_col = positions[index]
+        if None in (line, end_line, col, end_col):
+            return None
+        return Range(line=line - 1, col=self._column(line - 1, col),
+                     end_line=end_line - 1, end_col=self._column(end_line - 1, end_col))
+
+
+class Recorder:
+    def __init__(self, plan: ExecutionPlan, device: torch.device, on_line: Callable[[int], None] | None = None):
+        self.plan = plan
+        self.filename = plan.filename
+        self.device = device
+        self.source_map = SourceMap(plan.filename, plan.source)
+        self.on_line = on_line
+        self.variables: dict[tuple[int, str], tuple[Statement, list[Value]]] = {}
+        self.expressions: dict[tuple, tuple[Range, list[Value], str | None]] = {}
+        self._pending_statement: dict[int, tuple[FrameType, Statement]] = {}
+        self._pending_expression: tuple | None = None  # (key, range, value, module)
+        self._suspended_by: torch.nn.Module | None = None
+        self._library_modules: dict[int, bool] = {}
+
+    # statements -----------------------------------------------------------------------------
+
+    def global_trace(self, frame: FrameType, event: str, arg: Any):
+        if frame.f_code.co_filename != self.filename:
+            return None
+        if frame.f_code.co_name != "<module>":
+            self._record_parameters(frame)
+        return self.local_trace
+
+    def _record_parameters(self, frame: FrameType) -> None:
+        """Tensor arguments of a user function, shown on its `def` line (`forward(self, x)`)."""
+        code = frame.f_code
+        count = code.co_argcount + code.co_kwonlyargcount
+        names = tuple(n for n in code.co_varnames[:count] if n != "self")
+        if names:
+            line = code.co_firstlineno - 1
+            self._record(frame.f_locals, Statement(line, line, names))
+
+    def local_trace(self, frame: FrameType, event: str, arg: Any):
+        if event == "line":
+            self._flush_statement(frame)
+            self.flush_expression()
+            line = frame.f_lineno - 1
+            if self.on_line is not None:
+                self.on_line(line)
+            stmt = self.plan.statement_of_line.get(line)
+            if stmt is not None and stmt.binds:
+                self._pending_statement[id(frame)] = (frame, stmt)
+        elif event == "return":
+            self._flush_statement(frame)
+        elif event == "exception":
+            # The statement did not complete: its targets still hold their old values.
+            self._pending_statement.pop(id(frame), None)
+        return self.local_trace
+
+    def _flush_statement(self, frame: FrameType) -> None:
+        pending = self._pending_statement.pop(id(frame), None)
+        if pending is None:
+            return
+        self._record(frame.f_locals, pending[1])
+
+    def _record(self, scope: dict, stmt: Statement) -> None:
+        for name in stmt.binds:
+            value = _lookup(scope, name)
+            described = describe(value) if value is not None else None
+            if described is not None:
+                _, values = self.variables.setdefault((stmt.line, name), (stmt, []))
+                if described not in values and len(values) < _MAX_VALUES:
+                    values.append(described)
+
+    # expressions ----------------------------------------------------------------------------
+
+    def record_output(self, output: Any, module: torch.nn.Module | None = None) -> None:
+        """Remember `output` for the user expression being evaluated. Described only when the
+        expression is done: every layer of `resnet(x)` maps to the same expression."""
+        frame = sys._getframe(2)
+        while frame is not None and frame.f_code.co_filename != self.filename:
+            if frame.f_code.co_name in _CONSTRUCTION_FRAMES:
+                return  # parameter initialisation inside a layer's constructor
+            frame = frame.f_back
+        if frame is None:
+            return
+        key = (id(frame), frame.f_lasti)
+        pending = self._pending_expression
+        if pending is not None and pending[0] == key:
+            self._pending_expression = (key, pending[1], output, module)
+            return
+        self.flush_expression()
+        rng = self.source_map.range_at(frame.f_code, frame.f_lasti)
+        if rng is not None:
+            self._pending_expression = (key, rng, output, module)
+
+    def flush_expression(self) -> None:
+        pending, self._pending_expression = self._pending_expression, None
+        if pending is None:
+            return
+        _, rng, output, module = pending
+        value = describe(output)
+        if value is None:
+            return
+        module_text = module_summary(module) if module is not None else None
+        key = (rng.line, rng.col, rng.end_line, rng.end_col)
+        _, values, old_module = self.expressions.setdefault(key, (rng, [], module_text))
+        if value not in values and len(values) < _MAX_VALUES:
+            values.append(value)
+        if module_text is not None and old_module is None:
+            self.expressions[key] = (rng, values, module_text)
+
+    def in_training_loop(self) -> bool:
+        """Is a user frame on the stack inside a loop that the plan runs once?"""
+        loops = self.plan.run_once_loops
+        frame = sys._getframe(2)
+        while loops and frame is not None:
+            if frame.f_code.co_filename == self.filename:
+                line = frame.f_lineno - 1
+                if any(start <= line <= end for start, end in loops):
+                    return True
+            frame = frame.f_back
+        return False
+
+    # Tracing a library model (torchvision's resnet50: ~400k Python calls per forward) would cost
+    # more than the forward itself, and no line of the user's file runs inside it: line tracing
+    # is off while a module whose whole subtree is library code runs.
+
+    def module_pre_hook(self, module: torch.nn.Module, inputs: Any) -> None:
+        if self._suspended_by is None and self._library_only(module):
+            self._suspended_by = module
+            sys.settrace(None)
+
+    def module_hook(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if self._suspended_by is module:
+            self._suspended_by = None
+            sys.settrace(self.global_trace)
+        elif self._suspended_by is not None:
+            return  # a layer inside a library model: only the model's own output is shown
+        self.record_output(output, module)
+
+    @property
+    def inside_library_model(self) -> bool:
+        return self._suspended_by is not None
+
+    def _library_only(self, module: torch.nn.Module) -> bool:
+        known = self._library_modules.get(id(module))
+        if known is None:
+            known = self._library_modules[id(module)] = not any(
+                getattr(getattr(type(m).forward, "__code__", None), "co_filename", None) == self.filename
+                for m in module.modules())
+        return known
+
+    # results ----------------------------------------------------------------------------------
+
+    def finish(self) -> tuple[list[VariableShapes], list[ExpressionShapes]]:
+        self.flush_expression()
+        variables = [
+            VariableShapes(name=name, line=stmt.line, end_line=stmt.end_line, values=values)
+            for (_, name), (stmt, values) in sorted(
+                self.variables.items(), key=lambda item: (item[0][0], _bind_order(item[1][0], item[0][1])))
+        ]
+        expressions = [
+            ExpressionShapes(range=rng, values=values, module=module)
+            for rng, values, module in (self.expressions[k] for k in sorted(self.expressions))
+        ]
+        return variables, expressions
+
+
+def _bind_order(stmt: Statement, name: str) -> int:
+    """Targets in the order they are written: `logits, feats = ...`."""
+    return stmt.binds.index(name) if name in stmt.binds else len(stmt.binds)
+
+
+def _lookup(scope: dict, dotted: str) -> Any:
+    head, _, attr = dotted.partition(".")
+    value = scope.get(head)
+    if attr and value is not None:
+        try:
+            value = getattr(value, attr, None)
+        except Exception:  # a user property may raise; a missing shape is fine
+            return None
+    return value
+
+
+def module_summary(module: torch.nn.Module) -> str:
+    """`Conv2d(3, 6, kernel_size=(5, 5), stride=(1, 1))`; containers by their size."""
+    extra = module.extra_repr()
+    if not extra:
+        children = len(module._modules)
+        extra = f"{children} submodules" if children else ""
+    return f"{type(module).__name__}({extra})"
+
+
+class RecordingMode(TorchFunctionMode):
+    """Sees every torch call: keeps it on the execution device and records its output."""
+
+    def __init__(self, recorder: Recorder, tracker=None) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.device = recorder.device
+        # explain's CallTracker, fed from here so that torch calls pass through one mode, not two.
+        self.tracker = tracker
+        # Torch calls made while another one runs (inside Python decompositions, e.g. batch norm
+        # on meta: ~5 per layer) belong to it: no retargeting, recording or tracking for them.
+        self._depth = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if _loading_depth or self._depth:
+            return func(*args, **kwargs)
+        self._depth += 1
+        try:
+            return self._handle(func, args, kwargs)
+        finally:
+            self._depth -= 1
+
+    def _handle(self, func, args, kwargs):
+        if func in _VALUE_READS and self.device.type == "meta" and self.recorder.in_training_loop():
+            # `running_loss += loss.item()`: logging inside a training loop. Shapes do not depend
+            # on it, and a CPU re-run of the whole script just for it would cost seconds.
+            return _placeholder_value(args[0])
+        if func in (torch.Tensor.cuda, torch.Tensor.cpu):
+            return to_device(args[0], self.device)
+        if "device" in kwargs and kwargs["device"] is not None:
+            kwargs["device"] = self.device
+        if func is torch.Tensor.to:
+            args = tuple(self.device if _is_device_like(a) else a for a in args)
+        elif args:
+            args = tuple(self._same_device(a) for a in args)
+        if self.tracker is None:
+            output = func(*args, **kwargs)
+        else:
+            call = self.tracker.record_call(func, args, kwargs)
+            try:
+                output = func(*args, **kwargs)
+            except Exception as error:
+                self.tracker.record_failure(error, call)
+                raise
+        if not self.recorder.inside_library_model:
+            self.recorder.record_output(output)
+        return output
+
+    def _same_device(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.device != self.device and value.dim() > 0:
+            return value.to(self.device)
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+            return type(value)(self._same_device(v) for v in value)
+        return value
+
+
+_VALUE_READS = {torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.__int__}
+
+
+def _placeholder_value(tensor: torch.Tensor):
+    if tensor.dtype == torch.bool:
+        return False
+    return 0 if not tensor.dtype.is_floating_point and not tensor.dtype.is_complex else 0.0
+
+
+def _is_device_like(value: Any) -> bool:
+    if isinstance(value, torch.device):
+        return True
+    if isinstance(value, str):
+        return value.split(":")[0] in {"cpu", "cuda", "meta", "mps", "xpu"}
+    return isinstance(value, int) and not isinstance(value, bool)  # `.to(0)` means cuda:0
