@@ -332,14 +332,26 @@ def _skip_lazy_accelerator_calls() -> None:
 
     for name in ("cuda", "xpu", "mtia"):
         backend = getattr(torch, name, None)
-        available = getattr(backend, "is_available", lambda: True)
-        if backend is None or not hasattr(backend, "_lazy_call") or available():
+        if backend is None or not hasattr(backend, "_lazy_call") or _may_have(name, backend):
             continue
         backend._lazy_call = _queue_nothing
         try:  # random.py imported the function by name
             importlib.import_module(f"torch.{name}.random")._lazy_call = _queue_nothing
         except (ImportError, AttributeError):
             pass
+
+
+def _may_have(name: str, backend) -> bool:
+    """Whether the accelerator may be present, asked WITHOUT initialising it.
+
+    Checked on an H200: `torch.cuda.is_available()` here (even with the NVML-based check) left
+    the forked jobs with "CUDA error: initialization error". So for CUDA only the build and the
+    driver's device files are looked at; a job (a fresh fork) is the first to touch CUDA.
+    """
+    if name == "cuda":
+        built = torch.backends.cuda.is_built()
+        return built and any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia"))
+    return getattr(backend, "is_available", lambda: True)()
 
 
 def _queue_nothing(*args, **kwargs) -> None:
