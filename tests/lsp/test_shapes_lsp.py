@@ -199,3 +199,20 @@ def _child_commands(pid: int) -> list[str]:
                 with open(f"/proc/{child}/cmdline", "rb") as cmdline:
                     commands.append(cmdline.read().replace(b"\0", b" ").decode())
     return [c for c in commands if "torch_lsp.shapes.worker" in c]
+
+
+async def test_model_summary_command(shapes_client):
+    lenet = FIXTURES / "shapes" / "lenet_ok.py"
+    open_text(shapes_client, lenet.as_uri(), lenet.read_text())
+    await shape_report(shapes_client, lenet.as_uri())
+    summary = await shapes_client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.summary", arguments=[lenet.as_uri()]))
+    import runpy
+
+    net = runpy.run_path(str(lenet))["net"]  # the same model on CPU
+    [whole] = [row for row in summary["rows"] if row["call"] == "net(images)"]
+    assert whole["parameters"] == sum(p.numel() for p in net.parameters())
+    assert f"{whole['parameters']:,}" in summary["markdown"]
+    unknown = await shapes_client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.summary", arguments=["file:///nowhere.py"]))
+    assert unknown["rows"] == [] and "Open the file first" in unknown["markdown"]

@@ -147,6 +147,21 @@ def register(ls: "TorchLanguageServer") -> ShapeService:
         shapes = service.latest(uri) if uri else None
         return shapes.report.model_dump(mode="json") if shapes else None
 
+    @ls.command("torch-lsp.summary")
+    def summary(ls, *args):
+        """The model summary of a document, from its latest shape report: `{markdown, rows}`."""
+        from torch_lsp.shapes.summary import model_summary
+
+        uri = args[0] if args and isinstance(args[0], str) else None
+        if uri is None or uri not in ls.documents:
+            return {"markdown": "Open the file first: the summary comes from its shape analysis.", "rows": []}
+        if not ls.settings.execution.enabled:
+            return {"markdown": "Shape analysis is off (execution.enabled = false): no summary.", "rows": []}
+        shapes = service.latest(uri)
+        if shapes is None:
+            return {"markdown": "No shape report yet for this file: it is still being analysed.", "rows": []}
+        return model_summary(shapes.report, lines_of(ls, uri))
+
     return service
 
 

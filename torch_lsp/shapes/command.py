@@ -31,6 +31,17 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     shapes.add_argument("--format", choices=["text", "json"], default="text")
     shapes.set_defaults(handler=run_shapes_command)
 
+    summary = sub.add_parser(
+        "summary", help="print the model summary: each layer call, its output shape and parameters",
+        description="Run FILE like `torch-lsp shapes` does and print a table of every layer call the run "
+                    "saw, in source order: the layer as constructed, its output shape and its parameter count.")
+    summary.add_argument("file", type=Path)
+    summary.add_argument("--device", choices=["meta", "cpu", "cuda", "auto"], default="meta")
+    summary.add_argument("--timeout", type=float, default=5.0, help="seconds before the run is stopped (default 5)")
+    summary.add_argument("--memory-mb", type=int, default=4096)
+    summary.add_argument("--format", choices=["text", "json"], default="text")
+    summary.set_defaults(handler=run_summary_command)
+
 
 def run_shapes_command(args: argparse.Namespace) -> int:
     try:
@@ -44,6 +55,21 @@ def run_shapes_command(args: argparse.Namespace) -> int:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:
         sys.stdout.write(view.annotate(source, report))
+    return 1 if report.errors else 0
+
+
+def run_summary_command(args: argparse.Namespace) -> int:
+    from torch_lsp.shapes.summary import model_summary
+
+    try:
+        source = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"torch-lsp summary: cannot read {args.file}: {error}", file=sys.stderr)
+        return 2
+    settings = JobSettings(args.device, args.timeout, args.memory_mb)
+    report = asyncio.run(analyse_source(source, str(args.file.resolve()), settings))
+    summary = model_summary(report, source.splitlines())
+    print(json.dumps(summary, indent=2) if args.format == "json" else summary["markdown"], end="\n" if args.format == "json" else "")
     return 1 if report.errors else 0
 
 

@@ -67,6 +67,7 @@ class ExpressionShapes(BaseModel):
     values: list[Value]
     # For an nn.Module call: the layer as constructed, e.g. "Conv2d(3, 6, kernel_size=(5, 5))".
     module: str | None = None
+    parameters: int | None = None  # of that layer and its children, for the model summary
 
 
 class ShapeError(BaseModel):

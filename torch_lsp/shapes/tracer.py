@@ -200,13 +200,13 @@ class Recorder:
         value = describe(output)
         if value is None:
             return
-        module_text = module_summary(module) if module is not None else None
+        module_info = (module_summary(module), parameter_count(module)) if module is not None else None
         key = (rng.line, rng.col, rng.end_line, rng.end_col)
-        _, values, old_module = self.expressions.setdefault(key, (rng, [], module_text))
+        _, values, old_module = self.expressions.setdefault(key, (rng, [], module_info))
         if value not in values and len(values) < _MAX_VALUES:
             values.append(value)
-        if module_text is not None and old_module is None:
-            self.expressions[key] = (rng, values, module_text)
+        if module_info is not None and old_module is None:
+            self.expressions[key] = (rng, values, module_info)
 
     def in_training_loop(self) -> bool:
         """Is a user frame on the stack inside a loop that the plan runs once?"""
@@ -259,8 +259,9 @@ class Recorder:
                 self.variables.items(), key=lambda item: (item[0][0], _bind_order(item[1][0], item[0][1])))
         ]
         expressions = [
-            ExpressionShapes(range=rng, values=values, module=module)
-            for rng, values, module in (self.expressions[k] for k in sorted(self.expressions))
+            ExpressionShapes(range=rng, values=values, module=info[0] if info else None,
+                             parameters=info[1] if info else None)
+            for rng, values, info in (self.expressions[k] for k in sorted(self.expressions))
         ]
         return variables, expressions
 
@@ -279,6 +280,14 @@ def _lookup(scope: dict, dotted: str) -> Any:
         except Exception:  # a user property may raise; a missing shape is fine
             return None
     return value
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    """Parameters of the layer and everything under it (meta tensors know their numel)."""
+    try:
+        return sum(p.numel() for p in module.parameters())
+    except Exception:  # a user module may override parameters(); a missing count is fine
+        return 0
 
 
 def module_summary(module: torch.nn.Module) -> str:
