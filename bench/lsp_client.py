@@ -35,7 +35,10 @@ class StdioClient:
                     length = int(value)
             message = json.loads(stream.read(length))
             if "id" in message and "method" in message:  # a request from the server: accept it
-                self._send({"jsonrpc": "2.0", "id": message["id"], "result": None})
+                result = None
+                if message["method"] == "workspace/configuration":  # one (empty) value per item
+                    result = [None] * len(message.get("params", {}).get("items", []))
+                self._send({"jsonrpc": "2.0", "id": message["id"], "result": result})
             elif "id" in message:
                 self._responses.setdefault(message["id"], queue.Queue()).put(message)
             else:

@@ -61,8 +61,9 @@ def _extensions():
     """Subcommands contributed by other packages of torch-lsp (shapes, training)."""
     from torch_lsp.scaffold.command import add_subcommand as scaffold_actions
     from torch_lsp.shapes.command import add_subcommand as add_shapes
+    from torch_lsp.training.cli_commands import add_parsers as training_commands
 
-    return [scaffold_actions, add_shapes]
+    return [scaffold_actions, add_shapes, training_commands]
 
 
 def _serve(args: argparse.Namespace) -> int:

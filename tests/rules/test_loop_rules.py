@@ -258,3 +258,14 @@ def test_events_of_an_inlined_helper_name_the_callers_objects():
     [step] = loop.of(EventKind.STEP)
     assert (mode.target, facts.target_of(mode)) == ("model", "net")
     assert (step.target, facts.target_of(step)) == ("opt", "optimizer")
+
+
+def test_node_index_agrees_with_a_tree_walk():
+    from torch_lsp.analysis.node_index import _SINGLETONS, nodes
+
+    for path in _fixtures():
+        parsed = parse(path.read_text())
+        assert list(nodes(parsed, ast.AST)) == [n for n in parsed.walk() if not isinstance(n, _SINGLETONS)]
+        for scope in parsed.walk(kind=(ast.FunctionDef, ast.For)):
+            for kind in ((ast.Call, ast.Assign), ast.Name, ast.stmt):
+                assert list(nodes(parsed, kind, scope)) == list(parsed.walk(scope, kind))

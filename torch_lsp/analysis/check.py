@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from torch_lsp.analysis.facts import Finding
 from torch_lsp.analysis.rules import RuleContext, load_rules
 from torch_lsp.analysis.rules.selection import RuleSelection, is_suppressed
-from torch_lsp.analysis.syntax import ParsedModule, ParseFailure, parse
+from torch_lsp.analysis.syntax import ParsedModule, ParseFailure, parse, without_cyclic_gc
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,11 @@ def analyze_source(source: str, path: str = "<buffer>", selection: RuleSelection
 
     A rule that raises is logged and skipped: one broken rule must not hide the others' findings.
     """
-    selection = selection or RuleSelection()
+    with without_cyclic_gc():
+        return _analyze(source, path, selection or RuleSelection())
+
+
+def _analyze(source: str, path: str, selection: RuleSelection) -> Analysis:
     parsed = parse(source)
     if isinstance(parsed, ParseFailure):
         return Analysis(source, None, parsed)

@@ -16,6 +16,7 @@ from typing import Iterator, TypeVar
 from torch_lsp.analysis.syntax import ParsedModule
 
 N = TypeVar("N", bound=ast.AST)
+_SINGLETONS = (ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop)
 
 
 class _Index:
@@ -23,6 +24,7 @@ class _Index:
         self.by_type: dict[type, tuple[list[int], list[ast.AST]]] = {}
         self.selections: dict[tuple[type, ...], list[tuple[list[int], list[ast.AST]]]] = {}
         self.order: dict[int, tuple[int, int]] = {}  # id(node) -> (pre-order number, last descendant's)
+        children = _children(parsed)
         counter = 0
         stack: list[tuple[ast.AST, bool]] = [(parsed.tree, False)]
         while stack:
@@ -37,10 +39,26 @@ class _Index:
             members.append(node)
             counter += 1
             stack.append((node, True))
-            # Load/Store/Del are shared singletons: no identity, no place in the order.
-            stack.extend((child, False) for child in reversed(list(ast.iter_child_nodes(node)))
-                         if not isinstance(child, ast.expr_context))
+            stack.extend((child, False) for child in reversed(children.get(node, ())))
         self.size = counter
+
+
+def _children(parsed: ParsedModule) -> dict[ast.AST, list[ast.AST]]:
+    """Children in field order, read from the parent links the parse already built (asking
+    `ast.iter_child_nodes` again would double the cost of the index). Contexts (Load) and
+    operators (Add, Eq, And, Not) are shared singletons in CPython's ast: they have no
+    identity, hence no place in the order, and are never indexed."""
+    children: dict[ast.AST, list[ast.AST]] = {}
+    parents = getattr(parsed, "_parents", None)
+    if parents is None:  # another syntax layer: walk the tree ourselves
+        for node in ast.walk(parsed.tree):
+            children[node] = [c for c in ast.iter_child_nodes(node) if not isinstance(c, _SINGLETONS)]
+        return children
+    # Parent links were recorded parent by parent, each parent's children in field order.
+    for child, parent in parents.items():
+        if not isinstance(child, _SINGLETONS):
+            children.setdefault(parent, []).append(child)
+    return children
 
 
 _INDEXES: "weakref.WeakKeyDictionary[ParsedModule, _Index]" = weakref.WeakKeyDictionary()

@@ -357,7 +357,11 @@ class TrainingFacts:
         return EventKind.MODE_SET
 
     def _is_model(self, expr: ast.AST) -> bool:
-        return (self.key_kind(target_key(expr)) or self.kind_of(expr)) is Kind.MODEL
+        key = target_key(expr)
+        if key is not None:  # a name or attribute chain: its binding decides (what classify would do)
+            binding = self.bindings.get(key)
+            return binding is not None and binding.kind is Kind.MODEL
+        return self.kind_of(expr) is Kind.MODEL
 
     def canonical(self, key: str | None) -> str | None:
         """The key an alias stands for: `opt` after `opt = optimizer` -> `optimizer`."""

@@ -44,9 +44,11 @@ async def actions_for(ls: "TorchLanguageServer", params: types.CodeActionParams)
     actions: list[types.CodeAction] = []
     if _wants(wanted, types.CodeActionKind.QuickFix):
         for finding in state.current_findings():
-            if not finding.span.overlaps(span):
+            # Clients ask at the cursor (Neovim) or for the diagnostic's range (VS Code): a
+            # finding qualifies by overlapping the range or by being one of the diagnostics sent.
+            diagnostic = _matching_diagnostic(params, finding, lines, ls.position_encoding)
+            if not finding.span.overlaps(span) and diagnostic is None:
                 continue
-            diagnostic = _matching_diagnostic(params, finding.code)
             if finding.fix is not None:
                 actions.append(_action(ls, finding.fix, uri, state.version, lines, types.CodeActionKind.QuickFix, diagnostic))
             actions.append(_action(ls, _suppression_fix(finding.code, finding.span.start.line, lines), uri,
@@ -104,8 +106,12 @@ def _suppression_fix(code: str, line: int, lines: list[str]) -> Fix:
     return Fix(f"Suppress {code} on this line", (edit,), preferred=False)
 
 
-def _matching_diagnostic(params: types.CodeActionParams, code: str) -> types.Diagnostic | None:
-    return next((d for d in params.context.diagnostics if d.code == code and d.source == "torch-lsp"), None)
+def _matching_diagnostic(params: types.CodeActionParams, finding, lines, encoding) -> types.Diagnostic | None:
+    for diagnostic in params.context.diagnostics:
+        if diagnostic.code == finding.code and diagnostic.source == "torch-lsp" and \
+                from_lsp_range(diagnostic.range, lines, encoding).start.line == finding.span.start.line:
+            return diagnostic
+    return None
 
 
 def _wants(only: list[str] | None, kind: str) -> bool:

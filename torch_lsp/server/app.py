@@ -6,6 +6,7 @@ Feature modules (diagnostics, actions, hover, inlay hints, commands, lenses) eac
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -17,7 +18,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from torch_lsp import __version__
-from torch_lsp.server import actions, diagnostics, hover, inlay, shapes
+from torch_lsp.server import actions, commands, diagnostics, hover, inlay, lenses, shapes
 from torch_lsp.server.documents import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def create_server() -> TorchLanguageServer:
                 "torchImported": "torch" in sys.modules, "rssMb": _rss_mb(),
                 "settings": ls.settings.model_dump(by_alias=True)}
 
-    for feature in (actions, shapes, hover, inlay):
+    for feature in (actions, shapes, hover, inlay, commands, lenses):
         feature.register(ls)
     return ls
 
@@ -149,10 +150,12 @@ async def refresh_client_settings(ls: TorchLanguageServer) -> bool:
     if not (workspace_caps and workspace_caps.configuration):
         return False
     try:
-        result = await ls.workspace_configuration_async(
-            types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)]))
+        # A client that answers with something pygls cannot read leaves the future pending
+        # forever: bound the wait so start-up settings are applied regardless.
+        result = await asyncio.wait_for(ls.workspace_configuration_async(
+            types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])), timeout=5)
     except Exception as error:  # noqa: BLE001 - a client that fails this keeps the other layers
-        log.warning("workspace/configuration failed: %s", error)
+        log.warning("workspace/configuration failed: %r", error)
         return False
     settings = result[0] if result else None
     ls.client_settings = settings if isinstance(settings, dict) else None
