@@ -65,7 +65,7 @@ class ShapeService:
             self.engine.terminate()
 
     def latest(self, uri: str) -> DocumentShapes | None:
-        return self._latest.get(uri)
+        return self._latest.get(uri) if uri in self.ls.documents else None
 
     # analysis -------------------------------------------------------------------------------
 
@@ -104,6 +104,8 @@ class ShapeService:
         if report is None or state is None or state.version != version:
             return  # superseded: a newer version is on its way
         self._latest[uri] = DocumentShapes(version, tuple(source.splitlines()), report)
+        for closed in [u for u in self._latest if u not in self.ls.documents]:
+            self.forget(closed)  # documents closed since: their reports are never read again
         state.findings[FINDINGS_KEY] = view.findings(report, source.splitlines(), self.ls.settings.rule_selection())
         state.findings_version[FINDINGS_KEY] = version
         self.ls.publish(uri)
