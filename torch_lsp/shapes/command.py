@@ -24,33 +24,41 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
         description="Run FILE's model and tensor code on the meta device (see docs/shapes.md for exactly "
                     "what runs) and print the source with the shape of each tensor assignment and any "
                     "shape error. Exit status 1 when a shape error is found.")
-    shapes.add_argument("file", type=Path)
-    shapes.add_argument("--device", choices=["meta", "cpu", "cuda", "auto"], default="meta")
-    shapes.add_argument("--timeout", type=float, default=5.0, help="seconds before the run is stopped (default 5)")
-    shapes.add_argument("--memory-mb", type=int, default=4096)
-    shapes.add_argument("--format", choices=["text", "json"], default="text")
+    _add_run_options(shapes)
     shapes.set_defaults(handler=run_shapes_command)
 
     summary = sub.add_parser(
         "summary", help="print the model summary: each layer call, its output shape and parameters",
         description="Run FILE like `torch-lsp shapes` does and print a table of every layer call the run "
                     "saw, in source order: the layer as constructed, its output shape and its parameter count.")
-    summary.add_argument("file", type=Path)
-    summary.add_argument("--device", choices=["meta", "cpu", "cuda", "auto"], default="meta")
-    summary.add_argument("--timeout", type=float, default=5.0, help="seconds before the run is stopped (default 5)")
-    summary.add_argument("--memory-mb", type=int, default=4096)
-    summary.add_argument("--format", choices=["text", "json"], default="text")
+    _add_run_options(summary)
     summary.set_defaults(handler=run_summary_command)
 
 
-def run_shapes_command(args: argparse.Namespace) -> int:
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--device", choices=["meta", "cpu", "cuda", "auto"], default="meta")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds before the run is stopped (default 5)")
+    parser.add_argument("--memory-mb", type=int, default=4096)
+    parser.add_argument("--format", choices=["text", "json"], default="text")
+
+
+def _run_file(args: argparse.Namespace, command: str) -> tuple[str, ShapeReport] | None:
+    """Read FILE and run it through a warm worker started for this command."""
     try:
         source = args.file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        print(f"torch-lsp shapes: cannot read {args.file}: {error}", file=sys.stderr)
-        return 2
+        print(f"torch-lsp {command}: cannot read {args.file}: {error}", file=sys.stderr)
+        return None
     settings = JobSettings(args.device, args.timeout, args.memory_mb)
-    report = asyncio.run(analyse_source(source, str(args.file.resolve()), settings))
+    return source, asyncio.run(analyse_source(source, str(args.file.resolve()), settings))
+
+
+def run_shapes_command(args: argparse.Namespace) -> int:
+    ran = _run_file(args, "shapes")
+    if ran is None:
+        return 2
+    source, report = ran
     if args.format == "json":
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:
@@ -61,13 +69,10 @@ def run_shapes_command(args: argparse.Namespace) -> int:
 def run_summary_command(args: argparse.Namespace) -> int:
     from torch_lsp.shapes.summary import model_summary
 
-    try:
-        source = args.file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        print(f"torch-lsp summary: cannot read {args.file}: {error}", file=sys.stderr)
+    ran = _run_file(args, "summary")
+    if ran is None:
         return 2
-    settings = JobSettings(args.device, args.timeout, args.memory_mb)
-    report = asyncio.run(analyse_source(source, str(args.file.resolve()), settings))
+    source, report = ran
     summary = model_summary(report, source.splitlines())
     print(json.dumps(summary, indent=2) if args.format == "json" else summary["markdown"], end="\n" if args.format == "json" else "")
     return 1 if report.errors else 0
