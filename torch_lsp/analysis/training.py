@@ -480,23 +480,13 @@ def _is_none(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and node.value is None
 
 
-def _walk_executed(statement: ast.AST):
-    """Nodes that run when `statement` runs: not the bodies of nested defs, lambdas, classes."""
-    stack = [statement]
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            continue
-        stack.extend(reversed(list(ast.iter_child_nodes(node))))
-
-
 _GUARDS = (ast.If, ast.IfExp, ast.ExceptHandler, ast.comprehension)
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 
 def _walk_executed_guarded(statement: ast.AST):
-    """`_walk_executed`, with whether an if/else, except handler or comprehension guards each node."""
+    """Nodes that run when `statement` runs (not the bodies of nested defs, lambdas, classes),
+    each with whether an if/else, except handler or comprehension guards it."""
     stack: list[tuple[ast.AST, bool]] = [(statement, False)]
     while stack:
         node, guarded = stack.pop()
