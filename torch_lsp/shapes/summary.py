@@ -31,17 +31,17 @@ def render_markdown(rows: list[dict], report: ShapeReport) -> str:
         count = "" if row["parameters"] is None else f"{row['parameters']:,}"
         out.append(f"| {row['line']} | `{row['call']}` | {row['layer']} | {row['output']} | {count} |")
     # Top-level calls only, so that a model and the layers inside it are not counted twice.
-    total = sum(r["parameters"] or 0 for r in rows if not _inside_another(r, rows))
+    total = sum(r["parameters"] or 0 for r in rows if not _inside_another(r))
     out.append("")
     out.append(f"Parameters of the outermost calls: {total:,} · device: {report.device}")
     return "\n".join(out) + "\n"
 
 
-def _inside_another(row: dict, rows: list[dict]) -> bool:
-    """A call in a forward() is inside the model call that ran it: same report, deeper code.
+def _inside_another(row: dict) -> bool:
+    """Whether a layer call runs inside another recorded call (so its parameters are counted there).
 
-    We only know source lines, so a call counts as top-level when it is the first call of its
-    layer text at module level (no indentation) or the model's own call."""
+    The report knows source ranges, not the module tree: a `self.<layer>(...)` call is taken to
+    be inside the model whose forward() makes it; every other call counts as outermost."""
     return row["call"].startswith("self.")
 
 
