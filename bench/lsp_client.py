@@ -13,8 +13,10 @@ from pathlib import Path
 
 class StdioClient:
     def __init__(self, command: list[str], cwd: Path | None = None, env: dict | None = None):
+        stderr = open(os.environ["TORCH_LSP_BENCH_STDERR"], "wb") if os.environ.get("TORCH_LSP_BENCH_STDERR") else \
+            subprocess.DEVNULL
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, cwd=cwd, env=env)
+                                        stderr=stderr, cwd=cwd, env=env)
         self._next_id = 0
         self._responses: dict[int, queue.Queue] = {}
         self.notifications: queue.Queue = queue.Queue()
@@ -38,7 +40,10 @@ class StdioClient:
                 result = None
                 if message["method"] == "workspace/configuration":  # one (empty) value per item
                     result = [None] * len(message.get("params", {}).get("items", []))
-                self._send({"jsonrpc": "2.0", "id": message["id"], "result": result})
+                try:
+                    self._send({"jsonrpc": "2.0", "id": message["id"], "result": result})
+                except (OSError, ValueError):  # we closed our end: the server is going away
+                    return
             elif "id" in message:
                 self._responses.setdefault(message["id"], queue.Queue()).put(message)
             else:

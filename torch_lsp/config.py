@@ -46,7 +46,9 @@ class ExecutionSettings(_Section):
     enabled: bool = Field(True, description="Run model and tensor code (on the meta device by default) to infer shapes. Off: static features only; nothing of the user's code runs.")
     device: Literal["meta", "cpu", "cuda", "auto"] = Field("meta", description="Device for shape inference: `meta` computes shapes without data; `cpu`/`cuda` run real kernels on small inputs; `auto` is cuda when available, else meta.")
     timeout: float = Field(5.0, gt=0, le=300, description="Seconds a shape job may run before it is stopped.")
-    memory_mb: int = Field(4096, ge=256, description="Address-space limit (MiB) of a shape job.")
+    memory_mb: int = Field(4096, ge=256, description="Memory limit (MiB) of a shape job: its address space on `meta`/`cpu`, its resident memory on every device.")
+    synthesize: bool = Field(True, description="Give shapes to module classes that nothing in the workspace calls: build each from what the code gives (defaults, config classes, construction sites) and call it with an example input found from its first layers (see docs/shapes.md).")
+    python: str | None = Field(None, description="Interpreter that runs shape analysis (the project's, with torch installed): a python executable or an environment folder, relative to the workspace. Default: the workspace's `.venv`/`venv`, else the active `VIRTUAL_ENV`/conda environment, else torch-lsp's own.")
 
 
 class InlayHintSettings(_Section):
@@ -58,12 +60,21 @@ class TrainingSettings(_Section):
     runs_dir: str = Field(".torch-lsp/runs", description="Where training runs are stored, relative to the workspace root.")
 
 
+class ShapesSettings(_Section):
+    costs: bool = Field(True, description="Count FLOPs per layer and line and a training step's peak GPU memory during each shape run (model summary, hover, code lenses). Off: shapes only, a little faster.")
+    gpu_memory_gb: float | None = Field(None, gt=0, le=4096, description="GPU memory (GiB, as `nvidia-smi` shows it / 1024) for the largest batch that fits (`torch-lsp memory`, the training loop's hover). Default: the local GPU's, when one is visible.")
+    inputs: dict[str, dict[str, str]] = Field(default_factory=dict, description="Example inputs per module class, for classes nothing calls: `{\"Net\": {\"x\": \"[B, 3, 32, 32]\"}}` (a dtype may follow the brackets: `\"[B, T] int64\"`). A `# torch-lsp: input` pragma or a jaxtyping annotation in the code wins over this.")
+    argv: list[str] = Field(default_factory=list, description="Command-line arguments (`sys.argv[1:]`) a script gets when torch-lsp runs it for shapes.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables set when torch-lsp runs a script for shapes.")
+
+
 class Settings(_Section):
     rules: RuleSettings = Field(default_factory=RuleSettings)
     debounce_ms: int = Field(250, ge=0, le=10_000, description="Milliseconds to wait after the last edit before analysing.")
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     inlay_hints: InlayHintSettings = Field(default_factory=InlayHintSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    shapes: ShapesSettings = Field(default_factory=ShapesSettings)
     docs_url: str = Field("https://github.com/torch-lsp/torch-lsp/blob/main/docs/rules.md", description="Base URL of the rules documentation, linked from each diagnostic code.")
 
     def rule_selection(self):
@@ -72,6 +83,86 @@ class Settings(_Section):
 
         return RuleSelection(tuple(self.rules.select), tuple(self.rules.ignore),
                              {code.upper(): Severity.parse(level) for code, level in self.rules.severity.items()})
+
+
+def _within(limit: float):
+    return lambda value: not isinstance(value, (int, float)) or isinstance(value, bool) or value <= limit
+
+
+def _inside_workspace(value: Any) -> bool:
+    if not isinstance(value, str):
+        return True  # not a path: validation reports it
+    path = Path(value)
+    return not path.is_absolute() and not value.startswith("~") and ".." not in path.parts
+
+
+MAX_PROJECT_ARGV = (64, 4096)  # arguments, characters in all
+# Environment variables that choose which program, libraries or Python code run, or how
+# torch-lsp confines them: a repository must not set these for the jobs that run its code.
+_CHOOSES_CODE = re.compile(r"^(PATH|LD_.*|DYLD_.*|PYTHON.*|TORCH_LSP_.*)$", re.IGNORECASE)
+
+
+def _argv_within(value: Any) -> bool:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return True  # not a list of words: validation reports it
+    count, characters = MAX_PROJECT_ARGV
+    return len(value) <= count and sum(map(len, value)) <= characters
+
+
+def _env_allowed(value: Any) -> bool:
+    return not isinstance(value, dict) or not any(_CHOOSES_CODE.match(str(name)) for name in value)
+
+
+# What a repository's own pyproject.toml may ask for (anyone can commit one; opening the folder
+# must not hand it more than this). The user's settings (initializationOptions,
+# workspace/configuration, command-line flags) are not capped: setting a key there is how the
+# user allows more. Each row: key path, the test, the value used instead (None: the lower
+# layers' value), and the rule for the warning.
+PROJECT_CAPS: list[tuple[tuple[str, ...], Any, Any, str]] = [
+    (("execution", "timeout"), _within(10), 10.0, "at most 10 seconds"),
+    (("execution", "memoryMb"), _within(8192), 8192, "at most 8192 MiB"),
+    (("execution", "device"), lambda value: value in ("meta", "cpu"), None,
+     "`meta` or `cpu` (a job reaches the GPU driver only if you choose a GPU device)"),
+    (("training", "runsDir"), _inside_workspace, None, "a folder inside the workspace"),
+    (("training", "python"), lambda value: value is None, None,
+     "no interpreter (a repository must not choose the program torch-lsp starts)"),
+    (("shapes", "argv"), _argv_within, None,
+     f"at most {MAX_PROJECT_ARGV[0]} arguments of {MAX_PROJECT_ARGV[1]} characters in all"),
+    (("shapes", "env"), _env_allowed, None,
+     "variables other than PATH, LD_*, DYLD_*, PYTHON* and TORCH_LSP_* (they choose which code runs "
+     "and how it is confined)"),
+]
+
+
+def cap_project_settings(table: dict[str, Any] | None, source: str,
+                         user_layers: tuple[dict[str, Any] | None, ...] = ()) -> tuple[dict[str, Any] | None, list[str]]:
+    """The project layer with values beyond PROJECT_CAPS replaced, and a warning for each that
+    the user's own layers do not set anyway."""
+    if not isinstance(table, dict):
+        return table, []
+    capped, warnings = _normalise(table), []
+    users = [_normalise(layer) for layer in user_layers if isinstance(layer, dict)]
+    for path, allowed, instead, rule in PROJECT_CAPS:
+        value = _get(capped, list(path), default=_MISSING)
+        if value is _MISSING or allowed(value):
+            continue
+        if any(_get(layer, list(path), default=_MISSING) is not _MISSING for layer in users):
+            continue  # the user chose this value themselves: the project's is never used
+        key = ".".join(path)
+        capped = _drop(capped, list(path), {}) if instead is None else _deep_merge(capped, _nest(path, instead))
+        using = f"using {instead!r}" if instead is not None else "ignored"
+        warnings.append(f"torch-lsp: {source} sets '{key}' = {value!r}, but a project's settings may only ask for "
+                        f"{rule}; {using}. Set '{key}' in your editor's settings to allow it.")
+    return capped, warnings
+
+
+_MISSING = object()
+
+
+def _nest(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    for key in reversed(path):
+        value = {key: value}
+    return value
 
 
 @dataclass
@@ -117,20 +208,24 @@ def _describe(source: str, path: list[str], bad: Any, problem: dict, fallback: A
             f"using {fallback!r}")
 
 
+_VERBATIM_TABLES = {"severity", "inputs", "env"}
+
+
 def _normalise(raw: dict[str, Any]) -> dict[str, Any]:
     """camelCase every key (TOML users write kebab-case; Python users snake_case)."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
         camel = to_camel(re.sub(r"-", "_", str(key)))
         camel = camel[:1].lower() + camel[1:]
-        out[camel] = _normalise(value) if isinstance(value, dict) and camel != "severity" else value
+        # Tables keyed by user names (rule codes, class and parameter names, variables) keep them.
+        out[camel] = _normalise(value) if isinstance(value, dict) and camel not in _VERBATIM_TABLES else value
     return out
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
     result = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict) and key != "severity":
+        if isinstance(value, dict) and isinstance(result.get(key), dict) and key not in _VERBATIM_TABLES:
             result[key] = _deep_merge(result[key], value)
         else:
             result[key] = value
@@ -196,8 +291,9 @@ def load_for_path(path: Path, overrides: dict[str, Any] | None = None) -> Merged
     """Settings for the CLI: defaults, the nearest pyproject.toml, then command-line overrides."""
     pyproject = find_pyproject(path)
     table, problems = read_pyproject(pyproject)
+    table, capped = cap_project_settings(table, str(pyproject), (overrides,))
     merged = merge(("defaults", {}), (str(pyproject), table), ("the command line", overrides))
-    merged.warnings[:0] = problems
+    merged.warnings[:0] = problems + capped
     return merged
 
 
@@ -226,7 +322,7 @@ def _json_type(annotation: Any) -> str:
         return "boolean"
     if annotation is int:
         return "integer"
-    if annotation is float:
+    if annotation is float or text == "float | None":
         return "number"
     if "list" in text:
         return "array"

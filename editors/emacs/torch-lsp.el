@@ -15,6 +15,7 @@
 ;;   M-x torch-lsp-stop-training  stop the latest (or a named) run
 ;;   M-x torch-lsp-metrics        summary of the latest (or a named) run
 ;;   M-x torch-lsp-summary        model summary of the current file
+;;   M-x torch-lsp-memory         training step memory, largest batch that fits
 ;;   M-x torch-lsp-server-info    version, interpreter, settings
 ;;
 ;; Setup:
@@ -187,6 +188,17 @@ Works with the client that manages the buffer: eglot or lsp-mode."
   (torch-lsp--show "summary"
                    (torch-lsp-execute "torch-lsp.summary"
                                       (list (torch-lsp--file-uri)))))
+
+(defun torch-lsp-memory (&optional gpu-memory)
+  "Show the training step's peak GPU memory of the current file.
+Also the largest batch that fits in GPU-MEMORY GiB (default: the
+setting shapes.gpuMemoryGb or the local GPU)."
+  (interactive (list (read-string "GPU memory in GiB (empty: setting or local GPU): ")))
+  (let ((gib (and gpu-memory (not (string-empty-p gpu-memory)) (string-to-number gpu-memory))))
+    (torch-lsp--show "memory"
+                     (torch-lsp-execute "torch-lsp.memory"
+                                        (list (torch-lsp--file-uri)
+                                              (if gib (list :gpuMemoryGb gib) (make-hash-table)))))))
 
 (defun torch-lsp-server-info ()
   "Show the running server's version, interpreter and settings."

@@ -41,7 +41,9 @@ def expected_pooled_shape() -> str:
 
 
 def editor_env(**extra: str) -> dict[str, str]:
-    """The environment an editor process gets: this checkout importable by the server it starts."""
+    """The environment an editor process gets: this checkout importable by the server it starts.
+    Pass TORCH_LSP_RUNS_DIR (a temporary folder) when the editor trains: the drivers set the
+    `training.runsDir` setting from it, so runs are never stored in the checkout."""
     env = dict(os.environ)
     env.update(TORCH_LSP_SERVER=json.dumps(SERVER_COMMAND), TORCH_LSP_ROOT=str(ROOT), **extra)
     return env

@@ -9,7 +9,10 @@
 (require 'torch-lsp)
 
 (setq torch-lsp-server-command (append (json-read-from-string (getenv "TORCH_LSP_SERVER")) nil)
-      torch-lsp-settings '(:debounceMs 50)
+      ;; Training runs go where the test says (TORCH_LSP_RUNS_DIR), never into the checkout.
+      torch-lsp-settings (append '(:debounceMs 50)
+                                 (when (getenv "TORCH_LSP_RUNS_DIR")
+                                   (list :training (list :runsDir (getenv "TORCH_LSP_RUNS_DIR")))))
       eglot-sync-connect 30)
 
 (defvar driver-result nil "Alist written as JSON at the end.")

@@ -39,7 +39,9 @@ end
 
 step('setup', function()
   vim.cmd('filetype on')
-  torch_lsp.setup({ cmd = vim.fn.json_decode(os.getenv('TORCH_LSP_SERVER')), settings = { debounceMs = 50 } })
+  -- Training runs go where the test says (TORCH_LSP_RUNS_DIR), never into the checkout.
+  torch_lsp.setup({ cmd = vim.fn.json_decode(os.getenv('TORCH_LSP_SERVER')),
+                    settings = { debounceMs = 50, training = { runsDir = os.getenv('TORCH_LSP_RUNS_DIR') } } })
 end)
 
 local function fixture_steps()

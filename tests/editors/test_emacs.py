@@ -22,7 +22,7 @@ def run_emacs(tmp_path, expected_hover: str = "") -> dict:
     output = tmp_path / "emacs-result.json"
     env = editor_env(TORCH_LSP_RESULT=str(output), TORCH_LSP_FIXTURE=str(MISSING_ZERO_GRAD),
                      TORCH_LSP_POOLED=str(POOLED), TORCH_LSP_EXPECTED_HOVER=expected_hover, HOME=str(tmp_path),
-                     TORCH_LSP_TRAIN_SCRIPT=str(TINY_TRAIN))
+                     TORCH_LSP_TRAIN_SCRIPT=str(TINY_TRAIN), TORCH_LSP_RUNS_DIR=str(tmp_path / "runs"))
     run = run_editor([emacs, "-Q", "--batch", "-l", str(DRIVER)], env, timeout=150)
     assert output.exists(), f"emacs wrote no result (exit {run.returncode})"
     result = json.loads(output.read_text())
@@ -30,6 +30,7 @@ def run_emacs(tmp_path, expected_hover: str = "") -> dict:
     return result
 
 
+@pytest.mark.slow  # a real editor, server and shape worker
 def test_eglot_gets_diagnostics_applies_the_quick_fix_and_runs_a_command(tmp_path):
     result = run_emacs(tmp_path)
     print(f"eglot: connected {result['connected_ms']:.0f} ms, TL101 in flymake {result['diagnostics_ms']:.0f} ms "
@@ -45,6 +46,7 @@ def test_eglot_gets_diagnostics_applies_the_quick_fix_and_runs_a_command(tmp_pat
     assert result["torch_imported"] is False
 
 
+@pytest.mark.slow  # a real editor, server and shape worker
 def test_emacs_train_and_metrics_commands(tmp_path):
     result = run_emacs(tmp_path)
     if not result.get("train_offered"):
@@ -53,6 +55,7 @@ def test_emacs_train_and_metrics_commands(tmp_path):
     assert f"Run `{result['run_id']}`" in result["metrics_text"] and "tiny_train.py" in result["metrics_text"]
 
 
+@pytest.mark.slow  # a real editor, server and shape worker
 def test_eglot_hover_shows_the_shape(tmp_path):
     if not hover_available():
         pytest.skip(HOVER_SKIP_REASON)

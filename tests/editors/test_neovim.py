@@ -20,7 +20,7 @@ def run_nvim(tmp_path, expected_hover: str = "", hover_first: bool = False) -> d
                      TORCH_LSP_POOLED=str(POOLED), TORCH_LSP_EXPECTED_HOVER=expected_hover,
                      TORCH_LSP_HOVER_FIRST="1" if hover_first else "0", TORCH_LSP_TRAIN_SCRIPT=str(TINY_TRAIN),
                      XDG_STATE_HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path),  # lsp.log, swap files
-                     XDG_DATA_HOME=str(tmp_path))
+                     XDG_DATA_HOME=str(tmp_path), TORCH_LSP_RUNS_DIR=str(tmp_path / "runs"))
     run_editor([nvim, "--headless", "-u", "NONE", "-i", "NONE", "--cmd", f"set rtp^={EDITORS / 'neovim'}",
                 "-c", f"luafile {DRIVER}"], env, timeout=150)
     assert output.exists(), "nvim wrote no result"
@@ -29,6 +29,7 @@ def run_nvim(tmp_path, expected_hover: str = "", hover_first: bool = False) -> d
     return result
 
 
+@pytest.mark.slow  # a real editor, server and shape worker
 def test_nvim_gets_diagnostics_applies_the_quick_fix_and_runs_a_command(tmp_path):
     result = run_nvim(tmp_path)
     print(f"nvim {result['nvim']}: initialized {result['initialized_ms']:.0f} ms, "
@@ -45,6 +46,7 @@ def test_nvim_gets_diagnostics_applies_the_quick_fix_and_runs_a_command(tmp_path
     assert info["torchImported"] is False
 
 
+@pytest.mark.slow  # a real editor, server and shape worker
 def test_nvim_train_and_metrics_commands(tmp_path):
     result = run_nvim(tmp_path)
     if not result["train_offered"]:
@@ -54,6 +56,7 @@ def test_nvim_train_and_metrics_commands(tmp_path):
     assert f"Run `{result['run_id']}`" in result["metrics_text"] and "tiny_train.py" in result["metrics_text"]
 
 
+@pytest.mark.slow  # a real editor, server and shape worker
 def test_nvim_hover_shows_the_shape(tmp_path):
     if not hover_available():
         pytest.skip(HOVER_SKIP_REASON)
@@ -68,3 +71,32 @@ def test_lspconfig_snippet_and_plugin_parse():
         run = run_editor([nvim, "--headless", "-u", "NONE", "-i", "NONE", "-c",
                           f"lua assert(loadfile('{path}'))", "-c", "qall!"], editor_env(), timeout=30)
         assert run.returncode == 0 and not run.stderr.strip(), path
+
+
+def test_nvim_settings_can_be_chosen_per_project(tmp_path):
+    """docs/editors.md: code execution only in projects you trust, with `settings = function(root)`."""
+    nvim = require("nvim", "apt-get install neovim")
+    for name in ("trusted", "other"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "pyproject.toml").write_text("")
+    output = tmp_path / "configs.json"
+    script = tmp_path / "per_project.lua"
+    script.write_text(f"""
+local torch_lsp = require('torch_lsp')
+torch_lsp.setup({{ settings = function(root)
+  return {{ execution = {{ enabled = root == '{tmp_path / "trusted"}' }} }}
+end }})
+local seen = {{}}
+for _, name in ipairs({{ 'trusted', 'other' }}) do
+  vim.cmd('edit {tmp_path}/' .. name .. '/model.py')
+  local config = torch_lsp.client_config(0)
+  seen[name] = {{ init = config.init_options, live = config.settings.torchLsp }}
+end
+vim.fn.writefile({{ vim.fn.json_encode(seen) }}, '{output}')
+vim.cmd('qa!')
+""")
+    run_editor([nvim, "--headless", "-u", "NONE", "-i", "NONE", "--cmd", f"set rtp^={EDITORS / 'neovim'}",
+                "-c", f"luafile {script}"], editor_env(XDG_STATE_HOME=str(tmp_path)), timeout=60)
+    seen = json.loads(output.read_text())
+    assert seen["trusted"]["init"] == seen["trusted"]["live"] == {"execution": {"enabled": True}}
+    assert seen["other"]["init"] == seen["other"]["live"] == {"execution": {"enabled": False}}

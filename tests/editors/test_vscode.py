@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -47,28 +48,29 @@ def _npm_ready() -> None:
         pytest.skip("editors/vscode has no node_modules: run `npm ci` there (CI does)")
 
 
-def _node_test(*options: str):
+def _node_test(runs_dir: Path, *options: str):
     """Compile, then run the Node tests (TAP output) with this interpreter's server."""
     _npm_ready()
     assert run_editor(["npm", "run", "compile"], editor_env(), cwd=VSCODE).returncode == 0
     return run_editor(["node", "--test", "--test-reporter=tap", *options, "out/test/"],
-                      editor_env(TORCH_LSP_PYTHON=sys.executable), timeout=180, cwd=VSCODE)
+                      editor_env(TORCH_LSP_PYTHON=sys.executable, TORCH_LSP_RUNS_DIR=str(runs_dir)), timeout=180,
+                      cwd=VSCODE)
 
 
 @pytest.mark.slow
-def test_node_tests_pass():
+def test_node_tests_pass(tmp_path):
     """`npm test`: settings mapping units + the protocol-level test of the real server."""
-    run = _node_test()
+    run = _node_test(tmp_path / "runs")
     assert run.returncode == 0
     assert re.search(r"^# fail 0$", run.stdout, re.M)
     passed = int(re.search(r"^# pass (\d+)$", run.stdout, re.M).group(1))
     assert passed >= 11  # 7 mapping tests + 4 server tests; skips are reported by the next test
 
 
-def test_vscode_hover_shows_the_shape():
+def test_vscode_hover_shows_the_shape(tmp_path):
     if not hover_available():
         pytest.skip(HOVER_SKIP_REASON)
-    run = _node_test("--test-name-pattern=hover")
+    run = _node_test(tmp_path / "runs", "--test-name-pattern=hover")
     assert run.returncode == 0
     hover_line = next(line for line in run.stdout.splitlines() if "hover shows the shape" in line and line.startswith("ok"))
     assert "# SKIP" not in hover_line

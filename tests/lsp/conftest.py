@@ -9,6 +9,7 @@ import time
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp.client import default_feature
 
 from tests.conftest import ROOT
 
@@ -17,12 +18,26 @@ SERVER = [sys.executable, "-m", "torch_lsp", "serve"]
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
 async def client(lsp_client: LanguageClient):
-    """A VS Code-like client, initialized on the repository root; shut down after the test."""
+    """A VS Code-like client, initialized on the repository root; shut down after the test.
+    Shape analysis is off: these tests need no shape worker (a process that imports torch,
+    seconds of CPU per test); tests of shapes have their own clients (test_shapes_lsp.py)."""
+    handle_code_lens_refresh(lsp_client)
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"), root_uri=ROOT.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=ROOT.as_uri(), name="torch-lsp")]))
+        workspace_folders=[types.WorkspaceFolder(uri=ROOT.as_uri(), name="torch-lsp")],
+        initialization_options={"execution": {"enabled": False}}))
     yield lsp_client
     await lsp_client.shutdown_session()
+
+
+def handle_code_lens_refresh(client: LanguageClient) -> None:
+    """VS Code's capabilities say it refreshes code lenses on request (the server asks when a
+    shape report or a run changes them); pytest-lsp's client has no handler of its own."""
+    client.code_lens_refreshes = 0
+
+    @client.feature(types.WORKSPACE_CODE_LENS_REFRESH)
+    def code_lens_refresh(params):
+        client.code_lens_refreshes += 1
 
 
 def open_text(client: LanguageClient, uri: str, text: str, version: int = 1) -> None:
@@ -37,7 +52,7 @@ def replace_text(client: LanguageClient, uri: str, text: str, version: int) -> N
 
 
 async def diagnostics_for(client: LanguageClient, uri: str, version: int | None = None,
-                          timeout: float = 20.0) -> list[types.Diagnostic]:
+                          timeout: float = 60.0) -> list[types.Diagnostic]:
     """Wait until diagnostics for `uri` (and `version`, when given) are published; return them."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,3 +79,10 @@ def apply_text_edits(text: str, edits: list[types.TextEdit]) -> str:
     for edit in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
         text = text[: offset(edit.range.start)] + edit.new_text + text[offset(edit.range.end):]
     return text
+
+
+@default_feature(types.CLIENT_REGISTER_CAPABILITY)
+def register_capability(client: LanguageClient, params: types.RegistrationParams) -> None:
+    """Accept dynamic registrations as editors do (the capabilities these clients declare say they
+    can, e.g. the server's `**/*.py` file watcher); tests read `client.registrations`."""
+    client.registrations = [*getattr(client, "registrations", []), *params.registrations]

@@ -31,7 +31,8 @@ def session(cache: str) -> list[dict]:
     uri = (FIXTURES / "missing_zero_grad.py").as_uri()
     stream = b"".join(frame(m) for m in [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-         "params": {"processId": None, "rootUri": ROOT.as_uri(), "capabilities": {"workspace": {"configuration": False}}}},
+         "params": {"processId": None, "rootUri": ROOT.as_uri(), "capabilities": {"workspace": {"configuration": False}},
+                    "initializationOptions": {"execution": {"enabled": False}}}},  # no shape worker needed
         {"jsonrpc": "2.0", "method": "initialized", "params": {}},
         {"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
             "uri": uri, "languageId": "python", "version": 1, "text": (FIXTURES / "missing_zero_grad.py").read_text()}}},
@@ -48,7 +49,7 @@ def session(cache: str) -> list[dict]:
         out += chunk
     process.stdin.write(frame({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}) + frame({"jsonrpc": "2.0", "method": "exit"}))
     process.stdin.flush()
-    rest, _ = process.communicate(timeout=30)
+    rest, _ = process.communicate(timeout=60)  # a ceiling: `exit` ends the process at once
     assert process.returncode == 0
     return read_messages(out + rest)
 

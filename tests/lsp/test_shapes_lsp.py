@@ -14,7 +14,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import FIXTURES, ROOT
-from tests.lsp.conftest import SERVER, diagnostics_for, open_text, replace_text
+from tests.lsp.conftest import SERVER, diagnostics_for, handle_code_lens_refresh, open_text, replace_text
 
 pytestmark = pytest.mark.slow  # server, shape worker and jedi helper processes
 
@@ -35,6 +35,8 @@ async def _start(lsp_client: LanguageClient, options: dict | None = None) -> Lan
     def on_refresh(params):
         lsp_client.inlay_refreshes += 1
         return None
+
+    handle_code_lens_refresh(lsp_client)
 
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=_capabilities(), root_uri=ROOT.as_uri(), initialization_options=options))
@@ -82,8 +84,10 @@ async def hover(client: LanguageClient, uri: str, line: int, character: int) -> 
     return result.contents.value if result else None
 
 
-def seed_reference_shapes() -> dict[str, tuple[int, ...]]:
-    """The seed's Net run for real on CPU, with the fixture's batch size: shape after each layer."""
+def seed_reference_shapes() -> dict[str, tuple]:
+    """The seed's Net run for real on CPU at the fixture's batch size (32) and at another: shape
+    after each layer, the batch dimension as `B` (the loader's `batch_size=32` is a literal)
+    where it follows the batch, which the two runs show."""
     import torch
     import torch.nn.functional as F
 
@@ -91,11 +95,28 @@ def seed_reference_shapes() -> dict[str, tuple[int, ...]]:
     namespace: dict = {}
     exec(compile(source.split("\ntransform = ")[0], str(SEED), "exec"), namespace)
     net = namespace["Net"]()
-    x = torch.randn(32, 3, 32, 32)
-    conv1 = net.conv1(x)
-    after_first = net.pool(F.relu(conv1))
-    out = net(x)
-    return {"conv1": tuple(conv1.shape), "after_first": tuple(after_first.shape), "out": tuple(out.shape)}
+    runs = []
+    for batch in (32, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        conv1 = net.conv1(x)
+        after_first = net.pool(F.relu(conv1))
+        runs.append({"conv1": tuple(conv1.shape), "after_first": tuple(after_first.shape), "out": tuple(net(x).shape)})
+    first, second = runs
+    return {key: tuple("B" if (a, b) == (32, 5) else a for a, b in zip(first[key], second[key])) for key in first}
+
+
+async def named_report(client: LanguageClient, uri: str, timeout: float = 120.0,
+                       newer_than: str | None = None) -> dict:
+    """The report after the background run with larger batches named the batch dimension
+    (of a newer plan than `newer_than`, when given)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="torch-lsp.shapeReport", arguments=[uri]))
+        if report and report["plan_hash"] != newer_than and any(value.get("dims") for v in report["variables"] for value in v["values"]):
+            return report
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no batch dimension named in {uri} within {timeout} s")
 
 
 def line_index(text: str, needle: str) -> int:
@@ -105,7 +126,7 @@ def line_index(text: str, needle: str) -> int:
 async def test_seed_hover_inlay_and_refresh(shapes_client):
     text = SEED.read_text()
     open_text(shapes_client, SEED_URI, text)
-    report = await shape_report(shapes_client, SEED_URI)
+    report = await named_report(shapes_client, SEED_URI)
     assert report["errors"] == [] and report["stopped"] is None
     expected = seed_reference_shapes()
     dims = lambda shape: ", ".join(str(d) for d in shape)  # noqa: E731
@@ -176,7 +197,7 @@ async def test_execution_disabled_runs_nothing_but_static_rules_work(no_executio
     open_text(no_execution_client, missing.as_uri(), missing.read_text())
     diagnostics = await diagnostics_for(no_execution_client, missing.as_uri(), version=1)
     assert any(d.code == "TL101" for d in diagnostics)
-    await asyncio.sleep(1.0)
+    # After the diagnostics, the analysis and its listeners (which would start shapes) have run.
     report = await no_execution_client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="torch-lsp.shapeReport", arguments=[missing.as_uri()]))
     assert report is None
@@ -186,7 +207,7 @@ async def test_execution_disabled_runs_nothing_but_static_rules_work(no_executio
     assert list(hints) == []
     info = await no_execution_client.workspace_execute_command_async(types.ExecuteCommandParams(command="torch-lsp.serverInfo"))
     assert info["torchImported"] is False
-    assert _child_commands(info["pid"]) == []  # no shape worker was started
+    assert info["shapeSession"] is False and _child_commands(info["pid"]) == []  # no shape worker was started
 
 
 def _child_commands(pid: int) -> list[str]:
@@ -210,9 +231,61 @@ async def test_model_summary_command(shapes_client):
     import runpy
 
     net = runpy.run_path(str(lenet))["net"]  # the same model on CPU
-    [whole] = [row for row in summary["rows"] if row["call"] == "net(images)"]
-    assert whole["parameters"] == sum(p.numel() for p in net.parameters())
-    assert f"{whole['parameters']:,}" in summary["markdown"]
+    [whole] = [row for row in summary["rows"] if row["depth"] == 0]
+    assert whole["class"] == "Net" and summary["totals"]["params"] == sum(p.numel() for p in net.parameters())
+    assert f"Total params: {summary['totals']['params']:,}" in summary["markdown"]
     unknown = await shapes_client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="torch-lsp.summary", arguments=["file:///nowhere.py"]))
     assert unknown["rows"] == [] and "Open the file first" in unknown["markdown"]
+
+
+NOTED = '''import sys
+
+import torch
+from torch import nn
+
+
+class Mystery(nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.fc = nn.Linear(size, 2)
+
+    def forward(self, batch, mask, lookup):
+        return self.fc(batch[lookup.pop("x")])  # a dict synthesis cannot build (pop)
+
+
+x = torch.zeros(4, 3)
+sys.exit(3)
+'''
+
+
+async def test_notes_in_hover_and_early_stops_as_information(shapes_client, tmp_path):
+    """The report's notes reach the hover of their line, and a run that stops early (here
+    `sys.exit(3)`) is a TL299 information diagnostic on that line."""
+    path = tmp_path / "noted.py"
+    path.write_text(NOTED)
+    uri = path.as_uri()
+    open_text(shapes_client, uri, NOTED)
+    class_line = line_index(NOTED, "class Mystery")
+    deadline = time.monotonic() + 120
+    while True:  # the driver's report comes first; the synthesized call's note after it
+        report = await shape_report(shapes_client, uri)
+        notes = [n for n in report["notes"] if n["line"] == class_line]
+        if notes or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert notes
+    text = await hover(shapes_client, uri, class_line, len("class Myst"))
+    report = await shape_report(shapes_client, uri)  # the report the hover was made from, or newer
+    notes += [n for n in report["notes"] if n["line"] == class_line]
+    assert text is not None and any(f"_Note: {n['message']}_" in text for n in notes)
+    exit_line = line_index(NOTED, "sys.exit(3)")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stops = [d for d in shapes_client.diagnostics.get(uri, []) if d.code == "TL299"]
+        if stops:
+            break
+        await asyncio.sleep(0.05)
+    [stop] = stops
+    assert stop.range.start.line == exit_line and stop.severity == types.DiagnosticSeverity.Information
+    assert "sys.exit(3)" in stop.message

@@ -107,6 +107,7 @@ def program_results(tmp_path_factory) -> dict[str, str | None]:
     return {Path(k).name: v for k, v in json.loads(run.stdout[marker + len("RESULTS"):]).items()}
 
 
+@pytest.mark.slow  # runs every runnable fixture for real, before and after its fixes
 @pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: p.name)
 def test_runnable_fixture_runs_before_and_after_all_fixes(path: Path, program_results):
     for label in ("original", "fixed"):

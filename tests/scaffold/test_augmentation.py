@@ -52,12 +52,14 @@ def runs(tmp_path_factory):
                       Program("eval", with_probe(pipeline, EVAL_PROBES))], tmp_path_factory.mktemp("augment")).assert_ok()
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_seed_training_images_are_augmented_and_training_runs(runs):
     assert runs.probe("seed.image") == [[3, 32, 32], "torch.float32"]
     assert runs.probe("seed.differs") is True and runs.probe("seed.normalised") is True
     assert runs.probe("seed.run")["steps"] == 4
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_shared_transform_splits_into_train_and_eval(runs):
     _, after = augmented("vision_main.py", "train_loader = DataLoader")
     assert "num_classes=NUM_CLASSES, transform=train_transform)" in after

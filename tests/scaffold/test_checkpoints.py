@@ -37,6 +37,7 @@ def runs(tmp_path_factory):
     ], tmp_path_factory.mktemp("checkpoints")).assert_ok()
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_resume_restores_model_optimizer_scheduler_and_epoch(runs):
     first, second = runs.probe("first.run"), runs.probe("second.run")
     assert not (runs.workdir / "tensor" / "checkpoint.pt.tmp").exists()
@@ -50,12 +51,14 @@ def test_resume_restores_model_optimizer_scheduler_and_epoch(runs):
     assert second["steps"] == 4 and second["lrs"] == [5e-4] * 4, second
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_checkpoint_loads_with_weights_only_on_the_seed(runs):
     assert runs.probe("seed.saved") == ["epoch", "model", "optimizer"] and runs.probe("seed.epoch") == 1
     before, source = with_checkpoints("cifar10_seed.py")
     assert "map_location=\"cpu\", weights_only=True" in inserted_text(before, source)
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_checkpoints_inside_main_with_evaluation(runs):
     _, source = with_checkpoints("vision_main.py")
     assert "    for epoch in range(start_epoch, epochs):\n" in source

@@ -30,6 +30,7 @@ def test_inserted_text_lists_added_lines():
     assert inserted_text("a\nb\n", "a\nx\nb\ny\n") == "x\ny\n"
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_run_program_collects_probes_and_failures(tmp_path):
     result = run_program(with_probe("import os\n", "probe('epochs', int(os.environ['EPOCHS']))\nprobe('d', {'a': [1, 2]})"), tmp_path)
     result.assert_ok()
@@ -40,6 +41,7 @@ def test_run_program_collects_probes_and_failures(tmp_path):
     assert slow.timed_out and isinstance(slow, RunResult)
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_run_batch_runs_programs_in_one_interpreter_with_fresh_records(tmp_path):
     """Also the instrumentation that `instrumented` adds to a single program."""
     from harness import Program, fixture, run_batch

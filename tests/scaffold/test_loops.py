@@ -110,6 +110,7 @@ def compose_on_functions() -> str:
     return source
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_actions_inside_train_one_epoch_use_its_parameters(runs):
     result = compose_on_functions()
     body = result[result.index("def train_one_epoch"):result.index("def evaluate")]
@@ -123,6 +124,7 @@ def test_actions_inside_train_one_epoch_use_its_parameters(runs):
     assert steps == expected
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_training_loop_snapshot_and_it_trains(runs):
     source = fixture("no_loop.py")
     result = apply_action(source, "loop.train", span_at(source, "class MLP"))
@@ -139,6 +141,7 @@ def only_a_dataset() -> str:
     return fixture("no_loop.py").split("train_loader = DataLoader")[0] + "train_set = TensorDataset(features, targets)\n"
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_training_loop_creates_what_is_missing(runs):
     source = only_a_dataset()
     result = apply_action(source, "loop.train", span_at(source, "class MLP"))
@@ -152,6 +155,7 @@ def test_training_loop_creates_what_is_missing(runs):
     assert len(runs.probes("created.step")) == 10 * 2  # 10 epochs, 64 samples in batches of 32
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_training_functions_variant_trains_and_evaluates(runs):
     source = fixture("no_loop.py")
     result = apply_action(source, "loop.train_functions", span_at(source, "model = MLP"))
@@ -165,6 +169,7 @@ def test_training_functions_variant_trains_and_evaluates(runs):
     assert len(runs.probes("functions.val")) == 10
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_evaluation_loop_on_the_seed(runs):
     source = fixture("cifar10_seed.py")
     assert "loop.evaluate" in offered(source, span_at(source, "loss.backward()"))
@@ -189,6 +194,7 @@ def test_evaluation_is_not_offered_when_the_loop_already_validates():
     assert "loop.evaluate" not in offered(source, span_at(source, "loss.backward()"))
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_evaluation_uses_a_validation_loader_and_device(runs):
     source = without_validation(fixture("with_loop.py"))
     result = apply_action(source, "loop.evaluate", span_at(source, "loss.backward()"))

@@ -24,6 +24,7 @@ def runs(tmp_path_factory):
     return run_batch(programs, tmp_path_factory.mktemp("precision")).assert_ok()
 
 
+@pytest.mark.slow  # trains the generated program for real
 @pytest.mark.parametrize("name", FIXTURES)
 def test_amp_trains_under_autocast(name, runs):
     run = runs.probe(f"amp_{name[:-3]}.run")
@@ -32,12 +33,14 @@ def test_amp_trains_under_autocast(name, runs):
     assert run["steps"] > 0
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_accumulation_steps_every_n_batches_and_on_the_last(runs):
     # 96 samples in batches of 16: 6 batches per epoch; with 4 accumulated, steps after batch 4
     # and after the last batch (6): 2 per epoch instead of 6.
     assert runs.probe("accumulate.run")["steps"] == 4
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_accumulation_and_amp_compose_in_either_order(runs):
     _, amp_first = applied("vision_main.py", "precision.amp", "precision.accumulate")
     _, accumulate_first = applied("vision_main.py", "precision.accumulate", "precision.amp")

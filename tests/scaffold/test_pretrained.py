@@ -7,6 +7,8 @@ from harness import (apply_action, assert_no_new_findings, fixture, inserted_tex
                      offline_weights, run_program, span_at, with_probe)
 from torch_lsp.scaffold.pretrained import BACKBONES
 
+pytestmark = pytest.mark.slow  # trains and builds every torchvision backbone
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -153,6 +153,7 @@ def compose_in_main() -> str:
     return source
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_actions_compose_inside_main_with_two_space_indents(runs):
     result = compose_in_main()
     assert "\n  scheduler = torch.optim.lr_scheduler.SequentialLR(\n    opt,\n" in result
@@ -163,6 +164,7 @@ def test_actions_compose_inside_main_with_two_space_indents(runs):
     assert scheduler_steps == epochs  # stepped once per epoch, early stop or not
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_weight_decay_label_smoothing_clipping_and_dropout_take_effect(runs):
     assert runs.probe("seed_combo.weight_decay") == 5e-4
     assert runs.probe("seed_combo.label_smoothing") == 0.1
@@ -173,6 +175,7 @@ def test_weight_decay_label_smoothing_clipping_and_dropout_take_effect(runs):
     assert runs.probe("amp_clip.grad_norm") <= 0.01 * (1 + 1e-4)
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_penalties_are_part_of_the_loss_that_is_backpropagated(runs):
     values = runs.probes("penalties.loss")
     assert len(values) == 6 * 4  # EPOCHS=6, 64 samples in batches of 16
@@ -180,6 +183,7 @@ def test_penalties_are_part_of_the_loss_that_is_backpropagated(runs):
         assert total == pytest.approx(data_loss + 1e-5 * l1 + 1e-4 * l2, rel=1e-5)
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_early_stopping_stops_when_the_validation_loss_stalls(runs):
     assert runs.probe("early_stop.epochs_run") == 2
     assert "early stopping: val_loss has not improved for 1 epochs" in runs.stdout
@@ -187,5 +191,6 @@ def test_early_stopping_stops_when_the_validation_loss_stalls(runs):
     assert 1 <= len(vals) <= 6 and runs.probe("seed_early_stop.best") == pytest.approx(min(vals))
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_adam_switched_to_adamw_keeps_the_weight_decay(runs):
     assert runs.probe("adamw.optimizer") == ["AdamW", 1e-4]

@@ -1,5 +1,6 @@
 """Reproducibility: two runs of the seeded program in one interpreter end with identical weights."""
 
+import pytest
 from harness import apply_action, assert_no_new_findings, fixture, offered, run_program, span_at
 
 # Runs each program twice in one interpreter (runpy), so the random state simply carries on
@@ -17,6 +18,7 @@ for label in ("unseeded", "seeded"):
 """
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_two_runs_match_only_when_seeded(tmp_path):
     before = fixture("loop_tensor.py")
     after = apply_action(before, "reproducibility.seed", span_at(before, "model = Classifier"))

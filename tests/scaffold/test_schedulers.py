@@ -118,6 +118,7 @@ def schedule_runs(tmp_path_factory):
                         timeout=240)
 
 
+@pytest.mark.slow  # trains the generated program for real
 @pytest.mark.parametrize("fixture_name, offer_id", PER_EPOCH_RUNS)
 def test_per_epoch_schedule_changes_the_learning_rate_on_schedule(fixture_name, offer_id, schedule_runs):
     lr0, name = FIXTURES[fixture_name][3], label(fixture_name, offer_id)
@@ -126,6 +127,7 @@ def test_per_epoch_schedule_changes_the_learning_rate_on_schedule(fixture_name, 
     assert first == pytest.approx(lr0 * 0.1 if offer_id == "scheduler.warmup_cosine" else lr0)
 
 
+@pytest.mark.slow  # trains the generated program for real
 def test_one_cycle_runs_every_batch_and_peaks_at_max_lr(schedule_runs):
     # OneCycleLR raises if stepped more often than epochs * steps_per_epoch: a clean run proves the count.
     lrs, max_lr = schedule_runs.probes("one_cycle.lr"), 0.01
@@ -135,6 +137,7 @@ def test_one_cycle_runs_every_batch_and_peaks_at_max_lr(schedule_runs):
     assert lrs[-1] < max_lr / 25
 
 
+@pytest.mark.slow  # trains the generated program for real
 @pytest.mark.parametrize("fixture_name, offer_id", PLATEAU_RUNS)
 def test_reduce_on_plateau_is_stepped_with_the_validation_loss(fixture_name, offer_id, schedule_runs):
     source, result = apply_at_optimizer(fixture_name, offer_id)

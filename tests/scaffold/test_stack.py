@@ -6,6 +6,8 @@ import pytest
 
 from harness import Program, apply_action, assert_no_new_findings, fixture, run_batch, span_at
 
+pytestmark = pytest.mark.slow  # trains generated programs
+
 LOOP = "backward()\n"
 STACK = ("precision.amp", "precision.accumulate", "checkpoint.save_resume", "distributed.ddp")
 

@@ -13,8 +13,9 @@ def run_meta():
     Warmed up first, like the worker, so first-use imports inside torch do not eat the timeout."""
     from torch_lsp.analysis.plan import build_plan
     from torch_lsp.shapes.job import run_job
-    from torch_lsp.shapes.worker import warm_up
+    from torch_lsp.shapes.worker import prepare, warm_up
 
+    prepare()
     warm_up()
 
     def run(source: str, device: str = "meta", timeout: float = 30.0):

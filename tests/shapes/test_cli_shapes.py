@@ -48,3 +48,47 @@ def test_check_reports_shape_errors_with_static_ones_and_no_shapes_skips_them():
     assert [(f["path"], f["code"], f["line"]) for f in found] == [(str(BROKEN), stated.code, stated.line)]
     skipped = torch_lsp("check", "--no-shapes", "--format", "json", str(BROKEN))
     assert skipped.returncode == 0 and json.loads(skipped.stdout) == []
+
+
+# (A required argparse option no longer stops the analysis: it is filled in, with a note.)
+NEEDS_AN_OPTION = '''import sys
+
+import torch
+
+x = torch.zeros(2, 3)
+if len(sys.argv) < 2:
+    sys.exit(2)
+'''
+
+DOWNLOADS = '''import urllib.request
+
+import torch
+
+x = torch.zeros(2)
+urllib.request.urlretrieve("https://example.com/weights.pt", "weights.pt")
+'''
+
+
+def test_check_prints_and_counts_early_stops(tmp_path):
+    (tmp_path / "needs_an_option.py").write_text(NEEDS_AN_OPTION)
+    (tmp_path / "downloads.py").write_text(DOWNLOADS)
+    result = subprocess.run([sys.executable, "-m", "torch_lsp", "check", "needs_an_option.py", "downloads.py"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    assert result.returncode == 0, result.stderr  # information only: --fail-on error passes...
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("needs_an_option.py:7:5: TL299 the script called sys.exit(2) at line 7")
+    assert lines[1].startswith("downloads.py:6:1: TL299 network access is not run during shape analysis")
+    assert lines[2] == "Found 2 findings: 2 info."  # ...but never "All checks passed."
+    strict = subprocess.run([sys.executable, "-m", "torch_lsp", "check", "--fail-on", "info", "--format", "json",
+                             "needs_an_option.py"], capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    assert strict.returncode == 1
+    [stop] = json.loads(strict.stdout)
+    assert (stop["code"], stop["severity"], stop["line"], stop["column"]) == ("TL299", "info", 7, 5)
+
+
+def test_a_script_that_exits_with_success_at_its_end_is_fully_analysed(tmp_path):
+    (tmp_path / "main.py").write_text("import sys\nimport torch\n\n\ndef main():\n    x = torch.zeros(2)\n"
+                                      "    return 0\n\n\nif __name__ == '__main__':\n    sys.exit(main())\n")
+    result = subprocess.run([sys.executable, "-m", "torch_lsp", "check", "main.py"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    assert result.stdout == "All checks passed.\n"

@@ -41,7 +41,7 @@ async def test_sys_exit_and_os_exit_do_not_hurt_the_worker(engine, tmp_path):
     report = await engine.analyse("exit", plan_for(tmp_path, "import sys, torch\nx = torch.ones(4)\nsys.exit(3)\n"))
     assert "sys.exit" in report.stopped and report.errors == []
     report = await engine.analyse("exit", plan_for(tmp_path, "import os, torch\nx = torch.ones(4)\nos._exit(3)\n"))
-    assert "ended the shape analysis process at line 3" in report.stopped
+    assert report.stopped == "shape analysis ended: the process exited with status 3 at line 3"
     pid = engine.pid
     report = await engine.analyse("exit", plan_for(tmp_path, "import torch\ny = torch.ones(2)\n"))
     assert variable(report, "y").values[0].shape == (2,) and engine.pid == pid
@@ -80,12 +80,37 @@ async def test_crashed_worker_is_restarted(engine, tmp_path):
     assert engine.restarts == restarts + 1
 
 
-async def test_a_newer_version_cancels_the_older_job(engine, tmp_path):
-    slow = asyncio.ensure_future(engine.analyse("doc", plan_for(tmp_path, "import torch\nwhile True:\n    pass\n", "v1.py")))
-    await asyncio.sleep(0.3)
-    fast = await engine.analyse("doc", plan_for(tmp_path, "import torch\nq = torch.ones(7)\n", "v2.py"))
-    assert await slow is None
-    assert variable(fast, "q").values[0].shape == (7,)
+async def test_a_newer_version_kills_a_job_that_overran_what_its_document_usually_takes(engine, tmp_path):
+    # History: this document's jobs take milliseconds.
+    first = await engine.analyse("doc", plan_for(tmp_path, "import torch\nq = torch.ones(1)\n", "v0.py"))
+    assert variable(first, "q").values[0].shape == (1,)
+    hung = asyncio.ensure_future(engine.analyse(
+        "doc", plan_for(tmp_path, "import torch\nwhile True:\n    pass\n", "v1.py"), JobSettings(timeout=120)))
+    assert await engine.wait_started("doc")
+    # Each newer version asks again; once the hung job has clearly overrun, it is killed. How many
+    # versions that takes depends on the machine's speed, not the outcome.
+    for size in range(2, 2000):
+        newest = asyncio.ensure_future(engine.analyse(
+            "doc", plan_for(tmp_path, f"import torch\nq = torch.ones({size})\n", f"v{size}.py")))
+        done, _ = await asyncio.wait([hung], timeout=0.1)
+        if done:
+            break
+    assert hung.result() is None  # killed: its caller hears "cancelled"
+    report = await newest
+    assert variable(report, "q").values[0].shape == (size,)
+
+
+async def test_a_newer_version_lets_a_job_within_its_usual_time_finish(engine, tmp_path):
+    busy = "import time, torch\nstart = time.monotonic()\nwhile time.monotonic() - start < 1.0:\n    pass\nq = torch.ones({})\n"
+    for size in (1, 2):  # history: about a second per job
+        report = await engine.analyse("steady", plan_for(tmp_path, busy.format(size), f"s{size}.py"))
+        assert variable(report, "q").values[0].shape == (size,)
+    running = asyncio.ensure_future(engine.analyse("steady", plan_for(tmp_path, busy.format(3), "s3.py")))
+    assert await engine.wait_started("steady")
+    newer = await engine.analyse("steady", plan_for(tmp_path, "import torch\nq = torch.ones(4)\n", "s4.py"))
+    finished = await running
+    assert finished is not None and variable(finished, "q").values[0].shape == (3,)
+    assert variable(newer, "q").values[0].shape == (4,)
 
 
 async def test_same_plan_is_served_from_the_cache(engine, tmp_path):
@@ -145,3 +170,19 @@ async def test_a_hang_is_reported_as_information_at_its_line(engine, tmp_path):
     assert note.code == "TL299" and note.severity.name == "INFO"
     assert note.span.start.line in (2, 3) and "stopped after 0.5 s" in note.message
 
+
+
+async def test_background_jobs_never_make_a_driver_wait_and_are_timed_on_cpu(engine, tmp_path):
+    from torch_lsp.shapes.spec import JobSpec
+
+    # Background jobs fill the worker's background slots with a loop that never ends...
+    spinning = plan_for(tmp_path, "import torch\nx = torch.zeros(2)\nwhile True:\n    pass\n", "spin.py")
+    busy = [asyncio.ensure_future(engine.run(JobSpec(key=f"spin#probes-{i}", main=spinning, timeout=1.0,
+                                                     background=True))) for i in range(engine.parallel + 1)]
+    assert await engine.wait_started("spin#probes-0")
+    # ... and a driver still starts and finishes at once, in its own slots.
+    report = await engine.analyse("driver", plan_for(tmp_path, "import torch\ny = torch.ones(3, 4)\n", "driver.py"))
+    assert variable(report, "y").values[0].shape == (3, 4)
+    # A background job stops at its budget (CPU time: its loop burns it) like a driver at its own.
+    for reports in await asyncio.gather(*busy):
+        assert reports[str(tmp_path / "spin.py")].stopped.startswith("shape analysis stopped after 1 s at line")

@@ -29,6 +29,7 @@ async def _reports(paths, device_of):
         await engine.close()
 
 
+@pytest.mark.slow  # the shape worker (a process importing torch) runs every fixture
 def test_engine_reports_what_each_fixture_states():
     def device_of(path):
         stated = expectation(path)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs each model fixture for real on CPU
+
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 PROGRAMS = ["mnist_mlp.py", "resnet_block.py", "transformer_encoder.py"]
 

@@ -4,6 +4,7 @@ import textwrap
 
 from torch_lsp.analysis.facts import Position
 from torch_lsp.shapes import view
+from torch_lsp.shapes.report import Note
 from tests.shapes.helpers import cpu_run, line_of, shape_of
 
 SOURCE = textwrap.dedent('''
@@ -89,3 +90,61 @@ def test_shape_findings_follow_selection_and_suppression(run_meta):
     suppressed = list(lines)
     suppressed[line] += f"  # torch-lsp: ignore[{report.errors[0].code}]"
     assert view.findings(report, suppressed, RuleSelection()) == []
+
+
+STOPS_EARLY = textwrap.dedent('''
+    import argparse
+    import torch
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", required=True)
+    args = parser.parse_args()
+    x = torch.zeros(2, 3)
+''')
+
+
+def test_every_early_stop_is_a_tl299_note(run_meta):
+    report = run_meta(STOPS_EARLY)
+    lines = STOPS_EARLY.splitlines()
+    [stop] = view.findings(report, lines)
+    line = line_of(STOPS_EARLY, "args = parser.parse_args()")
+    assert (stop.code, stop.severity.name, stop.span.start.line) == ("TL299", "INFO", line)
+    assert stop.span.start.col == 0 and stop.span.end.col == len(lines[line])
+    assert "sys.exit" in stop.message
+    # A stop that has no line (the worker failed) is still reported, on the first line.
+    [failed] = view.findings(type(report)(stopped="the shape worker crashed on this file"), lines)
+    assert failed.code == "TL299" and failed.span.start.line == 0
+    # ...and it can be ignored or suppressed like any rule.
+    from torch_lsp.analysis.rules.selection import RuleSelection
+
+    assert view.findings(report, lines, RuleSelection(ignore=("TL299",))) == []
+
+
+DATASET = textwrap.dedent('''
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    dataset = TensorDataset(torch.zeros(16, 3, 8, 8), torch.zeros(16))
+    loader = DataLoader(dataset, batch_size=4)
+    images, labels = next(iter(loader))
+    pooled = images.mean(dim=1)
+''')
+
+
+def test_notes_are_printed_by_shapes_and_shown_on_hover(run_meta):
+    lines = DATASET.splitlines()
+    dataset_line = line_of(DATASET, "dataset = ")
+    stand_in = "CIFAR10 replaced by a stand-in (FakeData, 16 images): nothing was downloaded"
+    report = run_meta(DATASET)
+    report.notes = [Note(stand_in, dataset_line, "stand-in"), Note("sys.argv filled in: --data /tmp/x", None, "argv")]
+    annotated = view.annotate(DATASET, report).splitlines()
+    # Line N of the output is line N of the file; the notes follow the source, whole-file first.
+    assert [line.split("  #")[0].rstrip() for line in annotated[:len(lines)]] == [l.rstrip() for l in lines]
+    assert annotated[-2:] == ["# torch-lsp note: sys.argv filled in: --data /tmp/x",
+                              f"# torch-lsp note: line {dataset_line + 1}: {stand_in}"]
+    # Hover on the dataset line says it; hover on a tensor computed from it says it too.
+    assert stand_in in view.hover_text(report, lines, Position(dataset_line, 0))
+    pooled_line = line_of(DATASET, "pooled =")
+    hover = view.hover_text(report, lines, Position(pooled_line, 1))
+    assert "`pooled`: `Tensor[4, 8, 8] float32`" in hover and f"_Note: {stand_in}_" in hover
+    assert tuple(cpu_run(DATASET)["pooled"].shape) == (4, 8, 8)

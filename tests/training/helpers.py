@@ -50,3 +50,17 @@ def marker_line(path: Path, marker: str) -> int:
             return number
     raise AssertionError(f"{marker!r} not in {path}")
 
+
+
+RECORDED_RUNS = Path(__file__).resolve().parent / "recorded" / "runs"
+
+
+def copy_recorded_runs(runs_dir: Path) -> list[str]:
+    """A run store made of the recorded runs (tests/training/recorded): run.json and
+    metrics.jsonl only, so summaries and charts are computed by the code under test."""
+    import shutil
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for run in sorted(RECORDED_RUNS.iterdir()):
+        shutil.copytree(run, runs_dir / run.name)
+    return sorted(run.name for run in RECORDED_RUNS.iterdir())

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image
 
-from tests.training.helpers import FIXTURES, last_json, marker_line, run_cli
+from tests.json_schemas import validate
+from tests.training.helpers import FIXTURES, copy_recorded_runs, last_json, marker_line, run_cli
+
+pytestmark = pytest.mark.slow  # real training runs in subprocesses
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +37,7 @@ def test_train_reports_what_the_script_computed(synthetic_run):
     cwd, result = synthetic_run
     assert result.returncode == 0, result.stderr
     summary = last_json(result.stdout)
+    validate("metrics", summary)  # the schema documented in docs/cli.md
     counts = _script_counts(result.stdout)
     assert summary["status"] == "completed" and summary["exit_code"] == 0
     assert summary["steps"] == counts["steps"]
@@ -120,6 +126,7 @@ def test_crash_reports_the_failing_line(tmp_path):
     result = run_cli("train", "--json", str(script), cwd=tmp_path)
     assert result.returncode == 1
     summary = last_json(result.stdout)
+    validate("metrics", summary)
     assert summary["status"] == "failed"
     error = summary["error"]
     assert error["type"] == "RuntimeError"
@@ -146,3 +153,77 @@ def test_bad_input_gives_clear_messages(tmp_path):
     assert unknown.returncode == 1 and "no run 'no-such-run'" in unknown.stderr
     empty = run_cli("runs", cwd=tmp_path)
     assert empty.returncode == 0 and "no runs" in empty.stdout
+
+
+def test_own_options_are_recognised_after_the_script(tmp_path):
+    result = run_cli("train", str(FIXTURES / "train_synthetic.py"), "--epochs", "2", "--max-steps", "7",
+                     "--json", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = last_json(result.stdout)
+    assert summary["steps"] == 7 and summary["max_steps_reached"] is True
+    assert "script arguments: --epochs 2" in result.stderr.splitlines()
+    info = json.loads((tmp_path / ".torch-lsp" / "runs" / summary["run_id"] / "run.json").read_text())
+    assert info["args"] == ["--epochs", "2"] and info["max_steps"] == 7
+
+
+AMBIGUOUS_SCRIPT = '''
+import argparse
+import sys
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--max-steps", type=int, default=0)
+print("argv:", sys.argv[1:])
+print("max_steps:", parser.parse_args().max_steps)
+'''
+
+
+def test_an_option_both_define_is_refused_unless_placed(tmp_path):
+    script = tmp_path / "own_steps.py"
+    script.write_text(AMBIGUOUS_SCRIPT)
+    refused = run_cli("train", str(script), "--max-steps", "3", cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "--max-steps is an option of both torch-lsp train and own_steps.py" in refused.stderr
+    assert "`torch-lsp train --max-steps 3 own_steps.py`" in refused.stderr
+    assert "`torch-lsp train own_steps.py -- --max-steps 3`" in refused.stderr
+    assert not (tmp_path / ".torch-lsp").exists()  # nothing was started
+
+    theirs = run_cli("train", "--json", "--no-progress", str(script), "--", "--max-steps", "3", cwd=tmp_path)
+    assert theirs.returncode == 0, theirs.stderr
+    assert "max_steps: 3" in theirs.stdout and "script arguments: --max-steps 3" in theirs.stderr
+    assert last_json(theirs.stdout)["max_steps_reached"] is False
+
+
+def test_metrics_with_an_ambiguous_prefix_lists_the_candidates(tmp_path):
+    ids = copy_recorded_runs(tmp_path / ".torch-lsp" / "runs")
+    prefix = os.path.commonprefix(ids)
+    shown = run_cli("metrics", prefix, cwd=tmp_path)
+    assert shown.returncode == 1
+    assert f"{prefix!r} matches {len(ids)} runs; give more of the id:" in shown.stderr
+    for run_id in ids:
+        assert run_id in shown.stderr
+    unique = run_cli("metrics", "--json", ids[0][: len(prefix) + 3], cwd=tmp_path)
+    assert unique.returncode == 0 and json.loads(unique.stdout)["run_id"] == ids[0]
+
+
+def test_runs_table_shows_each_runs_own_age(tmp_path):
+    runs_dir = tmp_path / ".torch-lsp" / "runs"
+    ids = copy_recorded_runs(runs_dir)
+    now = time.time()
+    for age_s, run_id in zip((30, 3 * 3600, 2 * 86400), ids):  # newest first in the table
+        info_path = runs_dir / run_id / "run.json"
+        info = json.loads(info_path.read_text())
+        info["started_at"] = now - age_s
+        info_path.write_text(json.dumps(info))
+    listed = run_cli("runs", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["run", "status", "steps", "final", "loss", "started"]
+    assert [row.split("  ")[-1].strip() for row in rows] == ["just now", "3 h ago", "2 d ago"]
+    assert [row.split()[0] for row in rows] == ids
+
+
+def test_an_empty_store_says_so(tmp_path):
+    runs = run_cli("runs", cwd=tmp_path)
+    assert runs.returncode == 0 and runs.stdout.startswith("no runs yet in ")
+    metrics = run_cli("metrics", cwd=tmp_path)
+    assert metrics.returncode == 1 and "no runs yet in " in metrics.stderr and "any run" not in metrics.stderr

@@ -11,6 +11,8 @@ import pytest
 
 from tests.training.helpers import FIXTURES, REPO, last_json, run_cli
 
+pytestmark = pytest.mark.slow  # real training runs in subprocesses
+
 # A SummaryWriter stand-in with tensorboardX's module layout: the launcher must patch it when
 # the script imports it (the real one needs the tensorboard package, which tests do not need).
 FAKE_TENSORBOARDX = {

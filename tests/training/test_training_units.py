@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from torch_lsp.training import store
-from torch_lsp.training.chart import render_chart, series_from_records
 from torch_lsp.training.epochs import EpochCounter
 from torch_lsp.training.summary import (compute_summary, input_bound_advice, progress_message,
                                         render_markdown, short_label)
@@ -46,30 +45,72 @@ def _step(step, loss, **extra):
     return {"kind": "step", "time": 1000.0 + step, "step": step, "loss": loss, "lr": [0.1], **extra}
 
 
+def _loader_steps(count, first=1, samples_per_step=32, wait_s=0.25, compute_s=0.75, start_wait_s=0.0, **extra):
+    """Step records of a DataLoader loop: cumulative samples and loop times, as the probe writes."""
+    return [_step(step, 1.0 / step, samples=step * samples_per_step, data_wait_s=start_wait_s + step * wait_s,
+                  compute_s=(step - 1) * compute_s, device="cpu", **extra)
+            for step in range(first, first + count)]
+
+
 def test_summary_of_records():
-    records = [
-        {"kind": "start", "time": 999.0},
-        _step(1, 2.0, epoch=1, samples=32, data_wait_s=0.5, compute_s=0.5, device="cpu"),
-        {"kind": "metric", "name": "val_acc", "value": 0.5, "step": 1, "source": "print"},
-        _step(2, 0.5, epoch=2, samples=64, data_wait_s=0.75, compute_s=1.25, device="cpu"),
-        {"kind": "metric", "name": "val_acc", "value": 0.25, "step": 2, "source": "print"},
-        {"kind": "metric", "name": "val_loss", "value": 0.75, "step": 2, "source": "log"},
-        {"kind": "metric", "name": "val_loss", "value": 1.5, "step": 2, "source": "log"},
-        {"kind": "metric", "name": "epoch", "value": 2, "step": 2, "source": "print"},
-    ]
+    records = [{"kind": "start", "time": 999.0}, *_loader_steps(10, epoch=1),
+               {"kind": "metric", "name": "val_acc", "value": 0.5, "step": 10, "source": "print"},
+               *_loader_steps(11, first=11, epoch=2),
+               {"kind": "metric", "name": "val_acc", "value": 0.25, "step": 21, "source": "print"},
+               {"kind": "metric", "name": "val_loss", "value": 0.75, "step": 21, "source": "log"},
+               {"kind": "metric", "name": "val_loss", "value": 1.5, "step": 21, "source": "log"},
+               {"kind": "metric", "name": "epoch", "value": 2, "step": 21, "source": "print"}]
     info = {"id": "r1", "status": "completed", "exit_code": 0, "started_at": 990.0, "ended_at": 1010.0}
     summary = compute_summary(info, records)
     assert summary["duration_s"] == 20.0
-    assert summary["steps"] == 2 and summary["epochs"] == 2
+    assert summary["steps"] == 21 and summary["epochs"] == 2
+    # From the first step record to the last: 20 steps, 20 x (0.25 s waiting + 0.75 s computing).
+    assert summary["measured"] == {"steps": 20, "seconds": 20.0}
     assert summary["steps_per_s"] == 1.0 and summary["samples_per_s"] == 32.0
-    assert summary["final_loss"] == 0.5 and summary["best_loss"] == 0.5
-    assert summary["data_wait_fraction"] == 0.375
+    assert summary["final_loss"] == 1 / 21 and summary["best_loss"] == 1 / 21
+    assert summary["data_wait_fraction"] == 0.25
     assert summary["metrics"]["val_acc"] == {"source": "print", "last": 0.25, "count": 2, "best": 0.5}
     assert summary["metrics"]["val_loss"]["best"] == 0.75  # lower is better for losses
     assert "best" not in summary["metrics"]["epoch"]
-    assert summary["input_bound"].startswith("38 % of step time waiting for data")
+    assert summary["input_bound"] is None  # 25 % < 30 %
     markdown = render_markdown(summary)
-    assert "| final loss | 0.5 |" in markdown and "| val_acc | 0.25 | 0.5 | print |" in markdown
+    assert "| final loss | 0.04762 |" in markdown and "| val_acc | 0.25 | 0.5 | print |" in markdown
+    assert "| rates measured over | 20 steps in 20 s of the training loop |" in markdown
+
+
+def test_a_cancelled_run_without_steps_has_no_rates_and_no_advice():
+    # Ctrl-C while the first batches loaded: a batch fetched, nothing trained.
+    records = [{"kind": "start", "time": 999.0},
+               _step(0, None, samples=32, data_wait_s=0.0005, compute_s=0.0, epoch=1, num_workers=0)]
+    summary = compute_summary({"status": "stopped", "started_at": 990.0, "ended_at": 1000.0}, records)
+    assert summary["steps"] == 0
+    assert summary["steps_per_s"] is None and summary["samples_per_s"] is None
+    assert summary["data_wait_fraction"] is None and summary["input_bound"] is None
+    markdown = render_markdown(summary)
+    assert "waiting for data" not in markdown and "num_workers" not in markdown
+    assert "| samples/s | — |" in markdown
+
+
+def test_a_crash_after_a_few_steps_reports_no_rate():
+    # train_crash.py: five quick steps without a DataLoader, then the crash.
+    records = [_step(1, 0.9), _step(5, 0.5), {"kind": "error", "type": "RuntimeError", "message": "boom"}]
+    summary = compute_summary({"status": "failed", "started_at": 990.0, "ended_at": 998.8}, records)
+    assert summary["steps"] == 5 and summary["steps_per_s"] is None
+    assert "| steps/s | — (too few steps to measure; needs 10) |" in render_markdown(summary)
+
+
+def test_rates_leave_out_the_first_batch_and_advice_needs_evidence():
+    # The first batch waited 30 s for workers to start; the loop itself is compute-bound.
+    slow_start = _loader_steps(40, start_wait_s=30.0, epoch=1, num_workers=0)
+    summary = compute_summary({"status": "completed"}, slow_start)
+    assert summary["data_wait_fraction"] == 0.25 and summary["input_bound"] is None
+    assert summary["samples_per_s"] == 32.0
+    # Waiting nearly all the time, but over 3 steps only: no advice.
+    waiting = _loader_steps(4, wait_s=1.0, compute_s=0.01, epoch=1, num_workers=0)
+    assert compute_summary({"status": "stopped"}, waiting)["input_bound"] is None
+    # The same over 40 steps: input-bound, with advice.
+    waiting = _loader_steps(41, wait_s=1.0, compute_s=0.01, epoch=1, num_workers=0)
+    assert "try num_workers=" in compute_summary({"status": "completed"}, waiting)["input_bound"]
 
 
 def test_printed_loss_stands_in_when_no_backward_is_seen():
@@ -147,19 +188,6 @@ def test_store_finds_runs_by_prefix_and_skips_broken_folders(tmp_path):
     assert store.list_runs(tmp_path / "missing") == []
 
 
-def test_chart_is_a_png_with_a_panel_per_series(tmp_path):
-    from PIL import Image
-
-    records = [_step(i, 1.0 / i) for i in range(1, 20)]
-    records += [{"kind": "metric", "name": "acc", "value": i / 20, "step": i} for i in range(1, 20)]
-    records += [{"kind": "metric", "name": "epoch", "value": 1, "step": 3}]
-    assert list(series_from_records(records)) == ["loss", "acc"]
-    path = render_chart(records, tmp_path / "chart.png", title="t.py")
-    with Image.open(path) as image:
-        assert image.format == "PNG" and image.size == (900, 520)
-    assert render_chart([], tmp_path / "empty.png") is None
-
-
 def test_tensorboard_scalars(tmp_path):
     records = [_step(1, 0.5, samples_per_s=10.0), {"kind": "metric", "name": "acc", "value": 0.9, "step": 1, "time": 5.0}]
     assert [s[:3] for s in scalars_from_records(records)] == [
@@ -189,3 +217,47 @@ torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
     assert error_from_stderr(stderr) == {"type": "ValueError", "message": "bad batch",
                                          "file": str(user_file), "line": 7}
     assert error_from_stderr(tmp_path / "missing.log") is None
+
+
+OURS = {"--json": 0, "--max-steps": 1, "--env": 1, "-h": 0, "--help": 0}
+
+
+@pytest.mark.parametrize("argv, after", [
+    (["train", "s.py", "--", "--max-steps", "3"], ["--", "--max-steps", "3"]),
+    (["train", "--json", "--max-steps", "5", "s.py", "--x", "--", "--y"], ["--x", "--", "--y"]),
+    (["train", "--max-steps=5", "s.py", "a"], ["a"]),
+    (["train", "--", "s.py", "--json"], ["--", "--json"]),
+])
+def test_tokens_after_the_script_keep_the_double_dash(argv, after):
+    from torch_lsp.training.arguments import tokens_after_script
+
+    assert tokens_after_script(argv, OURS) == after
+
+
+def test_split_script_arguments():
+    from torch_lsp.training.arguments import AmbiguousOption, split_script_arguments
+
+    split = split_script_arguments(["--lr", "0.1", "--max-steps", "9", "--json", "data/", "--", "--json"],
+                                   OURS, {"--lr"}, "train.py")
+    assert split.ours == ["--max-steps", "9", "--json"]
+    assert split.script_args == ["--lr", "0.1", "data/", "--json"]
+    assert split_script_arguments(["--env=A=1"], OURS, set(), "t.py").ours == ["--env=A=1"]
+    with pytest.raises(AmbiguousOption, match="-h is an option of both"):
+        split_script_arguments(["-h"], OURS, {"-h", "--help"}, "t.py")
+
+
+def test_declared_options_of_a_script():
+    from torch_lsp.analysis.script_options import declared_options
+
+    source = """
+import argparse
+import click
+from argparse import ArgumentParser as AP
+parser = AP(add_help=False)
+parser.add_argument("--max-steps", "-m", type=int)
+other = argparse.ArgumentParser()
+@click.option("--fast/--slow")
+def main(): ...
+"""
+    assert declared_options(source) == {"--max-steps", "-m", "-h", "--help", "--fast", "--slow"}
+    assert declared_options("def f(:") == set()

@@ -41,3 +41,25 @@ def test_every_rule_is_documented():
     for rule in all_rules():
         assert rule.code.startswith("TL") and rule.name and rule.summary
         assert "## What it does" in rule.doc and "## Why is this bad?" in rule.doc, rule.code
+
+
+def test_a_crashing_rule_fails_under_strict_mode_and_is_listed_otherwise(monkeypatch):
+    import dataclasses
+
+    import pytest
+
+    from torch_lsp.analysis import check
+    from torch_lsp.analysis.rules import load_rules
+
+    rules = load_rules()
+    code = next(code for code, rule in rules.items() if rule.check is not None)
+
+    def broken(ctx):
+        raise RuntimeError("rule bug")
+
+    monkeypatch.setitem(rules, code, dataclasses.replace(rules[code], check=broken))
+    with pytest.raises(RuntimeError, match="rule bug"):  # the suite runs strict (tests/conftest.py)
+        check.analyze_source("import torch\n")
+    monkeypatch.setenv("TORCH_LSP_STRICT_RULES", "0")
+    analysis = check.analyze_source("import torch\n")
+    assert analysis.crashed == [code] and analysis.ok

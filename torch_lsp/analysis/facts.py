@@ -69,3 +69,5 @@ class Finding:
     fix: Fix | None = None
     # Extra lines shown with the diagnostic (e.g. where the optimizer was created).
     related: tuple[tuple[Span, str], ...] = field(default=())
+    # The same, in other files: (path, span, message), e.g. train.py's call of the failing model.
+    related_elsewhere: tuple[tuple[str, Span, str], ...] = field(default=())

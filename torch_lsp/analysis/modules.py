@@ -19,7 +19,7 @@ import functools
 from dataclasses import dataclass, field
 
 from torch_lsp.analysis.node_index import nodes
-from torch_lsp.analysis.syntax import ParsedModule
+from torch_lsp.analysis.syntax import ParsedModule, derived
 
 _MODULE_BASES = {
     "torch.nn.Module", "torch.nn.modules.module.Module",
@@ -151,7 +151,7 @@ class ModuleFacts:
 
     def _layers(self, init: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, Layer]:
         layers: dict[str, Layer] = {}
-        assignments = [n for n in ast.walk(init) if isinstance(n, (ast.Assign, ast.AnnAssign))]
+        assignments = list(nodes(self.parsed, (ast.Assign, ast.AnnAssign), init))
         for node in sorted(assignments, key=lambda n: (n.lineno, n.col_offset)):  # definition order
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             value = node.value
@@ -186,7 +186,8 @@ class ModuleFacts:
         cls = self.classes.get(name)
         result = None
         if cls is not None and cls.forward is not None:
-            returns = [n.value for n in ast.walk(cls.forward) if isinstance(n, ast.Return) and n.value is not None
+            returns = [n.value for n in _breadth_first(self.parsed, nodes(self.parsed, ast.Return, cls.forward))
+                       if n.value is not None
                        and self.parsed.enclosing(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) is cls.forward]
             outputs = [self.output_of(value, cls) for value in returns]
             if outputs and all(o is not None for o in outputs) and len({o.activation for o in outputs}) == 1:
@@ -252,6 +253,11 @@ class ModuleFacts:
         return None
 
 
+def _breadth_first(parsed: ParsedModule, found) -> list[ast.AST]:
+    """Index results (source order) in the order `ast.walk` meets them: shallower first."""
+    return sorted(found, key=lambda node: sum(1 for _ in parsed.ancestors(node)))
+
+
 def is_imported_name(parsed: ParsedModule, expr: ast.AST) -> bool:
     """True when the root of `expr` (`np` in `np.random`) is a name bound by an import."""
     while isinstance(expr, ast.Attribute):
@@ -273,7 +279,7 @@ def reaching_value(parsed: ParsedModule, name: ast.Name) -> ast.AST | None:
     scope = parsed.enclosing(name, _SCOPES) or parsed.tree
     use = (name.lineno, name.col_offset)
     best: tuple[tuple[int, int], ast.AST | None] | None = None
-    for where, value in _assignment_index(parsed).get(scope, {}).get(name.id, ()):
+    for where, value in _assignments_in(parsed, scope).get(name.id, ()):
         if where < use and (best is None or where > best[0]):
             best = (where, value)
     return best[1] if best else None
@@ -284,19 +290,29 @@ _BINDING_NODES = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr, ast.F
 Assignments = dict[str, list[tuple[tuple[int, int], "ast.AST | None"]]]
 
 
-@functools.lru_cache(maxsize=16)
-def _assignment_index(parsed: ParsedModule) -> dict[ast.AST, Assignments]:
-    """Scope (function, lambda or the module) -> name -> [(position, value or None when the
-    binding has no single value)], built in one pass over the binding statements."""
-    index: dict[ast.AST, Assignments] = {}
-    for node in nodes(parsed, _BINDING_NODES):
-        scope = parsed.enclosing(node, _SCOPES + (ast.ClassDef,)) or parsed.tree
-        if isinstance(scope, ast.ClassDef):
-            continue  # class bodies are not visible from methods
-        table = index.setdefault(scope, {})
-        for bound, value in _bound_names(node):
-            table.setdefault(bound, []).append(((node.lineno, node.col_offset), value))
-    return index
+def _assignments_in(parsed: ParsedModule, scope: ast.AST) -> Assignments:
+    """Name -> [(position, value or None when the binding has no single value)] for one scope
+    (a function, a lambda or the module), built on first use. Per scope, not per file: a rule
+    asking about one function reads that function only (incremental analysis relies on it)."""
+    cache = parsed.__dict__.setdefault("_scope_assignments", {})
+    table = cache.get(id(scope))
+    if table is None:
+        table = cache[id(scope)] = {}
+        if scope is parsed.tree:  # module-level code: the statements that are not definitions
+            candidates = (node for statement in parsed.tree.body if not isinstance(statement, _DEFINITIONS)
+                          for node in nodes(parsed, _BINDING_NODES, statement))
+        else:
+            candidates = nodes(parsed, _BINDING_NODES, scope)
+        for node in candidates:
+            owner = parsed.enclosing(node, _SCOPES + (ast.ClassDef,)) or parsed.tree
+            if owner is not scope:
+                continue  # a nested function's, or a class body's (not visible from methods)
+            for bound, value in _bound_names(node):
+                table.setdefault(bound, []).append(((node.lineno, node.col_offset), value))
+    return table
+
+
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 def _bound_names(node: ast.AST):
@@ -329,11 +345,8 @@ def _target_names(target: ast.AST) -> list[str]:
     return []
 
 
-@functools.lru_cache(maxsize=16)
-def _module_facts_cached(parsed: ParsedModule) -> ModuleFacts:
-    return ModuleFacts(parsed)
-
-
 def module_facts(parsed: ParsedModule) -> ModuleFacts:
-    """Module facts for a parsed file, computed once per parse (parses are cached by text)."""
-    return _module_facts_cached(parsed)
+    """Module facts for a parsed file, computed once per parse (parses are cached by text).
+    A focused module (analysis/incremental.py) answers with its whole module's: a model's class
+    may be reached through a file-wide binding, from anywhere."""
+    return derived(parsed, "modules", ModuleFacts)

@@ -10,8 +10,10 @@ to the user's file without any translation table:
   a data loader) run their body once: ``for b in loader:`` becomes
   ``for b in __torch_lsp__.once((loader)):``; ``while c:`` becomes
   ``while __torch_lsp__.once_while(<line>) and (c):``;
-- optimizer steps, ``torch.save`` and ``torch.load`` are replaced by a no-op call of the same
-  line count (shapes never need them; Adam on meta parameters even raises);
+- optimizer steps and ``torch.save`` are replaced by a no-op call of the same line count (shapes
+  never need them; Adam on meta parameters even raises);
+- ``torch.load(...)`` becomes ``__torch_lsp__.load(...)`` with the same arguments: a file of the
+  workspace loads (``weights_only=True``) onto the job's device, anything else stands in empty;
 - everything else (imports, definitions, module-level code and the ``__main__`` block) runs as
   written, under the worker's runtime guards (see docs/shapes.md).
 
@@ -34,11 +36,18 @@ HELPER = "__torch_lsp__"
 # Calls whose effects never matter for shapes and that must not run: (dotted name, reason).
 _SKIPPED_CALLS = {
     "torch.save": "torch.save writes a file",
-    "torch.load": "torch.load reads a checkpoint that may not exist",
     "torch.hub.load": "torch.hub.load downloads",
     "torch.hub.load_state_dict_from_url": "downloads weights",
 }
+# Calls redirected to a helper method of the same arguments: (dotted name) -> (method, reason).
+_REDIRECTED_CALLS = {
+    "torch.load": ("load", "torch.load: a workspace file loads onto the execution device (weights_only=True); "
+                           "a missing one stands in empty"),
+}
 _TRAINING_METHODS = {"backward", "step", "zero_grad"}
+# Names IPython puts in a notebook's namespace; outside IPython they do not exist. In a notebook
+# (a plan for an `.ipynb` file) calls to them are left out unless the notebook binds the name.
+_IPYTHON_BUILTINS = {"display", "get_ipython"}
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,7 @@ def build_plan(source: str, filename: str = "<document>") -> ExecutionPlan:
     parsed = parse(source)
     if not isinstance(parsed, ParsedModule):
         return ExecutionPlan(filename, "", error=f"syntax error: {parsed.message} (line {parsed.line + 1})")
-    collector = _PlanCollector(parsed)
+    collector = _PlanCollector(parsed, notebook=filename.endswith(".ipynb"))
     collector.collect()
     return ExecutionPlan(
         filename=filename,
@@ -151,8 +160,9 @@ def _bound_names(target: ast.AST) -> list[str]:
 
 
 class _PlanCollector:
-    def __init__(self, parsed: ParsedModule) -> None:
+    def __init__(self, parsed: ParsedModule, notebook: bool = False) -> None:
         self.parsed = parsed
+        self.ipython_names = _IPYTHON_BUILTINS - _bound_anywhere(parsed) if notebook else set()
         self.edits: list[_Edit] = []
         self.statements: list[Statement] = []
         self.neutralised: list[Neutralised] = []
@@ -236,6 +246,14 @@ class _PlanCollector:
     # neutralised calls ----------------------------------------------------------------------
 
     def _maybe_skip(self, node: ast.Call, skipped: list[Span]) -> None:
+        redirect = _REDIRECTED_CALLS.get(self.parsed.qualified_name(node.func) or "")
+        if redirect is not None:
+            span = self.parsed.span(node.func)
+            if not any(outer.start <= span.start and span.end <= outer.end for outer in skipped):
+                self.edits.append(_Edit(span.start.line, span.start.col, span.end.line, span.end.col,
+                                        f"{HELPER}.{redirect[0]}"))
+                self.neutralised.append(Neutralised(span.start.line, redirect[1]))
+            return
         reason = self._skip_reason(node)
         if reason is None:
             return
@@ -251,6 +269,8 @@ class _PlanCollector:
         self.neutralised.append(Neutralised(span.start.line, reason))
 
     def _skip_reason(self, node: ast.Call) -> str | None:
+        if self.ipython_names and _root_name(node.func) in self.ipython_names:
+            return "IPython only (display, get_ipython): not there outside a notebook kernel"
         callee = self.parsed.qualified_name(node.func)
         if callee in _SKIPPED_CALLS:
             return _SKIPPED_CALLS[callee]
@@ -265,6 +285,23 @@ class _PlanCollector:
         span = self.parsed.span(node)
         self.edits.append(_Edit(span.start.line, span.start.col, span.start.line, span.start.col, before))
         self.edits.append(_Edit(span.end.line, span.end.col, span.end.line, span.end.col, after))
+
+
+def _root_name(func: ast.AST) -> str | None:
+    """`display` for `display(...)`, `get_ipython` for `get_ipython().run_line_magic(...)`."""
+    while isinstance(func, (ast.Attribute, ast.Call)):
+        func = func.value if isinstance(func, ast.Attribute) else func.func
+    return func.id if isinstance(func, ast.Name) else None
+
+
+def _bound_anywhere(parsed: ParsedModule) -> set[str]:
+    names = set(parsed.imports)
+    for node in ast.walk(parsed.tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+    return names
 
 
 def _indent(text: str) -> str:

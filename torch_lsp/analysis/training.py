@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from torch_lsp.analysis.node_index import contains, nodes
-from torch_lsp.analysis.syntax import ParsedModule, target_key
+from torch_lsp.analysis.syntax import ParsedModule, derived, target_key
 
 
 class Kind(str, enum.Enum):
@@ -28,6 +28,8 @@ class Kind(str, enum.Enum):
     SCALER = "scaler"
 
 
+_STATIC = object()  # a classification that does not depend on bindings (see TrainingFacts._resolution)
+_NOTHING = (None, _STATIC)
 # Constructors outside torch.optim that build optimizers.
 _EXTERNAL_OPTIMIZER_PREFIXES = ("bitsandbytes.optim.", "timm.optim.", "apex.optimizers.", "torch_optimizer.")
 _SCALERS = {"torch.cuda.amp.GradScaler", "torch.amp.GradScaler", "torch.cuda.amp.grad_scaler.GradScaler"}
@@ -68,6 +70,15 @@ class EventKind(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class _Contribution:
+    """What one top-level statement adds to the file's tables (kept across edits)."""
+
+    functions: list[ast.FunctionDef | ast.AsyncFunctionDef]
+    calls: list[ast.Call]  # calls of a plain name: `train(...)`
+    assignments: list[tuple[str, ast.AST]]  # single-target assignments: (target key, value)
+
+
+@dataclass(frozen=True)
 class Event:
     kind: EventKind
     node: ast.AST  # the call (or assignment) itself, possibly inside a helper
@@ -92,19 +103,68 @@ class Loop:
 
 
 class TrainingFacts:
-    def __init__(self, parsed: ParsedModule):
+    def __init__(self, parsed: ParsedModule, previous: "TrainingFacts | None" = None, stale: set[int] = frozenset()):
+        """Facts of `parsed`. With `previous` (the facts of the version before an edit, whose
+        unchanged nodes `parsed` shares; analysis/incremental.py), what was worked out for
+        nodes outside `stale` (ids of the nodes an edit can affect) is kept."""
         self.parsed = parsed
+        self._resolutions: dict[int, tuple] = {}
+        self._statement_cache: dict[int, dict[tuple[str, ...], list[Event]]] = {}
+        self._helper_events: dict[int, dict[tuple[str, ...], list[Event]]] = {}
+        self._returns: dict[int, ast.AST | None] = {}
+        self._contributions: dict[int, _Contribution] = {}  # per top-level statement
+        self._memos: dict[int, dict[str, object]] = {}  # see memo()
+        reusable: dict[ast.AST, Loop] = {}
+        if previous is not None:  # the previous facts are not used again: take their caches over
+            self._resolutions, self._statement_cache = previous._resolutions, previous._statement_cache
+            self._helper_events, self._returns = previous._helper_events, previous._returns
+            self._contributions, self._memos = previous._contributions, previous._memos
+            for cache in (self._resolutions, self._statement_cache, self._helper_events, self._returns,
+                          self._contributions, self._memos):
+                for key in stale & cache.keys():
+                    del cache[key]
+            reusable = {loop.node: loop for loop in previous.loops if id(loop.node) not in stale}
+        contributions = [self._contribution(statement) for statement in parsed.tree.body]
         self.functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
-        for node in nodes(parsed, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            self.functions.setdefault(node.name, node)
-        self.module_classes = self._module_classes()
         self.calls_by_name: dict[str, list[ast.Call]] = {}
-        for call in nodes(parsed, ast.Call):
-            if isinstance(call.func, ast.Name):
+        for contribution in contributions:
+            for function in contribution.functions:
+                self.functions.setdefault(function.name, function)
+            for call in contribution.calls:
                 self.calls_by_name.setdefault(call.func.id, []).append(call)
+        self.module_classes = self._module_classes()
         self.bindings: dict[str, Binding] = {}
-        self._collect_bindings()
-        self.loops = self._collect_loops()
+        self._collect_bindings([a for contribution in contributions for a in contribution.assignments])
+        self.loops = self._collect_loops(reusable)
+
+    def memo(self, node: ast.AST, name: str, compute):
+        """`compute()`, remembered for `node` under `name`; kept across an edit that does not
+        affect `node` (analysis/incremental.py). For what a rule works out per loop or per
+        function from that node and what names lead to (never from file-wide aggregates)."""
+        memos = self._memos.setdefault(id(node), {})
+        if name not in memos:
+            memos[name] = compute()
+        return memos[name]
+
+    def _contribution(self, statement: ast.stmt) -> "_Contribution":
+        found = self._contributions.get(id(statement))
+        if found is None:
+            functions, calls, assignments = [], [], []
+            for node in nodes(self.parsed, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Call, ast.Assign, ast.AnnAssign),
+                              statement):
+                if isinstance(node, ast.Call):
+                    if isinstance(node.func, ast.Name):
+                        calls.append(node)
+                elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    if node.value is not None and len(targets) == 1:
+                        key = target_key(targets[0])
+                        if key:
+                            assignments.append((key, node.value))
+                else:
+                    functions.append(node)
+            found = self._contributions[id(statement)] = _Contribution(functions, calls, assignments)
+        return found
 
     # -- classification -----------------------------------------------------------------------
     def _module_classes(self) -> set[str]:
@@ -127,36 +187,55 @@ class TrainingFacts:
                         break
         return found
 
-    def classify(self, expr: ast.AST, _depth: int = 0) -> tuple[Kind, str, ast.Call | None] | None:
+    def classify(self, expr: ast.AST) -> tuple[Kind, str, ast.Call | None] | None:
         """(kind, constructor, constructor call) of the value `expr` evaluates to, if known."""
-        if _depth > 8:
+        found, key = self._resolution(expr)
+        if key is _STATIC:
+            return found
+        binding = self.bindings.get(key) if key is not None else None
+        if binding is None:
             return None
-        if isinstance(expr, (ast.Name, ast.Attribute)):
-            key = target_key(expr)
-            if key in self.bindings:
-                b = self.bindings[key]
-                return b.kind, b.constructor, b.value if isinstance(b.value, ast.Call) else None
-            return None
-        if not isinstance(expr, ast.Call):
-            return None
+        return binding.kind, binding.constructor, binding.value if isinstance(binding.value, ast.Call) else None
+
+    def _resolution(self, expr: ast.AST, depth: int = 0) -> tuple[tuple[Kind, str, ast.Call | None] | None, object]:
+        """What classifying `expr` comes down to: (answer, _STATIC) when the expression alone
+        decides, or (None, key) when it is whatever `key` is bound to when asked. Bindings
+        change while they are collected; this split does not, so it is computed once per node."""
+        cache = self._resolutions
+        cached = cache.get(id(expr)) if depth == 0 else None
+        if cached is not None:
+            return cached
+        if depth > 8:
+            resolved = (None, _STATIC)
+        elif isinstance(expr, (ast.Name, ast.Attribute)):
+            resolved = (None, target_key(expr))
+        elif not isinstance(expr, ast.Call):
+            resolved = (None, _STATIC)
+        else:
+            resolved = self._call_resolution(expr, depth)
+        if depth == 0 and id(expr) in self.parsed.index.start:  # not a synthetic node whose id may be reused
+            cache[id(expr)] = resolved
+        return resolved
+
+    def _call_resolution(self, expr: ast.Call, depth: int):
         func = expr.func
         if isinstance(func, ast.Attribute) and func.attr in _PASS_THROUGH_METHODS:
-            return self.classify(func.value, _depth + 1)
+            return self._resolution(func.value, depth + 1)
         qualified = self.parsed.qualified_name(func) or ""
         if qualified in _PASS_THROUGH_WRAPPERS and expr.args:
-            return self.classify(expr.args[0], _depth + 1)
+            return self._resolution(expr.args[0], depth + 1)
         kind = _kind_of_constructor(qualified, self.module_classes)
         if kind is not None:
-            return kind, qualified, expr
+            return (kind, qualified, expr), _STATIC
         if isinstance(func, ast.Name) and func.id in self.functions:
             returned = self._returned(self.functions[func.id])
             if returned is not None:
-                return self.classify(returned, _depth + 1)
-        return None
+                return self._resolution(returned, depth + 1)
+        return None, _STATIC
 
     def _returned(self, function: ast.AST) -> ast.AST | None:
         """The last `return <value>` of a helper, looked up once per helper."""
-        cache = self.__dict__.setdefault("_returns", {})
+        cache = self._returns
         if id(function) not in cache:
             returns = [n.value for n in nodes(self.parsed, ast.Return, function) if n.value is not None]
             cache[id(function)] = returns[-1] if returns else None
@@ -171,22 +250,23 @@ class TrainingFacts:
         return binding.kind if binding else None
 
     # -- bindings -----------------------------------------------------------------------------
-    def _collect_bindings(self) -> None:
+    def _collect_bindings(self, assignments: list[tuple[str, ast.AST]]) -> None:
         # Two passes so that `opt = optimizer` after `optimizer = SGD(...)` and parameter typing
-        # from call sites both see the first pass's results.
+        # from call sites both see the first pass's results. Values that classify as nothing
+        # whatever the bindings (most of them) are left out of both.
+        assignments = [(key, value) for key, value in assignments if self._resolution(value) != _NOTHING]
         for _ in range(2):
-            for node in nodes(self.parsed, (ast.Assign, ast.AnnAssign)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                if node.value is None or len(targets) != 1:
-                    continue
-                key = target_key(targets[0])
-                found = self.classify(node.value)
-                if key and found:
-                    self._bind(key, found, node.value)
+            for key, value in assignments:
+                found = self.classify(value)
+                if found:
+                    self._bind(key, found, value)
             self._bind_parameters()
 
     def _bind(self, key: str, found: tuple[Kind, str, ast.Call | None], value: ast.AST) -> None:
         kind, constructor, call = found
+        known = self.bindings.get(key)
+        if known is not None and known.value is value and known.kind is kind and known.constructor == constructor:
+            return  # the second pass finds most bindings as the first left them
         model_key = optimizer_key = None
         if call is not None and call.args:
             first = call.args[0]
@@ -229,9 +309,13 @@ class TrainingFacts:
         return None
 
     # -- loops --------------------------------------------------------------------------------
-    def _collect_loops(self) -> list[Loop]:
+    def _collect_loops(self, reusable: dict[ast.AST, Loop]) -> list[Loop]:
         loops: dict[ast.AST, Loop] = {}
         for node in nodes(self.parsed, (ast.For, ast.AsyncFor, ast.While)):
+            known = reusable.get(node)
+            if known is not None:  # an unchanged loop of the previous version, with its inner ones
+                loops[node] = known
+                continue
             loop = Loop(node)
             loop.events = self.events_in(node.body, stop=node)
             loops[node] = loop
@@ -246,34 +330,69 @@ class TrainingFacts:
         events: list[Event] = []
         for statement in body:
             outer = conditional or self._is_conditional(statement, stop)
-            for node, guarded in self._executed_assignments_and_calls(statement):
-                events.extend(self._events_of(node, anchor or node, outer or guarded, via, stop))
+            if not contains(self.parsed, statement):  # a synthetic statement (lambda closures)
+                for node, guarded in _walk_executed_guarded(statement):
+                    if isinstance(node, (ast.Assign, ast.Call)):
+                        events.extend(self._events_of(node, anchor or node, outer or guarded, via, stop))
+                continue
+            own = self._statement_events(statement, via)
+            if anchor is None and not outer:
+                events.extend(own)
+            else:
+                events.extend(Event(e.kind, e.node, anchor or e.anchor, e.target, outer or e.conditional, e.via)
+                              for e in own)
         return events
 
-    def _executed_assignments_and_calls(self, statement: ast.AST):
-        """(node, guarded) for the assignments and calls that run when `statement` runs, in
-        source order; guarded: under an if/else, except handler or comprehension within it.
+    def _statement_events(self, statement: ast.stmt, via: tuple[str, ...]) -> list[Event]:
+        """The events of one statement as if it were a loop body of its own: anchored at their
+        own nodes, conditional only under a guard inside the statement. Computed once per
+        statement (and `via`): nested loops, evaluation code and helpers share them."""
+        by_via = self._statement_cache.get(id(statement))
+        if by_via is None:
+            by_via = self._statement_cache[id(statement)] = {}
+        events = by_via.get(via)
+        if events is None:
+            events = by_via[via] = [] if isinstance(statement, _SCOPES) else \
+                self._compute_statement_events(statement, via)
+        return events
 
-        Read from the file's node index (walking every node of every loop body again, with
-        helpers inlined, was most of the cost of these facts on large files)."""
-        if not contains(self.parsed, statement):  # a synthetic statement (lambda closures)
-            yield from ((n, g) for n, g in _walk_executed_guarded(statement) if isinstance(n, (ast.Assign, ast.Call)))
-            return
-        if isinstance(statement, _SCOPES):
-            return
-        statement_guards = isinstance(statement, _GUARDS)
-        for node in nodes(self.parsed, (ast.Assign, ast.Call), statement):
-            guarded, executed = False, True
-            for ancestor in self.parsed.ancestors(node) if node is not statement else ():
-                if ancestor is statement:
-                    guarded = guarded or statement_guards
-                    break
-                if isinstance(ancestor, _SCOPES):  # the body of a nested def or lambda
-                    executed = False
-                    break
-                guarded = guarded or isinstance(ancestor, _GUARDS)
-            if executed:
-                yield node, guarded
+    def _compute_statement_events(self, statement: ast.stmt, via: tuple[str, ...]) -> list[Event]:
+        # The node index lists the statement's assignments, calls and inner statements in
+        # pre-order; an inner statement contributes its own cached events and is skipped over.
+        events: list[Event] = []
+        index = self.parsed.index
+        skip_until = -1
+        for node in nodes(self.parsed, _STATEMENT_PARTS, statement):
+            if node is statement:
+                if isinstance(node, ast.Assign):
+                    events.extend(self._events_of(node, node, False, via, statement))
+                continue
+            number = index.start[id(node)]
+            if number <= skip_until:
+                continue
+            guarded, executed = self._guard_between(node, statement)
+            if isinstance(node, ast.stmt):
+                skip_until = index.end[id(node)]
+                inner = self._statement_events(node, via)
+                events.extend(inner if not guarded else
+                              [Event(e.kind, e.node, e.anchor, e.target, True, e.via) for e in inner])
+            elif executed:
+                events.extend(self._events_of(node, node, guarded, via, statement))
+        return events
+
+    def _guard_between(self, node: ast.AST, statement: ast.stmt) -> tuple[bool, bool]:
+        """(under an if/else, except handler or comprehension up to `statement`, runs at all:
+        not inside a lambda)."""
+        guarded = isinstance(statement, _GUARDS)
+        parents = self.parsed.index.parents
+        current = parents.get(node)
+        while current is not None and current is not statement:
+            if isinstance(current, _SCOPES):
+                return guarded, False
+            if isinstance(current, _GUARDS):
+                guarded = True
+            current = parents.get(current)
+        return guarded, True
 
     def _is_conditional(self, node: ast.AST, stop: ast.AST) -> bool:
         for ancestor in self.parsed.ancestors(node):
@@ -319,15 +438,25 @@ class TrainingFacts:
                                     conditional, via))
             helper = self._local_helper(func)
             if helper is not None and helper.name not in via and len(via) < 5:
-                events.extend(self.events_in(helper.body, helper, via + (helper.name,), anchor, conditional))
+                events.extend(self._inlined(helper, via + (helper.name,), anchor, conditional))
         return events
+
+    def _inlined(self, helper: ast.FunctionDef | ast.AsyncFunctionDef, via: tuple[str, ...], anchor: ast.AST,
+                 conditional: bool) -> list[Event]:
+        """`events_in(helper.body, ...)` seen from one call site. A helper called from many
+        loops is walked once per `via`; each call site only re-anchors the events."""
+        by_via = self._helper_events.setdefault(id(helper), {})
+        events = by_via.get(via)
+        if events is None:
+            events = by_via[via] = self.events_in(helper.body, helper, via)
+        return [Event(e.kind, e.node, anchor, e.target, conditional or e.conditional, e.via) for e in events]
 
     def _closure_events(self, call: ast.Call, anchor, conditional, via, stop) -> list[Event]:
         """`optimizer.step(closure)` runs the closure first (LBFGS and friends)."""
         closure = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "closure"), None)
         if isinstance(closure, ast.Name) and closure.id in self.functions:
             helper = self.functions[closure.id]
-            return self.events_in(helper.body, helper, via + (helper.name,), anchor, conditional)
+            return self._inlined(helper, via + (helper.name,), anchor, conditional)
         if isinstance(closure, ast.Lambda):
             return self.events_in([ast.Expr(closure.body)], stop, via, anchor, conditional)
         return []
@@ -481,6 +610,7 @@ def _is_none(node: ast.AST) -> bool:
 
 
 _GUARDS = (ast.If, ast.IfExp, ast.ExceptHandler, ast.comprehension)
+_STATEMENT_PARTS = (ast.stmt, ast.Call)  # Assign is a statement
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 
@@ -497,11 +627,8 @@ def _walk_executed_guarded(statement: ast.AST):
         stack.extend((child, inner) for child in reversed(list(ast.iter_child_nodes(node))))
 
 
-@functools.lru_cache(maxsize=16)
-def _facts_cached(parsed: ParsedModule) -> TrainingFacts:
-    return TrainingFacts(parsed)
-
-
 def training_facts(parsed: ParsedModule) -> TrainingFacts:
-    """Facts for a parsed module, computed once per module (parses are cached by text)."""
-    return _facts_cached(parsed)
+    """Facts for a parsed module, computed once per module (parses are cached by text). A
+    focused module (analysis/incremental.py) answers with its whole module's facts: which
+    names hold models and optimizers is a property of the file."""
+    return derived(parsed, "training", TrainingFacts)

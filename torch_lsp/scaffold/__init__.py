@@ -28,9 +28,12 @@ import importlib
 import logging
 import pkgutil
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from torch_lsp.analysis.facts import Fix, Span
+
+if TYPE_CHECKING:
+    from torch_lsp.analysis.notebook import NotebookProgram
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +97,12 @@ def load_actions() -> dict[str, Action]:
     return REGISTRY
 
 
-def offers(source: str, span: Span, path: str = "<buffer>") -> list[Offer]:
-    """The actions that make sense at `span` and whose result is not already in the file."""
-    ctx = _context(source, span, path)
+def offers(source: str, span: Span, path: str = "<buffer>", *, import_limit: int | None = None) -> list[Offer]:
+    """The actions that make sense at `span` and whose result is not already in the file.
+
+    `import_limit`: new imports go above this 0-based line (a notebook's first cell ends there).
+    """
+    ctx = _context(source, span, path, import_limit)
     if ctx is None:
         return []
     found: list[Offer] = []
@@ -109,10 +115,11 @@ def offers(source: str, span: Span, path: str = "<buffer>") -> list[Offer]:
     return found
 
 
-def build(source: str, offer_id: str, span: Span, path: str = "<buffer>") -> Fix | None:
+def build(source: str, offer_id: str, span: Span, path: str = "<buffer>", *,
+          import_limit: int | None = None) -> Fix | None:
     """The edits of action `offer_id` at `span`, or None when it does not apply there."""
     entry = load_actions().get(offer_id)
-    ctx = _context(source, span, path)
+    ctx = _context(source, span, path, import_limit)
     if entry is None or ctx is None:
         return None
     try:
@@ -126,13 +133,39 @@ def build(source: str, offer_id: str, span: Span, path: str = "<buffer>") -> Fix
         return None
 
 
-def _context(source: str, span: Span, path: str) -> "ScaffoldContext | None":
+def _context(source: str, span: Span, path: str, import_limit: int | None = None) -> "ScaffoldContext | None":
     from torch_lsp.analysis.syntax import ParseFailure, parse
 
     parsed = parse(source)
     if isinstance(parsed, ParseFailure):
         return None
-    return ScaffoldContext(parsed, span, path)
+    return ScaffoldContext(parsed, span, path, import_limit)
+
+
+# -- notebooks -----------------------------------------------------------------------------------
+# A notebook is one program (analysis/notebook.py). An action asked for in cell k must make sense
+# for the whole notebook (it is not already there) and for the cells that have run when cell k
+# runs (the names it uses exist by then); it is written into cells 0..k, so the notebook still
+# runs top to bottom: code appended "at the end" lands at the end of cell k, imports in cell 0.
+
+# Actions for scripts only: torchrun launches a script's main(), never a notebook.
+_SCRIPT_ONLY = {"distributed.ddp"}
+
+
+def offers_in_cell(program: "NotebookProgram", cell: int, span: Span, path: str = "<notebook>") -> list[Offer]:
+    """The actions for a cursor at `span` (program coordinates) in `cell`."""
+    limit = program.first_cell_end()
+    whole = {offer.id for offer in offers(program.source, span, path, import_limit=limit)} - _SCRIPT_ONLY
+    return [offer for offer in offers(program.upto(cell).source, span, path, import_limit=limit) if offer.id in whole]
+
+
+def build_in_cell(program: "NotebookProgram", cell: int, offer_id: str, span: Span,
+                  path: str = "<notebook>") -> Fix | None:
+    """The edits of action `offer_id` asked for at `span` in `cell`, in program coordinates
+    (`program.fix_by_cell` turns them into edits of the cells)."""
+    if offer_id not in {offer.id for offer in offers_in_cell(program, cell, span, path)}:
+        return None
+    return build(program.upto(cell).source, offer_id, span, path, import_limit=program.first_cell_end())
 
 
 # Imported last: both modules import names from this one.
@@ -140,4 +173,4 @@ from torch_lsp.scaffold.codemod import EditPlan  # noqa: E402
 from torch_lsp.scaffold.context import ScaffoldContext  # noqa: E402
 
 __all__ = ["Action", "EditPlan", "Offer", "REGISTRY", "REWRITE", "SOURCE", "ScaffoldContext", "action", "build",
-           "load_actions", "offers", "register"]
+           "build_in_cell", "load_actions", "offers", "offers_in_cell", "register"]

@@ -215,8 +215,11 @@ class EditPlan:
 
     def _import_position(self) -> Position:
         body = self.parsed.tree.body
+        limit = self.ctx.import_limit
         last_import = None
         for node in body:
+            if limit is not None and node.lineno > limit:
+                break
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 last_import = node
             elif not _is_docstring(node):

@@ -97,11 +97,13 @@ def per_file(method):
 
 
 class ScaffoldContext:
-    def __init__(self, parsed: ParsedModule, span: Span, path: str = "<buffer>"):
+    def __init__(self, parsed: ParsedModule, span: Span, path: str = "<buffer>", import_limit: int | None = None):
         self.parsed = parsed
         self.source = parsed.source
         self.span = span
         self.path = path
+        # New imports go above this 0-based line: a notebook keeps its imports in its first cell.
+        self.import_limit = import_limit
 
     @functools.cached_property
     def facts(self) -> TrainingFacts:

@@ -13,10 +13,12 @@ import functools
 import hashlib
 import json
 import logging
+import pickle
 import queue
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import asdict, dataclass
 
@@ -106,6 +108,18 @@ def _imports_key(source: str) -> str:
 
 
 def _infer(source: str, path: str | None, line: int, col: int) -> ApiDoc | None:
+    import jedi
+
+    try:
+        return _infer_once(source, path, line, col)
+    except (EOFError, pickle.UnpicklingError):
+        # A truncated entry in jedi's shared parse cache (a process killed while writing it)
+        # fails every lookup that reaches that module: parse afresh, in a cache of our own.
+        jedi.settings.cache_directory = tempfile.mkdtemp(prefix="torch-lsp-jedi-")
+        return _infer_once(source, path, line, col)
+
+
+def _infer_once(source: str, path: str | None, line: int, col: int) -> ApiDoc | None:
     import jedi
 
     for name in jedi.Script(code=source, path=path).infer(line + 1, col):

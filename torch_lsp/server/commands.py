@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.uris import from_fs_path, to_fs_path
 
 from torch_lsp.analysis.facts import Finding, Position, Severity, Span
 from torch_lsp.server.convert import to_diagnostic
-from torch_lsp.training import store
+from torch_lsp.training import bounds, store
 from torch_lsp.training.runner import RunSpec, TrainingRun, run_overview, start_run, summary_for
 from torch_lsp.training.summary import progress_message, render_markdown
 
@@ -68,6 +69,12 @@ class Trainer:
         base = self.workspace or self.scriptless_base
         return store.runs_dir_for(base, self.ls.settings.training.runs_dir)
 
+    def project_python(self) -> str:
+        """Training runs default to the interpreter shape analysis uses: the project's."""
+        from torch_lsp.shapes.interpreter import find_interpreter
+
+        return find_interpreter(self.ls.settings.execution.python, self.workspace).path
+
     def resolve_script(self, value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
             raise ValueError("torch-lsp.train needs a script: a path or a file:// URI")
@@ -76,13 +83,22 @@ class Trainer:
             path = str(self.workspace / path)
         if not path or not os.path.isfile(path):
             raise ValueError(f"training script not found: {value}")
-        return os.path.abspath(path)
+        return bounds.check_script(path, self.workspace_folders(), self.open_files())
+
+    def workspace_folders(self) -> list[Path]:
+        folders = [Path(to_fs_path(f.uri)) for f in self.ls.workspace.folders.values() if to_fs_path(f.uri)]
+        return folders or ([self.workspace] if self.workspace else [])
+
+    def open_files(self) -> list[str]:
+        return [path for uri in self.ls.documents.states if (path := to_fs_path(uri))]
 
     # -- commands ---------------------------------------------------------------------------
     async def train(self, arguments: list) -> dict:
         spec = self.spec_from(arguments)
         runs_dir = self.runs_dir(spec.script)
-        run = await asyncio.to_thread(start_run, spec, runs_dir)
+        # On the event loop's thread, not a pool thread: the run's launcher is told to end when
+        # the thread that started it ends (PR_SET_PDEATHSIG), and this one lives as long as we do.
+        run = start_run(spec, runs_dir)
         live = LiveRun(run)
         self.live[run.run_id] = live
         self._forget_failure(spec.script)
@@ -101,11 +117,13 @@ class Trainer:
         if not isinstance(args, list) or not isinstance(env, dict):
             raise ValueError("`args` must be a list of strings and `env` an object")
         inside = self.workspace and Path(script).is_relative_to(self.workspace)
+        nproc = _positive_int(options.get("nproc"), "nproc")
+        nnodes = _positive_int(options.get("nnodes"), "nnodes")
+        bounds.check_scale(nproc, nnodes, options.get("rdzvEndpoint"))
         return RunSpec(
             script=script, args=[str(a) for a in args],
-            python=options.get("python") or self.ls.settings.training.python,
-            device=options.get("device"), nproc=_positive_int(options.get("nproc"), "nproc"),
-            nnodes=_positive_int(options.get("nnodes"), "nnodes"),
+            python=options.get("python") or self.ls.settings.training.python or self.project_python(),
+            device=options.get("device"), nproc=nproc, nnodes=nnodes,
             node_rank=options.get("nodeRank"), rdzv_endpoint=options.get("rdzvEndpoint"),
             rdzv_id=options.get("rdzvId"), env={str(k): str(v) for k, v in env.items()},
             max_steps=_positive_int(options.get("maxSteps"), "maxSteps", default=None),
@@ -117,9 +135,12 @@ class Trainer:
         live = self.live.get(run_id) if run_id else self._latest_live()
         if live is None:
             raise ValueError(f"no running training with id {run_id!r}" if run_id else "no training is running")
-        pids = await asyncio.to_thread(live.run.stop)
+        pids = await asyncio.to_thread(live.run.stop)  # returns once the process tree has ended
         if live.task is not None:
-            await asyncio.wait_for(asyncio.shield(live.task), timeout=10)
+            try:  # the summary and the final notification, unless the chart takes long to draw
+                await asyncio.wait_for(asyncio.shield(live.task), timeout=10)
+            except asyncio.TimeoutError:
+                log.info("run %s stopped; its summary is still being written", live.run.run_id)
         return {"runId": live.run.run_id, "stopped": True, "pids": pids}
 
     def list_runs(self) -> list[dict]:
@@ -128,7 +149,10 @@ class Trainer:
 
     async def metrics(self, arguments: list) -> dict:
         run_id = _run_id_argument(arguments)
-        record = store.find_run(self.runs_dir(), run_id)
+        try:
+            record = store.find_run(self.runs_dir(), run_id)
+        except store.AmbiguousRunId as ambiguous:
+            raise ValueError(f"{ambiguous}; give more of the id") from None
         if record is None:
             raise ValueError(f"no run {run_id!r}" if run_id else "no training runs yet")
         summary = await asyncio.to_thread(summary_for, record, self.live_run(record.run_id))
@@ -144,9 +168,9 @@ class Trainer:
                 "chart": chart, "chartUri": chart_uri}
 
     def stop_all(self) -> None:
+        """The server is going away: its runs end with it, and their run.json says so."""
         for live in list(self.live.values()):
-            if not live.run.finished:
-                live.run.stop(grace_s=2.0)
+            live.run.interrupt("the language server exited")
 
     # -- following a run --------------------------------------------------------------------
     async def _follow(self, live: LiveRun) -> None:
@@ -332,7 +356,10 @@ def register(ls: "TorchLanguageServer") -> None:
 
     @ls.command(TRAIN)
     async def train(ls, *arguments):  # no annotations: pygls resolves them
-        return await trainer.train(list(arguments))
+        try:
+            return await trainer.train(list(arguments))
+        except ValueError as error:  # bad arguments: the spec's InvalidParams, with our message
+            raise JsonRpcInvalidParams(str(error)) from error
 
     @ls.command(STOP)
     async def stop_training(ls, *arguments):  # no annotations: pygls resolves them

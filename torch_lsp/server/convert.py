@@ -3,9 +3,12 @@ default, so every conversion goes through the line's text."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
 from lsprotocol import types
 
-from torch_lsp.analysis.facts import Finding, Fix, Position, Span
+from torch_lsp.analysis.facts import Finding, Position, Span, TextEdit
 
 
 def _utf16_len(text: str) -> int:
@@ -47,7 +50,28 @@ def from_lsp_range(rng: types.Range, lines: list[str], encoding: str = "utf-16")
     return Span(from_lsp_position(rng.start, lines, encoding), from_lsp_position(rng.end, lines, encoding))
 
 
-def to_diagnostic(finding: Finding, lines: list[str], uri: str, docs_url: str, encoding: str = "utf-16") -> types.Diagnostic:
+# Where a span of the analysed program lies: (document URI, that document's lines, the span in
+# it), or None. For a file that is the file itself; for a notebook, one of its cells.
+Locate = Callable[[Span], "tuple[str, list[str], Span] | None"]
+
+
+def to_diagnostic(finding: Finding, lines: list[str], uri: str, docs_url: str, encoding: str = "utf-16",
+                  locate_related: Locate | None = None, lines_of_path=None) -> types.Diagnostic:
+    """`finding` (its span in `uri`'s coordinates) as a diagnostic of `uri`. Its related places
+    are spans of the analysed program: `locate_related` says where they lie (default: `uri`);
+    those in other files (`finding.related_elsewhere`) are placed with `lines_of_path(path) ->
+    (uri, lines)`."""
+    locate = locate_related or (lambda span: (uri, lines, span))
+    related = []
+    for span, message in finding.related:
+        place = locate(span)
+        if place is not None:
+            related.append(types.DiagnosticRelatedInformation(
+                location=types.Location(uri=place[0], range=to_lsp_range(place[2], place[1], encoding)), message=message))
+    for path, span, message in finding.related_elsewhere if lines_of_path is not None else ():
+        other_uri, other_lines = lines_of_path(path)
+        related.append(types.DiagnosticRelatedInformation(
+            location=types.Location(uri=other_uri, range=to_lsp_range(span, other_lines, encoding)), message=message))
     return types.Diagnostic(
         range=to_lsp_range(finding.span, lines, encoding),
         message=finding.message,
@@ -55,18 +79,26 @@ def to_diagnostic(finding: Finding, lines: list[str], uri: str, docs_url: str, e
         code=finding.code,
         code_description=types.CodeDescription(href=f"{docs_url}#{finding.code.lower()}"),
         source="torch-lsp",
-        related_information=[
-            types.DiagnosticRelatedInformation(
-                location=types.Location(uri=uri, range=to_lsp_range(span, lines, encoding)), message=message)
-            for span, message in finding.related
-        ] or None,
+        related_information=related or None,
     )
 
 
-def to_workspace_edit(fix: Fix, uri: str, version: int | None, lines: list[str], encoding: str = "utf-16") -> types.WorkspaceEdit:
-    """Versioned document changes: a client must refuse the edit if the buffer moved on."""
-    edits = [types.TextEdit(range=to_lsp_range(e.span, lines, encoding), new_text=e.new_text) for e in fix.edits]
+@dataclass(frozen=True)
+class DocumentEdits:
+    """Edits (code-point positions) of one document, made against its `version`."""
+
+    uri: str
+    version: int | None
+    lines: list[str]
+    edits: Sequence[TextEdit]
+
+
+def to_workspace_edit(documents: Sequence[DocumentEdits], encoding: str = "utf-16") -> types.WorkspaceEdit:
+    """Versioned document changes: a client must refuse the edit if a buffer moved on."""
     return types.WorkspaceEdit(document_changes=[
-        types.TextDocumentEdit(text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
-                               edits=edits)
+        types.TextDocumentEdit(
+            text_document=types.OptionalVersionedTextDocumentIdentifier(uri=document.uri, version=document.version),
+            edits=[types.TextEdit(range=to_lsp_range(e.span, document.lines, encoding), new_text=e.new_text)
+                   for e in document.edits])
+        for document in documents
     ])

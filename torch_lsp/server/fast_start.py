@@ -7,6 +7,9 @@ JSON pygls computed last time, keyed by both. On a cache hit this module replies
 imports pygls and hands it the same `initialize` message (so its state is set up exactly as
 usual) and drops pygls' own, identical reply. On a miss, pygls answers as usual and the reply
 is cached for the next start. Nothing else changes: the rest of the stream goes to pygls.
+
+The shape worker is started here too (shapes/early_start.py), right after the reply: its torch
+import overlaps the server's own start-up instead of following it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ def serve_stdio(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -
     if cached is not None:
         _write(stdout, {"jsonrpc": "2.0", "id": message["id"], "result": cached})
         answered = message["id"]
+    if key is not None:  # torch imports in the shape worker while this server starts
+        from torch_lsp.shapes import early_start
+
+        early_start.start_for_initialize(message.get("params"))
 
     from torch_lsp.server.app import create_server  # the slow part, now off the critical path
 

@@ -1,5 +1,7 @@
 """Code lenses: "▶ Train" above ``if __name__ == "__main__":`` and training loops, and
-"Last run: loss 0.41 · 3 min ago" beside the first one when the run store has a run of the file.
+"Last run: loss 0.41 · 3 min ago" beside the first one when the run store has a run of the file;
+from the latest shape report (server/cost.py), "62,006 params · [8, 3, 32, 32] → [8, 10]" above
+each module class that ran and "step peak ≈ 3.1 GiB at batch 128 (...)" above the training loop.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 from pygls.uris import to_fs_path
 
+from torch_lsp.server import cost
 from torch_lsp.server.commands import METRICS, TRAIN
 from torch_lsp.server.convert import to_lsp_range
 from torch_lsp.training import store
@@ -33,6 +36,12 @@ async def lenses_for(ls: "TorchLanguageServer", uri: str) -> list[types.CodeLens
     analysis = await ls.documents.ensure_analysis(uri)
     if analysis is None or not analysis.ok:
         return []
+    shapes = ls.shapes.latest(uri) if getattr(ls, "shapes", None) else None
+    costs = cost.code_lenses(ls, uri, analysis.parsed, shapes)
+    return await _training_lenses(ls, uri, analysis) + costs
+
+
+async def _training_lenses(ls: "TorchLanguageServer", uri: str, analysis) -> list[types.CodeLens]:
     targets = train_targets(analysis.parsed)
     if not targets:
         return []
@@ -59,4 +68,4 @@ def _last_run_label(ls: "TorchLanguageServer", path: str | None) -> tuple[str, s
     live = trainer.live_run(record.run_id) if trainer else None
     if live is not None and not live.finished:
         return "Training… (click for metrics)", record.run_id
-    return short_label(summary_for(record)), record.run_id
+    return short_label(summary_for(record, draw=False)), record.run_id

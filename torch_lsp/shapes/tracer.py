@@ -19,6 +19,7 @@ where a tensor lives.
 from __future__ import annotations
 
 import sys
+import weakref
 from contextlib import contextmanager
 from types import CodeType, FrameType
 from typing import Any, Callable
@@ -36,6 +37,13 @@ _CONSTRUCTION_FRAMES = {"__init__", "reset_parameters", "_reset_parameters", "_i
 
 
 _loading_depth = 0
+# CPU tensors that hold values torch needs on the CPU even in a meta job (a PackedSequence's
+# batch sizes: meta_compat.py): never moved to the execution device. By id, weakly held.
+_cpu_values: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
+
+
+def keep_on_cpu(tensor: torch.Tensor) -> None:
+    _cpu_values[id(tensor)] = tensor
 
 
 @contextmanager
@@ -60,12 +68,27 @@ def describe(value: Any, depth: int = 0) -> Value | None:
     if isinstance(value, (tuple, list)) and 0 < len(value) <= _MAX_ITEMS:
         items = [describe(v, depth + 1) for v in value]
         if all(item is not None for item in items):
-            return Value(kind="tuple" if isinstance(value, tuple) else "list", items=items)
+            return Value(kind="tuple" if isinstance(value, tuple) else "list", items=tuple(items))
     if isinstance(value, dict) and 0 < len(value) <= _MAX_ITEMS:
         items = [describe(v, depth + 1) for v in value.values()]
         if all(item is not None for item in items):
-            return Value(kind="dict", items=items, keys=[str(k) for k in value])
-    return None
+            return Value(kind="dict", items=tuple(items), keys=tuple(str(k) for k in value))
+    return _describe_object(value, depth)
+
+
+def _describe_object(value: Any, depth: int) -> Value | None:
+    """An object of a plain class whose public attributes are tensors (or None): DETR's
+    `NestedTensor(tensors, mask)`. Modules, and objects holding anything else, are not values."""
+    attributes = getattr(value, "__dict__", None)
+    if not isinstance(attributes, dict) or isinstance(value, (torch.nn.Module, type)) or not attributes:
+        return None
+    public = {k: v for k, v in attributes.items() if not k.startswith("_") and v is not None}
+    if not public or len(public) > _MAX_ITEMS:
+        return None
+    items = [describe(v, depth + 1) for v in public.values()]
+    if any(item is None for item in items):
+        return None
+    return Value(kind="object", items=tuple(items), keys=tuple(public), type_name=type(value).__name__)
 
 
 def to_device(value: Any, device: torch.device) -> Any:
@@ -107,23 +130,81 @@ class SourceMap:
 
 
 class Recorder:
-    def __init__(self, plan: ExecutionPlan, device: torch.device, on_line: Callable[[int], None] | None = None):
-        self.plan = plan
-        self.filename = plan.filename
+    """Records the shapes of several files at once: the driver that runs and the files it
+    imports and calls (a model file driven by a training script). Everything is keyed by file."""
+
+    def __init__(self, plans: "ExecutionPlan | dict[str, ExecutionPlan]", device: torch.device,
+                 on_line: Callable[[str, int], None] | None = None):
+        if isinstance(plans, ExecutionPlan):
+            plans = {plans.filename: plans}
+        self.plans = plans
         self.device = device
-        self.source_map = SourceMap(plan.filename, plan.source)
+        self.source_maps = {name: SourceMap(name, plan.source) for name, plan in plans.items()}
         self.on_line = on_line
-        self.variables: dict[tuple[int, str], tuple[Statement, list[Value]]] = {}
-        self.expressions: dict[tuple, tuple[Range, list[Value], str | None]] = {}
+        # (file, line, name) -> (statement, values)
+        self.variables: dict[tuple[str, int, str], tuple[Statement, list[Value]]] = {}
+        # (file, range key) -> (range, values, module info)
+        self.expressions: dict[tuple, tuple[Range, list[Value], tuple | None]] = {}
         self._pending_statement: dict[int, tuple[FrameType, Statement]] = {}
-        self._pending_expression: tuple | None = None  # (key, range, value, module)
+        self._pending_expression: tuple | None = None  # (key, file, range, value, module)
         self._suspended_by: torch.nn.Module | None = None
         self._library_modules: dict[int, bool] = {}
+        self._forward_files: dict[type, bool] = {}
+        self._paused = 0
+
+    @contextmanager
+    def paused(self):
+        """Nothing is recorded inside (a probe's trial calls: most of them fail on purpose)."""
+        self.flush_expression()
+        self._paused += 1
+        previous = sys.gettrace()
+        sys.settrace(None)
+        try:
+            yield
+        finally:
+            self._paused -= 1
+            sys.settrace(previous)
+
+    @contextmanager
+    def capture(self):
+        """Record into fresh tables, handed out as `(variables, expressions)` (a probe's calls,
+        compared with each other to name dimensions); the job's own tables are untouched."""
+        self.flush_expression()
+        saved = (self.variables, self.expressions, self._pending_statement)
+        self.variables, self.expressions, self._pending_statement = {}, {}, {}
+        captured: tuple[dict, dict] = (self.variables, self.expressions)
+        try:
+            yield captured
+        finally:
+            self.flush_expression()
+            self.variables, self.expressions, self._pending_statement = saved
+
+    def merge(self, variables: dict, expressions: dict) -> None:
+        """Add captured tables (`capture`) to the job's own."""
+        for key, (stmt, values) in variables.items():
+            _, mine = self.variables.setdefault(key, (stmt, []))
+            mine.extend(v for v in values if v not in mine and len(mine) < _MAX_VALUES)
+        for key, (rng, values, info) in expressions.items():
+            _, mine, old = self.expressions.setdefault(key, (rng, [], info))
+            mine.extend(v for v in values if v not in mine and len(mine) < _MAX_VALUES)
+            if old is None and info is not None:
+                self.expressions[key] = (rng, mine, info)
+
+    def add_file(self, plan: ExecutionPlan) -> None:
+        """Record one more file (a probe's target imported after the run started)."""
+        if plan.filename not in self.plans:
+            self.plans[plan.filename] = plan
+            self.source_maps[plan.filename] = SourceMap(plan.filename, plan.source)
+            self._library_modules.clear()
+            self._forward_files.clear()
+
+    def _plan_of(self, frame: FrameType) -> ExecutionPlan | None:
+        return self.plans.get(frame.f_code.co_filename)
 
     # statements -----------------------------------------------------------------------------
 
     def global_trace(self, frame: FrameType, event: str, arg: Any):
-        if frame.f_code.co_filename != self.filename:
+        if frame.f_code.co_filename not in self.plans or self._paused:
             return None
         if frame.f_code.co_name != "<module>":
             self._record_parameters(frame)
@@ -136,7 +217,7 @@ class Recorder:
         names = tuple(n for n in code.co_varnames[:count] if n != "self")
         if names:
             line = code.co_firstlineno - 1
-            self._record(frame.f_locals, Statement(line, line, names))
+            self._record(code.co_filename, frame.f_locals, Statement(line, line, names))
 
     def local_trace(self, frame: FrameType, event: str, arg: Any):
         if event == "line":
@@ -144,29 +225,43 @@ class Recorder:
             self.flush_expression()
             line = frame.f_lineno - 1
             if self.on_line is not None:
-                self.on_line(line)
-            stmt = self.plan.statement_of_line.get(line)
+                self.on_line(frame.f_code.co_filename, line)
+            stmt = self.plans[frame.f_code.co_filename].statement_of_line.get(line)
             if stmt is not None and stmt.binds:
                 self._pending_statement[id(frame)] = (frame, stmt)
         elif event == "return":
             self._flush_statement(frame)
+            self._record_return(frame, arg)
         elif event == "exception":
             # The statement did not complete: its targets still hold their old values.
             self._pending_statement.pop(id(frame), None)
         return self.local_trace
 
+    def _record_return(self, frame: FrameType, value: Any) -> None:
+        """What a function returns, on its `return` line (`return self.fc2(x)` binds no name)."""
+        if value is None or frame.f_code.co_name == "<module>":
+            return
+        filename = frame.f_code.co_filename
+        line = frame.f_lineno - 1
+        stmt = self.plans[filename].statement_of_line.get(line)
+        text = self.source_maps[filename].lines[stmt.line] if stmt is not None else ""
+        if stmt is not None and text.lstrip().startswith("return") and not self._paused:
+            self._record(filename, {"return": value}, Statement(stmt.line, stmt.end_line, ("return",)))
+
     def _flush_statement(self, frame: FrameType) -> None:
         pending = self._pending_statement.pop(id(frame), None)
         if pending is None:
             return
-        self._record(frame.f_locals, pending[1])
+        self._record(frame.f_code.co_filename, frame.f_locals, pending[1])
 
-    def _record(self, scope: dict, stmt: Statement) -> None:
+    def _record(self, filename: str, scope: dict, stmt: Statement) -> None:
+        if self._paused:
+            return
         for name in stmt.binds:
             value = _lookup(scope, name)
             described = describe(value) if value is not None else None
             if described is not None:
-                _, values = self.variables.setdefault((stmt.line, name), (stmt, []))
+                _, values = self.variables.setdefault((filename, stmt.line, name), (stmt, []))
                 if described not in values and len(values) < _MAX_VALUES:
                     values.append(described)
 
@@ -175,8 +270,11 @@ class Recorder:
     def record_output(self, output: Any, module: torch.nn.Module | None = None) -> None:
         """Remember `output` for the user expression being evaluated. Described only when the
         expression is done: every layer of `resnet(x)` maps to the same expression."""
+        if self._paused:
+            return
         frame = sys._getframe(2)
-        while frame is not None and frame.f_code.co_filename != self.filename:
+        plans = self.plans
+        while frame is not None and frame.f_code.co_filename not in plans:
             if frame.f_code.co_name in _CONSTRUCTION_FRAMES:
                 return  # parameter initialisation inside a layer's constructor
             frame = frame.f_back
@@ -185,23 +283,24 @@ class Recorder:
         key = (id(frame), frame.f_lasti)
         pending = self._pending_expression
         if pending is not None and pending[0] == key:
-            self._pending_expression = (key, pending[1], output, module)
+            self._pending_expression = (key, pending[1], pending[2], output, module)
             return
         self.flush_expression()
-        rng = self.source_map.range_at(frame.f_code, frame.f_lasti)
+        filename = frame.f_code.co_filename
+        rng = self.source_maps[filename].range_at(frame.f_code, frame.f_lasti)
         if rng is not None:
-            self._pending_expression = (key, rng, output, module)
+            self._pending_expression = (key, filename, rng, output, module)
 
     def flush_expression(self) -> None:
         pending, self._pending_expression = self._pending_expression, None
         if pending is None:
             return
-        _, rng, output, module = pending
+        _, filename, rng, output, module = pending
         value = describe(output)
         if value is None:
             return
         module_info = (module_summary(module), parameter_count(module)) if module is not None else None
-        key = (rng.line, rng.col, rng.end_line, rng.end_col)
+        key = (filename, rng.line, rng.col, rng.end_line, rng.end_col)
         _, values, old_module = self.expressions.setdefault(key, (rng, [], module_info))
         if value not in values and len(values) < _MAX_VALUES:
             values.append(value)
@@ -210,12 +309,12 @@ class Recorder:
 
     def in_training_loop(self) -> bool:
         """Is a user frame on the stack inside a loop that the plan runs once?"""
-        loops = self.plan.run_once_loops
         frame = sys._getframe(2)
-        while loops and frame is not None:
-            if frame.f_code.co_filename == self.filename:
+        while frame is not None:
+            plan = self.plans.get(frame.f_code.co_filename)
+            if plan is not None and plan.run_once_loops:
                 line = frame.f_lineno - 1
-                if any(start <= line <= end for start, end in loops):
+                if any(start <= line <= end for start, end in plan.run_once_loops):
                     return True
             frame = frame.f_back
         return False
@@ -225,14 +324,20 @@ class Recorder:
     # is off while a module whose whole subtree is library code runs.
 
     def module_pre_hook(self, module: torch.nn.Module, inputs: Any) -> None:
+        if self._paused:
+            return
         if self._suspended_by is None and self._library_only(module):
             self._suspended_by = module
+            # The job's own trace function (it wraps global_trace) comes back afterwards.
+            self._resume_trace = sys.gettrace()
             sys.settrace(None)
 
     def module_hook(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if self._paused:
+            return
         if self._suspended_by is module:
             self._suspended_by = None
-            sys.settrace(self.global_trace)
+            sys.settrace(getattr(self, "_resume_trace", None) or self.global_trace)
         elif self._suspended_by is not None:
             return  # a layer inside a library model: only the model's own output is shown
         self.record_output(output, module)
@@ -244,26 +349,31 @@ class Recorder:
     def _library_only(self, module: torch.nn.Module) -> bool:
         known = self._library_modules.get(id(module))
         if known is None:
-            known = self._library_modules[id(module)] = not any(
-                getattr(getattr(type(m).forward, "__code__", None), "co_filename", None) == self.filename
-                for m in module.modules())
+            known = self._library_modules[id(module)] = not any(self._forward_in_recorded_file(type(m))
+                                                                for m in module.modules())
+        return known
+
+    def _forward_in_recorded_file(self, cls: type) -> bool:
+        known = self._forward_files.get(cls)
+        if known is None:
+            code = getattr(getattr(cls, "forward", None), "__code__", None)
+            known = self._forward_files[cls] = getattr(code, "co_filename", None) in self.plans
         return known
 
     # results ----------------------------------------------------------------------------------
 
-    def finish(self) -> tuple[list[VariableShapes], list[ExpressionShapes]]:
+    def finish(self) -> dict[str, tuple[list[VariableShapes], list[ExpressionShapes]]]:
+        """Per recorded file: its variables and expressions, in source order."""
         self.flush_expression()
-        variables = [
-            VariableShapes(name=name, line=stmt.line, end_line=stmt.end_line, values=values)
-            for (_, name), (stmt, values) in sorted(
-                self.variables.items(), key=lambda item: (item[0][0], _bind_order(item[1][0], item[0][1])))
-        ]
-        expressions = [
-            ExpressionShapes(range=rng, values=values, module=info[0] if info else None,
-                             parameters=info[1] if info else None)
-            for rng, values, info in (self.expressions[k] for k in sorted(self.expressions))
-        ]
-        return variables, expressions
+        out: dict[str, tuple[list[VariableShapes], list[ExpressionShapes]]] = {name: ([], []) for name in self.plans}
+        for (filename, _, name), (stmt, values) in sorted(
+                self.variables.items(), key=lambda item: (item[0][0], item[0][1], _bind_order(item[1][0], item[0][2]))):
+            out[filename][0].append(VariableShapes(name=name, line=stmt.line, end_line=stmt.end_line, values=values))
+        for key in sorted(self.expressions):
+            rng, values, info = self.expressions[key]
+            out[key[0]][1].append(ExpressionShapes(range=rng, values=values, module=info[0] if info else None,
+                                                   parameters=info[1] if info else None))
+        return out
 
 
 def _bind_order(stmt: Statement, name: str) -> int:
@@ -323,7 +433,8 @@ class RecordingMode(TorchFunctionMode):
             self._depth -= 1
 
     def _handle(self, func, args, kwargs):
-        if func in _VALUE_READS and self.device.type == "meta" and self.recorder.in_training_loop():
+        if func in _VALUE_READS and self.device.type == "meta" and self.recorder.in_training_loop() \
+                and args[0].device.type == "meta":
             # `running_loss += loss.item()`: logging inside a training loop. Shapes do not depend
             # on it, and a CPU re-run of the whole script just for it would cost seconds.
             return _placeholder_value(args[0])
@@ -350,7 +461,7 @@ class RecordingMode(TorchFunctionMode):
 
     def _same_device(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor) and value.device != self.device and value.dim() > 0:
-            return value.to(self.device)
+            return value if _cpu_values.get(id(value)) is value else value.to(self.device)
         if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
             return type(value)(self._same_device(v) for v in value)
         return value

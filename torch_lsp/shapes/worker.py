@@ -1,18 +1,33 @@
-"""The shape worker: imports torch once, then runs each plan in a forked, isolated job.
+"""The shape worker: imports torch once, then runs each job in a forked, isolated child.
 
-Started by shapes/engine.py as `python -m torch_lsp.shapes.worker`. Protocol on stdin/stdout:
-frames of a 4-byte big-endian length and a JSON object (see `protocol.py`). Jobs:
+Started by shapes/engine.py in the project's interpreter (shapes/interpreter.py). Protocol on
+stdin/stdout: frames of a 4-byte big-endian length and a JSON object (see `protocol.py`).
 
-- run in a fork of this warm process (no torch import per job; a poisoned job cannot affect the
-  next), in a new session, with stdin/stdout/stderr on /dev/null, an address-space limit, and the
-  runtime guards of guards.py;
-- stop themselves at the timeout (an interval timer raises inside the user's code, so shapes up
-  to there are kept) and are killed one second later if stuck in C code;
-- for the same document key, a newer job kills the running one and replaces a queued one;
-- start from a spare fork made while the worker was idle (fork() of a process that imported
-  torch costs ~60 ms here), and are reaped without waiting for their exit.
+- Jobs run in forks of this warm process (no torch import per job; a poisoned job cannot
+  affect the next), in a new session, with stdin/stdout/stderr on /dev/null, the OS-level
+  sandbox of shapes/sandbox (no network, writes only into the job's own temporary folder, no
+  new processes, resource limits) and the runtime guards of guards.py (see `_isolate`).
+- No process of a job outlives it: the worker is a child subreaper and kills every leftover
+  when a job ends. A job over `memoryMb` (resident, any device) is killed, saying so.
+- Several documents' jobs run at once (`parallel`, default 2): one looping document never
+  delays another by its timeout. Jobs of one document run one at a time, newest last.
+  Background jobs (a document's synthesized calls) have `parallel` slots of their own, run
+  niced and are timed on CPU time: they never make a driver job wait.
+- A newer version of a document does not kill a job that is about to finish (see
+  `scheduling.keeps_running`): it waits, and the server shows that job's results moved
+  through the edits made since. A job that has run longer than expected is killed.
+- Jobs stop themselves at the timeout (an interval timer raises inside the user's code, so
+  shapes up to there are kept) and are killed one second later if stuck in C code.
+- A spare fork is made while the worker is idle (fork() of a process that has imported torch
+  costs ~60 ms here), and finished jobs are reaped without waiting for their exit.
+- Start-up is `import torch` and one spare fork, then `ready`: the first job does not wait for
+  anything else. The warm-up (a tiny model run once, so that torch's first-use imports are
+  not paid again by every job) happens when the worker is next idle, and torchvision (~1 s,
+  ~170 MB) is imported only once a job's files mention it (docs/benchmarks.md, "Cold start").
 
-What one job does (run the plan, classify errors) is in job.py.
+What one job does (run the driver and probes, classify errors) is in job.py. This module
+imports torch only in `main()`, so that a project interpreter without torch gets a clear
+message instead of a traceback.
 """
 
 from __future__ import annotations
@@ -21,23 +36,28 @@ import gc
 import json
 import mmap
 import os
-import resource
 import select
 import signal
 import struct
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import torch
-
-from torch_lsp.analysis.plan import ExecutionPlan, build_plan
-from torch_lsp.shapes import guards, inputs
-from torch_lsp.shapes.job import run_job
+from torch_lsp.shapes import sandbox, scheduling
 from torch_lsp.shapes.protocol import FrameReader, write_frame
-from torch_lsp.shapes.report import ShapeReport
+from torch_lsp.shapes.report import ShapeReport, reports_to_json
+from torch_lsp.shapes.spec import BACKGROUND_WALL_FACTOR, JobSpec
 
 KILL_GRACE_S = 1.0
+# Tests only: sandbox layers to leave out, to show that the others hold (the server's own
+# environment; a project cannot set it: spec.env is applied after the sandbox is entered).
+_SANDBOX_SKIP = tuple(filter(None, os.environ.get("TORCH_LSP_SANDBOX_SKIP", "").split(",")))
+MEMORY_CHECK_S = 0.1  # how often running jobs' memory is looked at (statm: microseconds)
+WARM_UP_WHEN_IDLE_S = 3.0  # no job since `ready` for this long: warm up anyway
+BACKGROUND_NICE = 10  # background jobs (spec.py) run niced, in slots of their own
+_SLOT = struct.Struct("ii")  # per running job: index of the recorded file, 0-based line reached
+_LENGTH = struct.Struct(">Q")
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,20 +68,17 @@ KILL_GRACE_S = 1.0
 class Job:
     id: int
     key: str
-    plan: dict
-    device: str = "meta"
-    timeout: float = 5.0
-    memory_mb: int = 4096
+    spec: JobSpec
+    raw: dict  # the spec as received: forwarded to the child without re-encoding twice
 
 
 @dataclass
 class Spare:
-    """A fork made ahead of time, waiting for its job: a job does not wait for fork() (~60 ms
-    for a process that has imported torch)."""
+    """A fork made ahead of time, waiting for its job."""
 
     pid: int
     job_fd: int  # the worker writes the job here
-    result_fd: int  # and reads the report here
+    result_fd: int  # and reads the reports here
 
 
 @dataclass
@@ -69,7 +86,11 @@ class RunningJob:
     job: Job
     pid: int
     fd: int
+    slot: int
+    started: float
     deadline: float
+    job_dir: str
+    baseline_mb: float  # memory the fork shared with the warm worker when it started
     output: bytearray = field(default_factory=bytearray)
 
     def complete(self) -> bool:
@@ -78,45 +99,68 @@ class RunningJob:
         (length,) = _LENGTH.unpack_from(self.output)
         return len(self.output) - _LENGTH.size == length
 
-    def report_json(self) -> str:
+    def reports_json(self) -> str:
         return self.output[_LENGTH.size:].decode()
 
 
-_LENGTH = struct.Struct(">Q")
-
-
 class Worker:
-    def __init__(self, out_fd: int) -> None:
+    def __init__(self, out_fd: int, parallel: int = 2) -> None:
         self.out_fd = out_fd
-        self.queue: dict[str, Job] = {}
-        self.running: RunningJob | None = None
+        self.parallel = max(1, parallel)
+        self.queue: OrderedDict[str, Job] = OrderedDict()
+        self.running: dict[str, RunningJob] = {}
+        self.durations = scheduling.Durations()
         self.spare: Spare | None = None
         self.exiting: list[int] = []  # finished jobs still tearing down; reaped without waiting
-        # The child writes the line it is on here; read when it has to be killed.
-        self.progress = mmap.mmap(-1, 8)
+        # Each running job writes the line it is on into its slot; read when it has to be killed.
+        # Driver jobs and background jobs each have `parallel` slots.
+        self.progress = mmap.mmap(-1, _SLOT.size * (2 * self.parallel + 1))
+        self.free_slots = list(range(2 * self.parallel + 1))
+        self.warmed = False  # the warm-up ran (when idle; see warm_up)
+        self.warm_up_due = float("inf")  # when the warm-up may run: after the first job, or idle a while
+        self.startup: dict[str, float] = {}  # seconds per start-up step, sent with `ready`
 
     def send(self, message: dict) -> None:
         write_frame(self.out_fd, message)
 
     def serve(self) -> None:
         reader = FrameReader(0)
+        sandbox.become_subreaper()  # orphans of jobs become ours, so none can outlive its job
+        started = time.perf_counter()
         self.spare = self._fork_spare()
-        self.send({"type": "ready", "pid": os.getpid()})
+        self.startup["spare_fork_s"] = time.perf_counter() - started
+        self.send({"type": "ready", "pid": os.getpid(), "python": sys.executable,
+                   "version": ".".join(map(str, sys.version_info[:3])), "torch": _torch_version(),
+                   "startup": self.startup})
+        # The first job (usually a moment away: the editor is opening a file) must not wait for
+        # the warm-up; without one, warm up after a while anyway.
+        self.warm_up_due = time.monotonic() + WARM_UP_WHEN_IDLE_S
         try:
             self._loop(reader)
         finally:
-            self._kill_running()
+            for key in list(self.running):
+                self._kill_running(key)
             if self.spare is not None:
                 _kill(self.spare.pid)
 
     def _loop(self, reader: FrameReader) -> None:
         while True:
             self._reap()
-            fds = [0] + ([self.running.fd] if self.running else [])
-            wait = max(0.0, self.running.deadline - time.monotonic()) if self.running else None
+            by_fd = {running.fd: key for key, running in self.running.items()}
+            now = time.monotonic()
+            wait = min((r.deadline - now for r in self.running.values()), default=None)
+            if self.running:
+                wait = min(wait, MEMORY_CHECK_S)
             if self.exiting:
                 wait = 0.2 if wait is None else min(wait, 0.2)
-            readable, _, _ = select.select(fds, [], [], wait)
+            idle = not self.warmed and not self.running and not self.queue
+            if idle:  # with the warm-up still to do: look for messages until it is due, then do it
+                due = self.warm_up_due - now
+                wait = due if wait is None else min(wait, due)
+            readable, _, _ = select.select([0, *by_fd], [], [], None if wait is None else max(0.0, wait))
+            if idle and not readable and time.monotonic() >= self.warm_up_due:
+                self._warm_up()
+                continue
             if 0 in readable:
                 messages = reader.read()
                 if messages is None:  # the server went away
@@ -125,27 +169,59 @@ class Worker:
                     if message.get("type") == "shutdown":
                         return
                     self._accept(message)
-            if self.running and self.running.fd in readable:
-                chunk = os.read(self.running.fd, 1 << 20)
-                self.running.output += chunk
-                if not chunk or self.running.complete():
-                    self._finish_running()
-            if self.running and time.monotonic() > self.running.deadline:
-                self._kill_running(reason="timeout")
-            if self.running is None and self.queue:
-                self._start(self.queue.pop(next(iter(self.queue))))
-            elif self.running is None and self.spare is None:
+            for fd in readable:
+                key = by_fd.get(fd)
+                running = self.running.get(key) if key is not None else None
+                if running is None or running.fd != fd:
+                    continue
+                chunk = os.read(fd, 1 << 20)
+                running.output += chunk
+                if not chunk or running.complete():
+                    self._finish_running(key)
+            now = time.monotonic()
+            for key, running in list(self.running.items()):
+                if now > running.deadline:
+                    self._kill_running(key, reason="timeout")
+                elif verdict := sandbox.memory_verdict(running.pid, running.job.spec.memory_mb, running.baseline_mb):
+                    self._kill_running(key, reason="memory", detail=verdict)
+            self._start_queued()
+            if not self.running and self.spare is None:
                 self.spare = self._fork_spare()  # while the user is typing, not when a job waits
 
+    # messages -------------------------------------------------------------------------------
+
     def _accept(self, message: dict) -> None:
-        key = message.get("key", "")
+        kind, key = message.get("type"), message.get("key", "")
         replaced = self.queue.pop(key, None)
         if replaced is not None:
             self.send({"type": "cancelled", "id": replaced.id})
-        if self.running and self.running.job.key == key:
-            self._kill_running(reason="cancelled")
-        if message.get("type") == "job":
-            self.queue[key] = Job(**{k: message[k] for k in Job.__dataclass_fields__ if k in message})
+        if kind == "cancel":
+            if key in self.running:
+                self._kill_running(key, reason="cancelled")
+            return
+        if kind != "job":
+            return
+        try:
+            job = Job(int(message["id"]), key, JobSpec.from_dict(message["spec"]), message["spec"])
+        except (KeyError, TypeError, ValueError) as error:
+            self.send({"type": "result", "id": message.get("id"), "reports_json": reports_to_json(
+                {"": ShapeReport(stopped=f"the shape worker could not read the job: {error}")})})
+            return
+        running = self.running.get(key)
+        if running is not None:
+            elapsed = time.monotonic() - running.started
+            if not scheduling.keeps_running(elapsed, self.durations.expected(key)):
+                self._kill_running(key, reason="cancelled")
+        self.queue[key] = job
+
+    def _start_queued(self) -> None:
+        for key in list(self.queue):
+            background = self.queue[key].spec.background
+            busy = sum(r.job.spec.background == background for r in self.running.values())
+            if busy < self.parallel and key not in self.running:
+                self._start(self.queue.pop(key))
+
+    # jobs -----------------------------------------------------------------------------------
 
     def _fork_spare(self) -> Spare:
         # Objects that exist now are never collected by the job's garbage collector, so a fork
@@ -164,34 +240,112 @@ class Worker:
         os.close(result_write)
         return Spare(pid, job_write, result_read)
 
+    def _warm_up(self) -> None:
+        started = time.perf_counter()
+        warm_up()
+        self.warmed = True
+        if self.spare is not None:  # forked cold: make the next job's fork from the warm process
+            _kill(self.spare.pid)
+            os.close(self.spare.job_fd)
+            os.close(self.spare.result_fd)
+            self.spare = None
+        self.send({"type": "warm", "warm_up_s": time.perf_counter() - started})
+
     def _start(self, job: Job) -> None:
+        if "torchvision" not in sys.modules and _mentions_torchvision(job.spec):
+            # Imported here once, not in each job's fork; the spare was forked without it.
+            started = time.perf_counter()
+            try:
+                import torchvision  # noqa: F401
+                import torchvision.datasets  # noqa: F401
+                import torchvision.models  # noqa: F401
+                import torchvision.transforms  # noqa: F401
+            except ImportError:
+                pass
+            self.startup.setdefault("torchvision_s", time.perf_counter() - started)
+            if self.spare is not None:
+                _kill(self.spare.pid)
+                os.close(self.spare.job_fd)
+                os.close(self.spare.result_fd)
+                self.spare = None
         spare, self.spare = self.spare or self._fork_spare(), None
-        struct.pack_into("i", self.progress, 0, -1)
-        data = json.dumps(job.__dict__).encode()
+        slot = self.free_slots.pop(0)
+        _SLOT.pack_into(self.progress, slot * _SLOT.size, 0, -1)
+        job_dir = sandbox.job_directory()
+        baseline = sandbox.anonymous_mb(spare.pid, with_descendants=False)
+        data = json.dumps({"slot": slot, "job_dir": job_dir, "spec": job.raw}).encode()
         try:
             while data:
                 data = data[os.write(spare.job_fd, data):]
         except OSError:
             pass  # the spare died; its result pipe reports that below
         os.close(spare.job_fd)
-        self.running = RunningJob(job, spare.pid, spare.result_fd, time.monotonic() + job.timeout + KILL_GRACE_S)
+        self.send({"type": "started", "id": job.id})
+        now = time.monotonic()
+        limit = job.spec.timeout * (BACKGROUND_WALL_FACTOR if job.spec.background else 1)
+        self.running[job.key] = RunningJob(job, spare.pid, spare.result_fd, slot, now, now + limit + KILL_GRACE_S,
+                                           job_dir, baseline)
 
-    def _finish_running(self) -> None:
-        running, self.running = self.running, None
+    def _release(self, key: str) -> RunningJob:
+        running = self.running.pop(key)
         os.close(running.fd)
+        self.free_slots.append(running.slot)
+        return running
+
+    def _end_leftovers(self, running: RunningJob) -> None:
+        """After a job: its folder goes, and so does every process it started or abandoned
+        (anything below the worker that is not a live job, the spare, or a job tearing down)."""
+        sandbox.kill_descendants(running.pid)
+        keep = [r.pid for r in self.running.values()] + self.exiting + ([self.spare.pid] if self.spare else [])
+        sandbox.kill_descendants(spare=keep)
+        sandbox.remove_job_directory(running.job_dir)
+
+    def _finish_running(self, key: str) -> None:
+        running = self._release(key)
+        self.warm_up_due = min(self.warm_up_due, time.monotonic())  # idle after a job: warm up then
         if running.complete():
+            self.durations.add(key, time.monotonic() - running.started)
             # Passed through as text: the engine validates it once, the worker never parses it.
-            self.send({"type": "result", "id": running.job.id, "report_json": running.report_json()})
             self.exiting.append(running.pid)  # tearing down ~1 GB of mappings takes a while
+            self._end_leftovers(running)  # before the result: nothing of the job runs on after it
+            self.send({"type": "result", "id": running.job.id, "reports_json": running.reports_json()})
             return
         _, status = os.waitpid(running.pid, 0)
-        line = struct.unpack_from("i", self.progress, 0)[0]
-        self._send_report(running.job, ShapeReport(
-            stopped=f"the script ended the shape analysis process at line {line + 1} (exit status {status})",
-            stopped_line=max(line, 0)))
+        self._end_leftovers(running)
+        file, line = self._reached(running)
+        code = os.waitstatus_to_exitcode(status)
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        self._send_stopped(running.job, f"shape analysis ended: the process {how} at {_where(running.job, file, line)}",
+                           file, line, ended=True)
 
-    def _send_report(self, job: Job, report: ShapeReport) -> None:
-        self.send({"type": "result", "id": job.id, "report_json": report.model_dump_json()})
+    def _kill_running(self, key: str, reason: str = "", detail: str = "") -> None:
+        running = self._release(key)
+        _kill(running.pid)
+        self._end_leftovers(running)
+        if reason == "memory":
+            file, line = self._reached(running)
+            self._send_stopped(running.job, f"shape analysis stopped at {_where(running.job, file, line)}: {detail}",
+                               file, line, ended=True)
+        elif reason == "cancelled":
+            self.send({"type": "cancelled", "id": running.job.id})
+        elif reason == "timeout":
+            file, line = self._reached(running)
+            self._send_stopped(running.job, f"shape analysis stopped after {running.job.spec.timeout:g} s at "
+                                            f"{_where(running.job, file, line)}", file, line, timed_out=True)
+
+    def _reached(self, running: RunningJob) -> tuple[str, int]:
+        index, line = _SLOT.unpack_from(self.progress, running.slot * _SLOT.size)
+        recorded = running.job.spec.recorded or [running.job.spec.main.filename]
+        return recorded[index] if 0 <= index < len(recorded) else recorded[0], line
+
+    def _send_stopped(self, job: Job, stopped: str, file: str, line: int, timed_out: bool = False,
+                      ended: bool = False) -> None:
+        reports = {}
+        for path in job.spec.recorded or [job.spec.main.filename]:
+            here = path == file and line >= 0
+            reports[path] = ShapeReport(path=path, stopped=stopped, stopped_line=line if here else None,
+                                        timed_out=timed_out and here, ended=ended and here)
+        self.send({"type": "result", "id": job.id, "reports_json": reports_to_json(reports)})
 
     def _reap(self) -> None:
         for pid in list(self.exiting):
@@ -201,24 +355,23 @@ class Worker:
                 done = pid
             if done:
                 self.exiting.remove(pid)
+                sandbox.kill_descendants(pid)  # (orphans by now: the next job's end collects them)
 
-    def _kill_running(self, reason: str = "") -> None:
-        running, self.running = self.running, None
-        if running is None:
-            return
-        _kill(running.pid)
-        os.close(running.fd)
-        if reason == "cancelled":
-            self.send({"type": "cancelled", "id": running.job.id})
-        elif reason == "timeout":
-            line = struct.unpack_from("i", self.progress, 0)[0]
-            self._send_report(running.job, ShapeReport(
-                stopped=f"shape analysis stopped after {running.job.timeout:g} s at line {line + 1}",
-                stopped_line=max(line, 0), timed_out=True))
+
+def _mentions_torchvision(spec: JobSpec) -> bool:
+    """Does the job's driver or one of the open documents it may import use torchvision?
+    (A file on disk that imports it is imported by the job's own fork: correct, just slower.)"""
+    return "torchvision" in spec.main.source or any("torchvision" in text for text in spec.overlay.values())
+
+
+def _where(job: Job, file: str, line: int) -> str:
+    where = f"line {line + 1}" if line >= 0 else "the start"
+    return where if file == job.spec.main.filename else f"{os.path.basename(file)} {where}"
 
 
 def _kill(pid: int) -> None:
-    """Kill a job and everything it started (its session), then reap it."""
+    """Kill a job and everything it started (its tree, its session), then reap it."""
+    sandbox.kill_descendants(pid)
     for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
         try:
             kill()
@@ -230,6 +383,10 @@ def _kill(pid: int) -> None:
         pass
 
 
+# --------------------------------------------------------------------------------------------
+# The job's fork
+
+
 def _wait_for_job(job_fd: int, result_fd: int, progress: mmap.mmap) -> None:
     """In a spare fork: read the job (until the worker closes the pipe), run it, exit."""
     try:
@@ -239,32 +396,30 @@ def _wait_for_job(job_fd: int, result_fd: int, progress: mmap.mmap) -> None:
         os.close(job_fd)
         if not chunks:  # the worker is shutting down or gone
             os._exit(0)
-        job = Job(**json.loads(b"".join(chunks)))
+        message = json.loads(b"".join(chunks))
+        spec = JobSpec.from_dict(message["spec"])
+        slot, job_dir = int(message["slot"]), str(message["job_dir"])
     except BaseException:  # noqa: BLE001
         os._exit(1)
-    _run_child(job, result_fd, progress)
+    _run_child(spec, result_fd, progress, slot, job_dir)
 
 
-def _run_child(job: Job, write_fd: int, progress: mmap.mmap) -> None:
+def _run_child(spec: JobSpec, write_fd: int, progress: mmap.mmap, slot: int, job_dir: str) -> None:
     try:
+        from torch_lsp.shapes.job import run_spec
+
         gc.disable()  # a short-lived job: collection would only copy shared pages
-        os.setsid()  # one process group: killing it also kills anything the job started
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        if job.device not in ("cuda", "auto"):  # CUDA reserves far more address space than it uses
-            _limit_memory(job.memory_mb)
-        plan = ExecutionPlan.from_dict(job.plan)
-        directory = os.path.dirname(os.path.abspath(plan.filename))
-        if os.path.isdir(directory):
-            os.chdir(directory)
-            sys.path.insert(0, directory)
-        sys.argv = [plan.filename]
-        guards.install()
-        inputs.install()
-        report = run_job(plan, job.device, job.timeout,
-                         on_line=lambda line: struct.pack_into("i", progress, 0, line))
-        body = report.model_dump_json().encode()
+        _isolate(spec, job_dir)
+        _enter_project(spec)
+        recorded = spec.recorded
+        index = {path: i for i, path in enumerate(recorded)}
+        offset = slot * _SLOT.size
+
+        def on_line(filename: str, line: int) -> None:
+            _SLOT.pack_into(progress, offset, index.get(filename, 0), line)
+
+        reports = run_spec(spec, on_line=on_line)
+        body = reports_to_json(reports).encode()
         data = _LENGTH.pack(len(body)) + body
         while data:
             data = data[os.write(write_fd, data):]
@@ -274,11 +429,51 @@ def _run_child(job: Job, write_fd: int, progress: mmap.mmap) -> None:
     os._exit(0)
 
 
-def _limit_memory(memory_mb: int) -> None:
-    with open("/proc/self/status") as status:
-        size_kb = next((int(l.split()[1]) for l in status if l.startswith("VmSize:")), 0)
-    limit = size_kb * 1024 + memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+def _isolate(spec: JobSpec, job_dir: str) -> None:
+    """Everything that keeps a job from touching more than it should, before user code runs."""
+    from torch_lsp.shapes import guards, inputs, meta_compat, script_env
+
+    os.setsid()  # one process group: killing it also kills anything the job started
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    # What this system cannot enforce is reported once by the server (server/sandbox_notice.py).
+    sandbox.enter(job_dir, spec, skip=_SANDBOX_SKIP)
+    if spec.device in ("cuda", "auto"):
+        with_triton()  # torch.compile of a model on the GPU compiles with triton
+    guards.install()
+    inputs.install()
+    script_env.install(spec)
+    meta_compat.install()
+    if spec.background:  # synthesized calls yield the CPU to drivers (and to the editor)
+        os.nice(BACKGROUND_NICE)
+        _one_thread()
+
+
+def _one_thread() -> None:
+    import torch
+
+    try:
+        torch.set_num_threads(1)
+    except RuntimeError:
+        pass
+
+
+def _enter_project(spec: JobSpec) -> None:
+    """Working directory, sys.path, argv and environment as the driver expects them."""
+    main = spec.main.filename
+    directory = spec.cwd or os.path.dirname(os.path.abspath(main))
+    if os.path.isdir(directory):
+        os.chdir(directory)
+    roots = spec.roots or [os.path.dirname(os.path.abspath(main))]
+    sys.path[:0] = [r for r in dict.fromkeys(roots) if r]
+    sys.argv = [main, *spec.argv]
+    os.environ.update(spec.env)
+
+
+# --------------------------------------------------------------------------------------------
+# Start-up
 
 
 # Touches the op families most models use, so their first-use imports inside torch (meta
@@ -308,20 +503,52 @@ both = torch.cat([attn, seq], dim=-1).view(2, -1).softmax(-1)
 
 
 def warm_up() -> None:
-    """Import what jobs will need and run one tiny plan, so forks start hot."""
+    """Run one tiny plan, so that jobs forked afterwards find torch's first-use imports done."""
+    from torch_lsp.analysis.plan import build_plan
+    from torch_lsp.shapes.job import run_job
+
+    run_job(build_plan(_WARM_UP, "<torch-lsp warm-up>"), "meta", 10.0)
+
+
+def prepare() -> None:
+    """What every job needs, before the first one: torch's submodules jobs use, what torch's
+    meta functions import on first use (symbolic shapes, dynamo: ~1.5 s, in every job's fork
+    otherwise), and no queued calls for absent accelerators."""
+    import torch  # noqa: F401
     import torch.nn.functional  # noqa: F401
     import torch.optim  # noqa: F401
     import torch.utils.data  # noqa: F401
 
-    try:
-        import torchvision  # noqa: F401
-        import torchvision.datasets  # noqa: F401
-        import torchvision.models  # noqa: F401
-        import torchvision.transforms  # noqa: F401
-    except ImportError:
-        pass
+    _without_triton()
+    import torch._dynamo  # noqa: F401
+    import torch.fx.experimental.symbolic_shapes  # noqa: F401
+
     _skip_lazy_accelerator_calls()
-    run_job(build_plan(_WARM_UP, "<torch-lsp warm-up>"), "meta", 10.0)
+
+
+_REAL_TRITON_CHECKS: dict[str, object] = {}
+
+
+def _without_triton() -> None:
+    """Dynamo imports triton when it is installed (~100 MB of the worker's memory, ~0.5 s) for
+    compiling GPU kernels, which shape jobs on meta or CPU never do. A job on CUDA gets the
+    real check back (`with_triton`)."""
+    import torch.utils._triton as triton_checks
+
+    for name in ("has_triton_package", "has_triton"):
+        _REAL_TRITON_CHECKS[name] = getattr(triton_checks, name)
+        setattr(triton_checks, name, _no_triton)
+
+
+def with_triton() -> None:
+    import torch.utils._triton as triton_checks
+
+    for name, check in _REAL_TRITON_CHECKS.items():
+        setattr(triton_checks, name, check)
+
+
+def _no_triton(*args, **kwargs) -> bool:
+    return False
 
 
 def _skip_lazy_accelerator_calls() -> None:
@@ -329,6 +556,8 @@ def _skip_lazy_accelerator_calls() -> None:
     trace each time (FakeData seeds every sample: ~3 ms a sample). Without the accelerator the
     queue never runs, so queue nothing."""
     import importlib
+
+    import torch
 
     for name in ("cuda", "xpu", "mtia"):
         backend = getattr(torch, name, None)
@@ -348,6 +577,8 @@ def _may_have(name: str, backend) -> bool:
     the forked jobs with "CUDA error: initialization error". So for CUDA only the build and the
     driver's device files are looked at; a job (a fresh fork) is the first to touch CUDA.
     """
+    import torch
+
     if name == "cuda":
         built = torch.backends.cuda.is_built()
         return built and any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia"))
@@ -358,6 +589,16 @@ def _queue_nothing(*args, **kwargs) -> None:
     return None
 
 
+def _torch_version() -> str | None:
+    torch = sys.modules.get("torch")
+    return getattr(torch, "__version__", None)
+
+
+def _fatal(out_fd: int, message: str) -> None:
+    write_frame(out_fd, {"type": "fatal", "message": message})
+    os._exit(3)
+
+
 def main() -> None:
     # Jobs are forks of this process: it must never initialise CUDA itself (a forked child
     # cannot use a parent's CUDA context), so availability is asked of NVML, not of CUDA.
@@ -365,8 +606,19 @@ def main() -> None:
     out_fd = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # nothing printed by torch or user code can corrupt the protocol
-    warm_up()
-    Worker(out_fd).serve()
+    if sys.version_info < (3, 10):
+        _fatal(out_fd, f"{sys.executable} is Python {sys.version.split()[0]}; shape analysis needs Python 3.10 or newer")
+    started = time.perf_counter()
+    try:
+        import torch  # noqa: F401
+    except BaseException as error:  # noqa: BLE001 - ImportError, or a broken binary install
+        _fatal(out_fd, f"torch cannot be imported by {sys.executable}: {type(error).__name__}: {error}")
+    imported = time.perf_counter()
+    prepare()
+    parallel = int(os.environ.get("TORCH_LSP_PARALLEL_JOBS", "2") or 2)
+    worker = Worker(out_fd, parallel)
+    worker.startup.update(import_torch_s=imported - started, prepare_s=time.perf_counter() - imported)
+    worker.serve()
 
 
 if __name__ == "__main__":

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
 from torch_lsp.training import store
+from torch_lsp.training.bounds import check_scale
 from torch_lsp.training.runner import RunSpec, TrainingRun, run_overview, start_run, summary_for
-from torch_lsp.training.summary import progress_message, render_markdown
+from torch_lsp.training.summary import ago, progress_message, render_markdown
 
 
 def add_parsers(subparsers) -> None:
@@ -33,10 +35,13 @@ def add_train_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="run a training script with live progress and metrics",
         description="Run SCRIPT unchanged under torch-lsp's launcher: live progress, metrics, "
-                    "a summary at the end. Arguments after -- go to the script.")
+                    "a summary at the end. torch-lsp's options below are recognised anywhere before "
+                    "--; every other argument, and everything after --, goes to the script. An option "
+                    "that the script defines too must be placed before SCRIPT (torch-lsp's) or after "
+                    "-- (the script's).")
     parser.add_argument("script")
     parser.add_argument("script_args", nargs=argparse.REMAINDER,
-                        help="the script's arguments, after -- when they look like options")
+                        help="the script's arguments (after -- when torch-lsp has an option of the same name)")
     parser.add_argument("--python", help="interpreter to run the script (default: this one)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (sets CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--nproc", type=int, default=1, help="processes per node (>1: torchrun)")
@@ -49,7 +54,7 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     _runs_dir_option(parser)
-    parser.set_defaults(handler=train_command, train_parser=parser)
+    parser.set_defaults(handler=train_command, train_parser=parser, argv=None)
 
 
 def add_runs_parser(subparsers) -> None:
@@ -93,17 +98,34 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
+def _project_python(script: str) -> str:
+    """The project's interpreter, as shape analysis finds it (docs/shapes.md)."""
+    from pathlib import Path
+
+    from torch_lsp.shapes.interpreter import find_interpreter
+    from torch_lsp.shapes.project import find_workspace_root
+
+    return find_interpreter(None, find_workspace_root(Path(script))).path
+
+
 def train_command(args) -> int:
-    script_args = list(args.script_args)
-    if "--" in script_args:
-        # `train SCRIPT --json -- --epochs 3`: what stands before "--" is ours, after is the script's.
-        split = script_args.index("--")
-        ours, script_args = script_args[:split], script_args[split + 1:]
-        if ours:
-            args.train_parser.parse_args([*ours, args.script], namespace=args)
+    from torch_lsp.training.arguments import (AmbiguousOption, option_arity, script_options_of,
+                                              split_script_arguments, tokens_after_script)
+
+    ours = option_arity(args.train_parser)
+    after_script = tokens_after_script(args.argv, ours) if args.argv is not None else list(args.script_args)
     try:
+        split = split_script_arguments(after_script, ours, script_options_of(args.script), args.script)
+    except AmbiguousOption as exc:
+        print(f"torch-lsp train: {exc}", file=sys.stderr)
+        return 2
+    if split.ours:  # `train SCRIPT --max-steps 50 --lr 0.1`: --max-steps is ours
+        args.train_parser.parse_args([*split.ours, args.script], namespace=args)
+    script_args = split.script_args
+    try:
+        check_scale(args.nproc, args.nnodes, args.rdzv_endpoint)
         spec = RunSpec(
-            script=args.script, args=script_args, python=args.python or _training_settings().python,
+            script=args.script, args=script_args, python=args.python or _training_settings().python or _project_python(args.script),
             device=args.device,
             nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
             rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id, env=_parse_env(args.env),
@@ -114,6 +136,7 @@ def train_command(args) -> int:
         print(f"torch-lsp train: {exc}", file=sys.stderr)
         return 2
     print(f"run {run.run_id}  ({run.record.path})", file=sys.stderr)
+    print(f"script arguments: {shlex.join(script_args) if script_args else '(none)'}", file=sys.stderr)
     summary = follow(run, show_progress=not args.no_progress)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -144,6 +167,12 @@ def follow(run: TrainingRun, show_progress: bool = True) -> dict:
             except KeyboardInterrupt:
                 bar.write("stopping the run (Ctrl-C) ...", file=sys.stderr)
                 run.stop()
+            except BrokenPipeError:
+                # `torch-lsp train ... | head`: the reader is gone; like any Unix writer we stop,
+                # and the training with us, instead of leaving it running unseen.
+                run.stop()
+                run.wait()
+                raise
     finally:
         bar.close()
 
@@ -166,26 +195,40 @@ def _show(event: tuple, bar, max_steps: int | None) -> None:
 
 
 def runs_command(args) -> int:
-    runs = store.list_runs(_runs_dir(args))
-    rows = [run_overview(run) for run in runs]
+    runs_dir = _runs_dir(args)
+    rows = [run_overview(run) for run in store.list_runs(runs_dir)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no runs in {_runs_dir(args)}")
+        print(f"no runs yet in {runs_dir} (start one with `torch-lsp train SCRIPT`)")
         return 0
-    print(f"{'run':<44} {'status':<11} {'steps':>7} {'final loss':>11}  when")
+    now = time.time()
+    print(f"{'run':<44} {'status':<11} {'steps':>7} {'final loss':>11}  started")
     for row in rows:
         loss = f"{row['finalLoss']:.4g}" if isinstance(row["finalLoss"], (int, float)) else "—"
-        print(f"{row['id']:<44} {row['status']:<11} {row['steps'] or 0:>7} {loss:>11}  {row['label']}")
+        started = ago(now - row["startedAt"]) if isinstance(row["startedAt"], (int, float)) else "—"
+        print(f"{row['id']:<44} {row['status']:<11} {row['steps'] or 0:>7} {loss:>11}  {started}")
     return 0
 
 
 def metrics_command(args) -> int:
-    run = store.find_run(_runs_dir(args), args.run)
+    runs_dir = _runs_dir(args)
+    try:
+        run = store.find_run(runs_dir, args.run)
+    except store.AmbiguousRunId as ambiguous:
+        print(f"torch-lsp metrics: {ambiguous.prefix!r} matches {len(ambiguous.candidates)} runs; "
+              "give more of the id:", file=sys.stderr)
+        width = max(len(candidate.run_id) for candidate in ambiguous.candidates)
+        for candidate in ambiguous.candidates:
+            info = candidate.info
+            print(f"  {candidate.run_id:<{width}}  {info.get('status', '?'):<10} "
+                  f"{Path(info.get('script') or '?').name}", file=sys.stderr)
+        return 1
     if run is None:
-        what = f"run {args.run!r}" if args.run else "any run"
-        print(f"torch-lsp metrics: no {what} in {_runs_dir(args)}", file=sys.stderr)
+        hint = "`torch-lsp runs` lists them" if store.list_runs(runs_dir) else "no runs yet"
+        what = f"no run {args.run!r} in {runs_dir} ({hint})" if args.run else f"no runs yet in {runs_dir}"
+        print(f"torch-lsp metrics: {what}", file=sys.stderr)
         return 1
     summary = summary_for(run)
     print(json.dumps(summary, indent=2) if args.json else render_markdown(summary))

@@ -9,10 +9,12 @@ runs as ``__main__``, and its exit status and traceback are its own.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import runpy
 import signal
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -25,10 +27,60 @@ def _load(module_name: str, filename: str):
     return module
 
 
+_terminated_by: list[int] = []  # the signal that ended the run, if one did
+
+
 def _exit_on_sigterm(signum, frame):
     # Unwind normally (finally blocks, atexit: the probe writes its last record); the runner
     # escalates to SIGKILL if the script does not stop in time.
+    _terminated_by.append(signum)
     raise SystemExit(128 + signum)
+
+
+def _owner_alive() -> bool:
+    """Is the process that started the run (the language server, the CLI) still there? When it
+    dies the kernel sends us SIGTERM (PR_SET_PDEATHSIG, set by the runner)."""
+    try:
+        owner = int(os.environ.get("TORCH_LSP_OWNER_PID", ""))
+    except ValueError:
+        return False
+    try:  # a dead owner may linger as a zombie until its own parent reaps it
+        with open(f"/proc/{owner}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(owner, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _exit_code(error: SystemExit) -> int:
+    if error.code is None:
+        return 0
+    return error.code if isinstance(error.code, int) else 1
+
+
+def _record_exit(code: int) -> None:
+    """How this process ended, in the run folder (exit-rank<N>.json, written atomically): the
+    truth for whoever reads the run later, even if nobody was following it when it ended."""
+    run_dir = os.environ.get("TORCH_LSP_RUN_DIR")
+    if not run_dir:
+        return
+    reason = None
+    if _terminated_by:
+        reason = "stopped" if _owner_alive() else "the process that started it (torch-lsp) exited"
+    record = {"exit_code": code, "ended_at": time.time(), "reason": reason, "pid": os.getpid()}
+    path = os.path.join(run_dir, f"exit-rank{os.environ.get('RANK', '0')}.json")
+    try:
+        with open(f"{path}.{os.getpid()}.tmp", "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+        os.replace(f"{path}.{os.getpid()}.tmp", path)
+    except OSError:
+        pass
 
 
 def main() -> None:
@@ -48,13 +100,18 @@ def main() -> None:
     if run_dir:
         probe.install(run_dir, script)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    code = 0
     try:
         runpy.run_path(script, run_name="__main__")
-    except SystemExit:
+    except SystemExit as exc:
+        code = _exit_code(exc)
         raise
     except BaseException as exc:
+        code = 1
         probe.record_exception(exc, {script})
         raise
+    finally:
+        _record_exit(code)
 
 
 if __name__ == "__main__":

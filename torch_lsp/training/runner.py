@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch_lsp.training import store
-from torch_lsp.training.chart import render_chart
+from torch_lsp.training.artifacts import drawn_files, redraw_in_background, render_artifacts
 from torch_lsp.training.process_tree import kill_tree
 from torch_lsp.training.summary import compute_summary, short_label
-from torch_lsp.training.tensorboard_export import export_tensorboard
 
 LAUNCHER = Path(__file__).with_name("launch.py")
 _RANK_PREFIX = re.compile(r"^\[(?:default)?rank\d+\]: ?")
@@ -65,7 +64,8 @@ class RunSpec:
 
     def environment(self, run_dir: Path, run_id: str) -> dict[str, str]:
         env = {**os.environ, **{str(k): str(v) for k, v in self.env.items()}}
-        env.update(PYTHONUNBUFFERED="1", TORCH_LSP_RUN_DIR=str(run_dir), TORCH_LSP_RUN_ID=run_id)
+        env.update(PYTHONUNBUFFERED="1", TORCH_LSP_RUN_DIR=str(run_dir), TORCH_LSP_RUN_ID=run_id,
+                   TORCH_LSP_OWNER_PID=str(os.getpid()))
         if self.max_steps:
             env["TORCH_LSP_MAX_STEPS"] = str(self.max_steps)
         if self.record_interval_s is not None:
@@ -87,6 +87,7 @@ class TrainingRun:
         self.process = process
         self.spec = spec
         self.stop_requested = False
+        self.interrupted: str | None = None  # why, when the run is ended because its owner goes
         self.finished = False
         self.summary: dict | None = None
         self.records: list[dict] = []
@@ -127,6 +128,18 @@ class TrainingRun:
             return []
         return kill_tree(self.process.pid, grace_s, reap=self.process.poll)
 
+    def interrupt(self, reason: str, grace_s: float = 0.3) -> None:
+        """End the run because its owner (the server) is going away; run.json says so, whether
+        or not the process is seen to exit in the short time left."""
+        if self.finished:
+            return
+        self.interrupted = reason
+        self.stop(grace_s)
+        self.poll()
+        if not self.finished:  # still tearing down: record the truth now, nobody will poll again
+            self.record.info.update(status="interrupted", reason=reason, ended_at=time.time())
+            store.save_info(self.record)
+
     def wait(self, timeout_s: float | None = None, interval_s: float = 0.1) -> dict | None:
         """Poll until the run ends (or timeout); returns the summary."""
         deadline = time.monotonic() + timeout_s if timeout_s else None
@@ -144,7 +157,9 @@ class TrainingRun:
         info = self.record.info
         info["exit_code"] = exit_code
         info["ended_at"] = time.time()
-        if self.stop_requested:
+        if self.interrupted:
+            info.update(status="interrupted", reason=self.interrupted)
+        elif self.stop_requested:
             info["status"] = "stopped"
         else:
             info["status"] = "completed" if exit_code == 0 else "failed"
@@ -161,11 +176,16 @@ def finalize(record: store.RunRecord, records: list[dict] | None = None) -> dict
     if records is None:
         records = store.read_records(record.file(store.METRICS_FILE))
     summary = compute_summary(record.info, records)
-    chart = render_chart(records, record.file(store.CHART_FILE), title=Path(record.info.get("script", "")).name)
-    summary["chart"] = str(chart) if chart else None
-    summary["tensorboard"] = export_tensorboard(records, record.file(store.TENSORBOARD_DIR))
+    drawn = render_artifacts(record.path, chart_title(summary))
+    summary.update(chart=drawn["chart"], chart_svg=drawn["svg"], tensorboard=drawn["tensorboard"])
     store.write_json(record.file(store.SUMMARY_FILE), summary)
     return summary
+
+
+def chart_title(summary: dict) -> str:
+    """`cifar10_seed.py · run 20261127-135616-cifar10_seed-7915 · completed · 160 steps`"""
+    script = Path(summary.get("script") or "?").name
+    return f"{script} · run {summary.get('run_id')} · {summary.get('status')} · {summary.get('steps') or 0:,} steps"
 
 
 def error_from_stderr(path: Path) -> dict | None:
@@ -218,6 +238,7 @@ def start_run(spec: RunSpec, runs_dir: Path) -> TrainingRun:
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 cwd=spec.cwd or os.path.dirname(script),
                 env=spec.environment(record.path, record.run_id), start_new_session=True,
+                preexec_fn=_end_with_owner,
             )
         except OSError as exc:
             record.info.update(status="failed", error={"type": type(exc).__name__, "message": str(exc)})
@@ -228,23 +249,64 @@ def start_run(spec: RunSpec, runs_dir: Path) -> TrainingRun:
     return TrainingRun(record, process, spec)
 
 
-def summary_for(record: store.RunRecord, live: TrainingRun | None = None) -> dict:
-    """The summary of any run: live, ended, or left "running" by a process that died."""
-    if live is not None and not live.finished:
+def _end_with_owner() -> None:
+    """In the launcher, before exec: SIGTERM when the process that started it dies, even by
+    SIGKILL (Linux). launch.py then unwinds (the probe's last record, DataLoader workers ended
+    by multiprocessing) and torchrun ends its workers. The kernel ties this to the *thread*
+    that forked: callers start runs from a thread that lives as long as they do."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def ended_unwatched(record: store.RunRecord) -> dict:
+    """run.json fields for a run left "running" by a process that is gone: what the launcher
+    wrote when it ended (exit-rank<N>.json), else "interrupted" (killed before it could)."""
+    exits = [store.read_json(path) or {} for path in sorted(record.path.glob("exit-rank*.json"))]
+    if not exits:
+        return {"status": "interrupted", "reason": "ended while nobody was following it, without a trace"}
+    codes = [e.get("exit_code") for e in exits]
+    ended_at = max((e.get("ended_at") or 0 for e in exits), default=0) or time.time()
+    reasons = [e["reason"] for e in exits if e.get("reason")]
+    if reasons:
+        status = "stopped" if all(r == "stopped" for r in reasons) else "interrupted"
+        return {"status": status, "reason": reasons[0], "exit_code": codes[0], "ended_at": ended_at}
+    status = "completed" if all(code == 0 for code in codes) else "failed"
+    fields = {"status": status, "exit_code": next((c for c in codes if c != 0), 0), "ended_at": ended_at}
+    if status == "failed":
+        fields["error"] = error_from_stderr(record.file(store.STDERR_FILE))
+    return fields
+
+
+def summary_for(record: store.RunRecord, live: TrainingRun | None = None, draw: bool = True) -> dict:
+    """The summary of any run: live, ended, or left "running" by a process that died.
+
+    `draw=False` (run lists, code lenses) only computes: drawing a chart takes a helper
+    process and a second or two, which a list of runs must not pay once per run."""
+    if live is not None and live.summary is not None:
+        return live.summary
+    if live is not None:  # running, or ended with its final chart being drawn (by poll())
         summary = live.current_summary()
-        chart = render_chart(live.records, record.file(store.CHART_FILE),
-                             title=Path(record.info.get("script", "")).name)
-        return {**summary, "chart": str(chart) if chart else None}
+        if not draw:
+            return summary
+        drawn = (redraw_in_background(record.path, chart_title(summary)) if not live.finished
+                 else drawn_files(record.path))
+        return {**summary, "chart": drawn["chart"], "chart_svg": drawn["svg"]}
     if record.info.get("status") == "running" and not _process_alive(record.info.get("pid")):
-        # The server or CLI that followed this run went away before it ended.
-        record.info.update(status="interrupted", ended_at=record.info.get("ended_at") or time.time())
+        # The server or CLI that followed this run went away before it ended: the launcher's
+        # own exit record says how it ended (completed, failed, or killed with its owner).
+        record.info.update(ended_unwatched(record))
         store.save_info(record)
         return finalize(record)
     saved = record.summary()
     if saved is not None and record.info.get("status") != "running":
         return saved
     records = store.read_records(record.file(store.METRICS_FILE))
-    if record.info.get("status") == "running":  # followed by another process: read only
+    if record.info.get("status") == "running" or not draw:  # running: followed by another process
         return compute_summary(record.info, records)
     return finalize(record, records)
 
@@ -257,7 +319,7 @@ def _process_alive(pid) -> bool:
 
 def run_overview(record: store.RunRecord, live: TrainingRun | None = None) -> dict:
     """One line of run history (``torch-lsp runs``, ``torch-lsp.listRuns``)."""
-    summary = summary_for(record, live)
+    summary = summary_for(record, live, draw=False)
     return {"id": record.run_id, "script": record.info.get("script"), "status": summary.get("status"),
             "startedAt": record.info.get("started_at"), "steps": summary.get("steps"),
             "finalLoss": summary.get("final_loss"), "path": str(record.path),

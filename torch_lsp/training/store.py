@@ -7,6 +7,8 @@ Layout (documented for other tools in docs/commands.md):
     stdout.log      the script's standard output
     stderr.log      the script's standard error (tracebacks, warnings, torchrun's output)
     summary.json    computed when the run ends (and on demand while it runs)
+    exit-rank<N>.json  how each rank's process ended (launch.py): the truth for a run left
+                    "running" by a server that died
     chart.png       loss and metrics over steps
     tensorboard/    event files, only when the ``tensorboard`` package is importable
 
@@ -109,8 +111,19 @@ def list_runs(runs_dir: Path) -> list[RunRecord]:
     return runs
 
 
+class AmbiguousRunId(LookupError):
+    """A run id prefix that matches several runs; `candidates` are they, newest first."""
+
+    def __init__(self, prefix: str, candidates: list[RunRecord]) -> None:
+        super().__init__(f"{prefix!r} matches {len(candidates)} runs: "
+                         + ", ".join(run.run_id for run in candidates))
+        self.prefix = prefix
+        self.candidates = candidates
+
+
 def find_run(runs_dir: Path, run_id: str | None = None) -> RunRecord | None:
-    """A run by id (or unique id prefix); the latest when run_id is empty."""
+    """A run by id (or unique id prefix); the latest when run_id is empty; None when nothing
+    matches. Raises AmbiguousRunId when the prefix matches several runs."""
     runs = list_runs(runs_dir)
     if not run_id:
         return runs[0] if runs else None
@@ -118,7 +131,9 @@ def find_run(runs_dir: Path, run_id: str | None = None) -> RunRecord | None:
     if exact:
         return exact[0]
     prefixed = [r for r in runs if r.run_id.startswith(run_id)]
-    return prefixed[0] if len(prefixed) == 1 else None
+    if len(prefixed) > 1:
+        raise AmbiguousRunId(run_id, prefixed)
+    return prefixed[0] if prefixed else None
 
 
 def latest_run_for_script(runs_dir: Path, script: str) -> RunRecord | None:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 # Share of the training loop spent waiting for batches above which a run is input-bound.
 INPUT_BOUND_FRACTION = 0.3
 # The first batch also pays for starting workers: judge the pipeline on a few steps, not one.
 MIN_STEPS_FOR_ADVICE = 10
+# Rates over fewer steps say more about timer noise than about the run.
+MIN_STEPS_FOR_RATE = 10
 # Names whose best value is the smallest one; everything else is better when larger.
 _LOWER_IS_BETTER = ("loss", "err", "perplexity", "ppl", "mse", "mae", "rmse", "nll", "wer", "cer")
 # Names that count or schedule rather than measure: they have a last value but no "best".
@@ -34,11 +37,8 @@ def compute_summary(info: dict, records: list[dict]) -> dict:
     for entry in metrics.values():
         del entry["values"]
     ends = [r for r in records if r.get("kind") == "end"]
-    train_time = (last.get("data_wait_s") or 0.0) + (last.get("compute_s") or 0.0)
     duration = _duration(info, records, ends)
-    step_count = last.get("step") or 0
-    samples = last.get("samples")
-    wait_fraction = (last["data_wait_s"] / train_time) if train_time > 0 else None
+    window = measured_window(steps)
     error = next((r for r in reversed(records) if r.get("kind") == "error"), None)
     summary = {
         "run_id": info.get("id"),
@@ -49,22 +49,69 @@ def compute_summary(info: dict, records: list[dict]) -> dict:
         "duration_s": round(duration, 3) if duration is not None else None,
         "epochs": last.get("epoch"),
         "epochs_total": last.get("epochs"),
-        "steps": step_count,
-        "steps_per_s": _rate(step_count, train_time or _loop_time(steps)),
-        "samples": samples,
-        "samples_per_s": _rate(samples, train_time),
+        "steps": last.get("step") or 0,
+        "steps_per_s": window.rate("steps"),
+        "samples": last.get("samples"),
+        "samples_per_s": window.rate("samples"),
+        "measured": window.as_dict(),
         "final_loss": losses[-1] if losses else None,
         "best_loss": min(losses) if losses else None,
         "last_lr": last.get("lr") or None,
         "device": last.get("device") or info.get("device"),
-        "data_wait_fraction": round(wait_fraction, 4) if wait_fraction is not None else None,
-        "input_bound": input_bound_advice(wait_fraction, last),
+        "data_wait_fraction": window.wait_fraction(),
+        "input_bound": input_bound_advice(window.wait_fraction(), last) if window.enough_for_advice() else None,
         "metrics": metrics,
         "max_steps_reached": any(r.get("kind") == "max_steps" for r in records),
         "error": _error_summary(error, info),
         "nproc": info.get("nproc", 1),
     }
     return summary
+
+
+@dataclass(frozen=True)
+class MeasuredWindow:
+    """The part of the training loop that rates are computed over: from the first step record to
+    the last one, so the counts and the time cover the same steps (a crash, a Ctrl-C or the
+    first batch's worker start-up do not inflate them). Times are the loop's own (waiting for
+    batches + the rest of each step) when the steps come from a DataLoader, else wall time."""
+
+    steps: int = 0
+    samples: int | None = None
+    seconds: float = 0.0
+    data_wait_s: float | None = None
+
+    def rate(self, what: str) -> float | None:
+        count = self.steps if what == "steps" else self.samples
+        if self.steps < MIN_STEPS_FOR_RATE or not count or self.seconds <= 0:
+            return None
+        return round(count / self.seconds, 3)
+
+    def wait_fraction(self) -> float | None:
+        if self.data_wait_s is None or self.steps < MIN_STEPS_FOR_RATE or self.seconds <= 0:
+            return None
+        return round(min(1.0, self.data_wait_s / self.seconds), 4)
+
+    def enough_for_advice(self) -> bool:
+        return self.steps >= MIN_STEPS_FOR_ADVICE and self.wait_fraction() is not None
+
+    def as_dict(self) -> dict:
+        return {"steps": self.steps, "seconds": round(self.seconds, 6)}
+
+
+def measured_window(steps: list[dict]) -> MeasuredWindow:
+    if len(steps) < 2:
+        return MeasuredWindow()
+    first, last = steps[0], steps[-1]
+    counted = (last.get("step") or 0) - (first.get("step") or 0)
+    if last.get("samples") is None:  # no DataLoader: wall time between the records
+        return MeasuredWindow(counted, None, (last.get("time") or 0) - (first.get("time") or 0))
+
+    def loop_time(record: dict) -> float:
+        return (record.get("data_wait_s") or 0.0) + (record.get("compute_s") or 0.0)
+
+    return MeasuredWindow(counted, (last.get("samples") or 0) - (first.get("samples") or 0),
+                          loop_time(last) - loop_time(first),
+                          (last.get("data_wait_s") or 0.0) - (first.get("data_wait_s") or 0.0))
 
 
 def _user_metrics(records: list[dict]) -> dict:
@@ -94,19 +141,6 @@ def _duration(info: dict, records: list[dict], ends: list[dict]) -> float | None
     if start:
         return time.time() - start
     return None
-
-
-def _loop_time(steps: list[dict]) -> float:
-    """Without a DataLoader: time from the first step record to the last."""
-    if len(steps) < 2:
-        return 0.0
-    return steps[-1]["time"] - steps[0]["time"]
-
-
-def _rate(count, seconds) -> float | None:
-    if not count or not seconds or seconds <= 0:
-        return None
-    return round(count / seconds, 3)
 
 
 def input_bound_advice(wait_fraction: float | None, last_step: dict) -> str | None:
@@ -165,7 +199,7 @@ def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:,.{digits}g}" if abs(value) < 1e6 else f"{value:,.0f}"
+        return f"{value:,.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"  # 18,420, not 1.842e+04
     if isinstance(value, list):
         return ", ".join(_fmt(v) for v in value)
     return str(value)
@@ -184,12 +218,14 @@ def render_markdown(summary: dict) -> str:
         ("device", summary.get("device")),
         ("epochs", summary.get("epochs")),
         ("steps", summary.get("steps")),
-        ("steps/s", summary.get("steps_per_s")),
-        ("samples/s", summary.get("samples_per_s")),
+        ("steps/s", _rate_text(summary, "steps_per_s")),
+        ("samples/s", _rate_text(summary, "samples_per_s")),
         ("final loss", summary.get("final_loss")),
         ("best loss", summary.get("best_loss")),
         ("last learning rate", summary.get("last_lr")),
     ]
+    if _window_text(summary):
+        rows.append(("rates measured over", _window_text(summary)))
     if summary.get("data_wait_fraction") is not None:
         rows.append(("waiting for data", f"{summary['data_wait_fraction'] * 100:.0f} %"))
     lines += [f"| {name} | {_fmt(value)} |" for name, value in rows]
@@ -207,6 +243,22 @@ def render_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rate_text(summary: dict, key: str):
+    rate = summary.get(key)
+    if rate is not None:
+        return rate
+    if key == "steps_per_s" and summary.get("steps"):
+        return f"— (too few steps to measure; needs {MIN_STEPS_FOR_RATE})"
+    return None
+
+
+def _window_text(summary: dict) -> str | None:
+    window = summary.get("measured") or {}
+    if summary.get("steps_per_s") is None or not window.get("steps"):
+        return None
+    return f"{window['steps']:,} steps in {window['seconds']:.3g} s of the training loop"
+
+
 def short_label(summary: dict | None, now: float | None = None) -> str | None:
     """``Last run: loss 0.41 · 3 min ago`` for code lenses."""
     if not summary:
@@ -219,11 +271,12 @@ def short_label(summary: dict | None, now: float | None = None) -> str | None:
         parts.append(f"loss {loss:.3g}")
     started = summary.get("started_at")
     if started:
-        parts.append(_ago((now or time.time()) - started - (summary.get("duration_s") or 0)))
+        parts.append(ago((now or time.time()) - started - (summary.get("duration_s") or 0)))
     return "Last run: " + " · ".join(parts) if parts else "Last run"
 
 
-def _ago(seconds: float) -> str:
+def ago(seconds: float) -> str:
+    """`just now`, `3 min ago`, `2 h ago`, `4 d ago`."""
     seconds = max(0, seconds)
     if seconds < 60:
         return "just now"

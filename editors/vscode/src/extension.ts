@@ -7,7 +7,7 @@
 import * as vscode from 'vscode';
 import { LanguageClient, LanguageClientOptions, ServerOptions } from 'vscode-languageclient/node';
 import {
-  PALETTE_COMMANDS, PaletteCommand, SECTION, ServerLaunchSettings, commandArguments, resultMarkdown,
+  DOCUMENT_SELECTOR, PALETTE_COMMANDS, PaletteCommand, SECTION, ServerLaunchSettings, commandArguments, resultMarkdown,
   runIdOf, serverExecutable, serverSettings,
 } from './settings';
 
@@ -43,7 +43,7 @@ async function start(context: vscode.ExtensionContext): Promise<void> {
                     `workspace ${vscode.workspace.isTrusted ? 'trusted' : 'untrusted: code execution off'}`);
   const serverOptions: ServerOptions = { command: executable.command, args: executable.args };
   const clientOptions: LanguageClientOptions = {
-    documentSelector: [{ scheme: 'file', language: 'python' }, { scheme: 'untitled', language: 'python' }],
+    documentSelector: [...DOCUMENT_SELECTOR],
     outputChannel: output,
     initializationOptions: () => serverSettings(vscode.workspace.getConfiguration(SECTION), vscode.workspace.isTrusted),
     synchronize: { configurationSection: SECTION },

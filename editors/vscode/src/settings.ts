@@ -6,6 +6,18 @@
 
 export const SECTION = 'torchLsp';
 
+/**
+ * The documents the client serves: Python files (saved or not) and the Python cells of Jupyter
+ * notebooks. Cells are synced as notebooks (the server declares `notebookDocumentSync` and
+ * analyses a notebook as one program); this selector is what routes hover, inlay hints and code
+ * actions of a cell to the server.
+ */
+export const DOCUMENT_SELECTOR = [
+  { scheme: 'file', language: 'python' },
+  { scheme: 'untitled', language: 'python' },
+  { notebook: 'jupyter-notebook', language: 'python' },
+] as const;
+
 /** Top-level sections read by the extension itself; the server rejects unknown keys. */
 export const CLIENT_ONLY_SECTIONS: readonly string[] = ['server', 'trace'];
 
@@ -103,6 +115,7 @@ export const PALETTE_COMMANDS: readonly PaletteCommand[] = [
   { id: 'torchLsp.stopTraining', server: 'torch-lsp.stopTraining', argument: 'run' },
   { id: 'torchLsp.showMetrics', server: 'torch-lsp.metrics', argument: 'run' },
   { id: 'torchLsp.modelSummary', server: 'torch-lsp.summary', argument: 'file' },
+  { id: 'torchLsp.stepMemory', server: 'torch-lsp.memory', argument: 'file' },
   { id: 'torchLsp.serverInfo', server: 'torch-lsp.serverInfo', argument: 'none' },
 ];
 

@@ -31,7 +31,11 @@ const TINY_TRAIN = join(ROOT, 'tests', 'editors', 'fixtures', 'tiny_train.py');
 const uri = (path: string) => pathToFileURL(path).toString();
 
 /** What the user set in VS Code: every contributed default, a faster debounce, a client-only key. */
-const userSection: JsonObject = nest({ ...flatDefaults(), debounceMs: 50, 'server.python': PYTHON });
+const userSection: JsonObject = nest({
+  ...flatDefaults(), debounceMs: 50, 'server.python': PYTHON,
+  // Training runs go where the test says, never into the checkout.
+  ...(process.env.TORCH_LSP_RUNS_DIR ? { 'training.runsDir': process.env.TORCH_LSP_RUNS_DIR } : {}),
+});
 let trusted = true;
 
 let server: ChildProcess;
@@ -73,6 +77,8 @@ before(async () => {
         codeAction: { codeActionLiteralSupport: { codeActionKind: { valueSet: ['quickfix', 'refactor', 'source'] } }, isPreferredSupport: true },
       },
       window: { workDoneProgress: true },
+      // What vscode-languageclient declares: notebooks are synced as notebooks when the server asks.
+      notebookDocument: { synchronization: { dynamicRegistration: true, executionSummarySupport: true } },
     },
   });
   await connection.sendNotification('initialized', {});
@@ -123,6 +129,37 @@ test('capabilities: sync, code actions and the serverInfo command', () => {
   assert.equal(initializeResult.serverInfo?.name, 'torch-lsp');
   assert.ok(caps.codeActionProvider);
   assert.ok(caps.executeCommandProvider?.commands.includes('torch-lsp.serverInfo'));
+});
+
+test('a Jupyter notebook is synced as a notebook and its cells get their own diagnostics and fixes', async () => {
+  const sync = initializeResult.capabilities.notebookDocumentSync as
+    { notebookSelector: { notebook: string; cells: { language: string }[] }[] } | undefined;
+  assert.deepEqual(sync?.notebookSelector.map((s) => [s.notebook, s.cells.map((c) => c.language)]),
+    [['jupyter-notebook', ['python']]]);
+  // The fixture's code split into cells as a notebook would hold it: TL101 lands in the loop cell.
+  const source = readFileSync(MISSING, 'utf8').replace(/^"""[\s\S]*?"""\n\n/, '');
+  const [setup, loop] = source.split('\nfor epoch');
+  const notebookUri = uri(join(ROOT, 'fixtures', 'missing_zero_grad.ipynb'));
+  const cells = [setup.trimEnd(), `for epoch${loop}`].map((text, index) =>
+    TextDocument.create(`vscode-notebook-cell:${notebookUri.slice('file://'.length)}#W${index}sZmlsZQ%3D%3D`, 'python', 1, text));
+  await connection.sendNotification('notebookDocument/didOpen', {
+    notebookDocument: { uri: notebookUri, notebookType: 'jupyter-notebook', version: 1,
+                        cells: cells.map((cell) => ({ kind: 2, document: cell.uri })) },
+    cellTextDocuments: cells.map((cell) => ({ uri: cell.uri, languageId: 'python', version: 1, text: cell.getText() })),
+  });
+  const [tl101] = (await diagnosticsFor(cells[1])).filter((d) => d.code === 'TL101');
+  assert.equal(cells[1].getText().split('\n')[tl101.range.start.line].trim(), 'optimizer.step()  # expect: TL101');
+  assert.deepEqual(await diagnosticsFor(cells[0]), []);
+  const actions = await connection.sendRequest<CodeAction[]>('textDocument/codeAction', {
+    textDocument: { uri: cells[1].uri }, range: tl101.range, context: { diagnostics: [tl101] },
+  });
+  const fix = actions.find((a) => a.isPreferred);
+  const [change] = fix?.edit?.documentChanges as TextDocumentEdit[];
+  assert.equal(change.textDocument.uri, cells[1].uri);
+  assert.match(TextDocument.applyEdits(cells[1], change.edits as TextEdit[]), /optimizer\.zero_grad\(\)\n\s+loss = loss_fn/);
+  await connection.sendNotification('notebookDocument/didClose', {
+    notebookDocument: { uri: notebookUri }, cellTextDocuments: cells.map((cell) => ({ uri: cell.uri })),
+  });
 });
 
 test('hover shows the shape torch computes on CPU', async (t) => {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
-  CLIENT_ONLY_SECTIONS, PALETTE_COMMANDS, commandArguments, contributedDefaults, nest, resultMarkdown,
+  CLIENT_ONLY_SECTIONS, DOCUMENT_SELECTOR, PALETTE_COMMANDS, commandArguments, contributedDefaults, nest, resultMarkdown,
   runIdOf, serverExecutable, serverSettings,
 } from '../src/settings';
 
@@ -74,4 +74,11 @@ test('run ids and results are read leniently', () => {
   assert.equal(runIdOf(null), undefined);
   assert.equal(resultMarkdown('x', { markdown: '# Run' }), '# Run');
   assert.match(resultMarkdown('torch-lsp.serverInfo', { version: '0.1.0' }), /"version": "0.1.0"/);
+});
+
+test('the client serves Python files and the Python cells of Jupyter notebooks', () => {
+  assert.deepEqual(DOCUMENT_SELECTOR.filter((filter) => 'notebook' in filter),
+    [{ notebook: 'jupyter-notebook', language: 'python' }]);
+  assert.ok(DOCUMENT_SELECTOR.some((filter) => 'scheme' in filter && filter.scheme === 'file' && filter.language === 'python'));
+  assert.ok(packageJson.activationEvents.includes('onNotebook:jupyter-notebook'));
 });

@@ -5,6 +5,14 @@ module of this package (one module per rule family). Runtime rules (TL2xx shape 
 by executing code) register metadata only: their findings come from the shape engine, but
 they are selected, ignored, suppressed and documented the same way.
 
+Incremental analysis (analysis/incremental.py) re-runs a rule marked `scope="statement"` on
+the statements an edit can affect only, and keeps its other findings. A rule may be marked so
+when each finding it makes is decided by the statement it reports in, by statements reached
+from there by name (helpers, classes, module-level variables, callers), by `ctx.training`'s
+bindings, and by the aggregates of analysis/file_facts.py: it enumerates its sites with
+`nodes(ctx.parsed, ...)` / `ctx.loops` and reads file-wide aggregates from `file_facts`. Any
+other rule keeps the default `scope="file"` and runs on the whole file every time.
+
 Each rule's documentation is the docstring of its check function, in ruff's layout (What it
 does / Why is this bad? / Example / Use instead / Fix); docs/rules.md is generated from it
 (`python -m torch_lsp.analysis.rules.docs`), and a test keeps the two in sync.
@@ -33,6 +41,7 @@ class Rule:
     fixable: bool = False
     default_enabled: bool = True
     check: Callable[["RuleContext"], Iterable[Finding]] | None = None
+    scope: str = "file"  # "statement": see the module docstring
 
     def finding(self, span: Span, message: str, fix: Fix | None = None, related=()) -> Finding:
         return Finding(self.code, message, span, self.severity, fix, tuple(related))
@@ -49,12 +58,12 @@ def _register(entry: Rule) -> Rule:
 
 
 def rule(code: str, name: str, severity: Severity, summary: str, *, fixable: bool = False,
-         default_enabled: bool = True):
+         default_enabled: bool = True, scope: str = "file"):
     """Register a static rule; the decorated function's docstring is its documentation."""
 
     def decorate(check):
         doc = inspect.cleandoc(check.__doc__ or "")
-        _register(Rule(code, name, severity, summary, doc, fixable, default_enabled, check))
+        _register(Rule(code, name, severity, summary, doc, fixable, default_enabled, check, scope))
         return check
 
     return decorate
@@ -66,10 +75,14 @@ def runtime_rule(code: str, name: str, severity: Severity, summary: str, doc: st
 
 
 class RuleContext:
-    """What a rule may look at. Facts are computed on first use and shared by all rules."""
+    """What a rule may look at. Facts are computed on first use and shared by all rules.
+
+    `parsed` may be a focused module (see the module docstring): `nodes(ctx.parsed, kind)`
+    then lists the focused statements' nodes; `whole` is always the whole file."""
 
     def __init__(self, parsed: ParsedModule, path: str = "<buffer>"):
         self.parsed = parsed
+        self.whole = parsed.whole
         self.path = path
 
     @functools.cached_property
@@ -77,6 +90,16 @@ class RuleContext:
         from torch_lsp.analysis.training import training_facts
 
         return training_facts(self.parsed)
+
+    @functools.cached_property
+    def loops(self):
+        """The training facts' loops that lie in the statements this run looks at."""
+        loops = self.training.loops
+        if self.parsed.focus_ranges is None:
+            return loops
+        start = self.whole.index.start
+        return [loop for loop in loops
+                if any(low <= start[id(loop.node)] <= high for low, high in self.parsed.focus_ranges)]
 
 
 @functools.cache

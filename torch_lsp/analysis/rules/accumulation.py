@@ -6,6 +6,7 @@ import ast
 
 from torch_lsp.analysis.evaluation_facts import EvaluationFacts
 from torch_lsp.analysis.facts import Fix, Severity, TextEdit
+from torch_lsp.analysis.file_facts import file_facts
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
 from torch_lsp.analysis.node_index import inside, nodes
 from torch_lsp.analysis.syntax import ParsedModule, target_key
@@ -23,7 +24,7 @@ _FUNCTIONAL_LOSSES = {"cross_entropy", "binary_cross_entropy", "binary_cross_ent
 
 @rule("TL103", "loss-accumulated-with-graph", Severity.WARNING,
       "A loss tensor is summed across iterations without .item()/.detach(): every step's graph stays alive.",
-      fixable=True)
+      fixable=True, scope="statement")
 def loss_accumulated_with_graph(ctx: RuleContext):
     """
     ## What it does
@@ -72,7 +73,7 @@ def loss_accumulated_with_graph(ctx: RuleContext):
     facts = ctx.training
     evaluation = EvaluationFacts(facts, ctx.path)
     objectives = _Objectives(ctx.parsed)
-    tensors = _names_used_as_tensors(ctx.parsed)
+    file = file_facts(ctx.parsed)
     for node, total, added in _accumulations(ctx.parsed):
         loop = facts.loop_of(node)
         if loop is None or not _initialised_outside(ctx.parsed, total, node, loop):
@@ -81,7 +82,7 @@ def loss_accumulated_with_graph(ctx: RuleContext):
         scope = ctx.parsed.enclosing(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or ctx.parsed.tree
         if carrier is None or evaluation.grad_controlled(node) or objectives.backpropagated(scope, total):
             continue
-        method = "detach" if total in tensors or _not_scalar(facts, carrier, loop, node) else "item"
+        method = "detach" if file.has_attributes_read(total) or _not_scalar(facts, carrier, loop, node) else "item"
         text = ctx.parsed.code(carrier)
         if not isinstance(carrier, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
             text = f"({text})"
@@ -280,12 +281,6 @@ def _names_read(parsed: ParsedModule, expr: ast.AST) -> set[tuple[int, str]]:
         elif isinstance(node.func, ast.Name):
             names.add((0, f"{node.func.id}()"))
     return names
-
-
-def _names_used_as_tensors(parsed: ParsedModule) -> set[str]:
-    """Names with an attribute read somewhere (`total.item()`, `total.cpu()`): turning such a
-    total into a float would break that code, so its fix uses `.detach()`."""
-    return {n.value.id for n in nodes(parsed, ast.Attribute) if isinstance(n.value, ast.Name)}
 
 
 def _not_scalar(facts: TrainingFacts, carrier: ast.AST, loop: Loop, at: ast.AST) -> bool:

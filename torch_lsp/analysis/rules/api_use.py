@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 from torch_lsp.analysis.facts import Fix, Position, Severity, Span, TextEdit
+from torch_lsp.analysis.file_facts import file_facts
 from torch_lsp.analysis.modules import module_facts
 from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
@@ -15,7 +16,8 @@ _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 @rule("TL107", "direct-forward-call", Severity.WARNING,
-      "A module's .forward() is called directly, which skips its hooks.", fixable=True)
+      "A module's .forward() is called directly, which skips its hooks.", fixable=True,
+      scope="statement")
 def direct_forward_call(ctx: RuleContext):
     """
     ## What it does
@@ -83,7 +85,7 @@ _GRAD_ON = ("torch.enable_grad", "torch.autograd.grad_mode.enable_grad", "torch.
 
 
 @rule("TL109", "backward-without-grad", Severity.ERROR,
-      ".backward() is called where gradient recording is switched off.")
+      ".backward() is called where gradient recording is switched off.", scope="statement")
 def backward_without_grad(ctx: RuleContext):
     """
     ## What it does
@@ -151,7 +153,7 @@ def _may_call_backward(ctx: RuleContext, body: list[ast.stmt]) -> bool:
     """Cheap pre-check before following events: a `.backward` or a call of a local helper."""
     helpers = ctx.training.functions
     for statement in body:
-        for node in ast.walk(statement):
+        for node in nodes(ctx.parsed, (ast.Attribute, ast.Name), statement):
             if isinstance(node, ast.Attribute) and (node.attr == "backward" or node.attr in helpers):
                 return True
             if isinstance(node, ast.Name) and node.id in helpers:
@@ -210,7 +212,8 @@ def _regrad(ctx: RuleContext, node: ast.AST, stop: ast.AST | None = None) -> boo
 
 # -- TL112 -------------------------------------------------------------------------------------
 @rule("TL112", "require-grad-typo", Severity.ERROR,
-      "`x.require_grad = ...` sets a new attribute; the flag is `requires_grad`.", fixable=True)
+      "`x.require_grad = ...` sets a new attribute; the flag is `requires_grad`.", fixable=True,
+      scope="statement")
 def require_grad_typo(ctx: RuleContext):
     """
     ## What it does
@@ -242,9 +245,9 @@ def require_grad_typo(ctx: RuleContext):
     this = REGISTRY["TL112"]
     parsed = ctx.parsed
     typo = "require_grad"
+    if file_facts(parsed).require_grad_read():
+        return  # read somewhere in the file: an attribute of the user's own
     attributes = [n for n in nodes(parsed, ast.Attribute) if n.attr == typo]
-    if any(isinstance(a.ctx, ast.Load) for a in attributes):
-        return
     modules = module_facts(parsed).class_names
     for attribute in attributes:
         if not isinstance(attribute.ctx, ast.Store):

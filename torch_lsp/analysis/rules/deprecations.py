@@ -65,7 +65,7 @@ def deprecation_table(path: Path = TABLE) -> DeprecationTable:
 
 
 @rule("TL302", "deprecated-api", Severity.WARNING,
-      "A deprecated or removed PyTorch/torchvision API is used.", fixable=True)
+      "A deprecated or removed PyTorch/torchvision API is used.", fixable=True, scope="statement")
 def deprecated_api(ctx: RuleContext):
     """
     ## What it does

@@ -6,9 +6,9 @@ from torch_lsp.analysis.rules import all_rules
 
 HEADER = """# Rules
 
-Every diagnostic torch-lsp reports has a code. `TL1xx` are training-code rules (static),
-`TL2xx` shape errors (found by running the code on the meta device, see shapes.md), `TL3xx`
-API and security rules (static).
+Every diagnostic torch-lsp reports has a code. `TL0xx` are about the file itself (it could not
+be analysed), `TL1xx` training-code rules (static), `TL2xx` shape errors and notes (found by
+running the code on the meta device, see shapes.md), `TL3xx` API and security rules (static).
 
 Select and ignore rules by code or prefix (`rules.select`, `rules.ignore`, see
 configuration.md), override a severity with `rules.severity`, or suppress one line with a

@@ -153,7 +153,8 @@ def _returns_output(parsed, function: ast.AST, call: ast.Call) -> bool:
 
 
 @rule("TL104", "evaluation-without-no-grad", Severity.WARNING,
-      "Evaluation forward passes run with autograd on: wrap them in torch.no_grad().", fixable=True)
+      "Evaluation forward passes run with autograd on: wrap them in torch.no_grad().", fixable=True,
+      scope="statement")
 def evaluation_without_no_grad(ctx: RuleContext):
     """
     ## What it does
@@ -216,7 +217,8 @@ def evaluation_without_no_grad(ctx: RuleContext):
 
 
 @rule("TL105", "train-eval-mode", Severity.WARNING,
-      "A model trains in eval mode, or is evaluated in training mode.", fixable=True)
+      "A model trains in eval mode, or is evaluated in training mode.", fixable=True,
+      scope="statement")
 def train_eval_mode(ctx: RuleContext):
     """
     ## What it does
@@ -268,7 +270,7 @@ def train_eval_mode(ctx: RuleContext):
     """
     this = REGISTRY["TL105"]
     analysis = _analysis(ctx.parsed, ctx.path)
-    for loop, event, step in _eval_before_training(analysis):
+    for loop, event, step in _eval_before_training(analysis, ctx.loops):
         model = analysis.facts.target_of(event, aliases=False)  # the name the loop itself uses
         fix = None
         target = statement_in(ctx.parsed, step.anchor, loop.node.body)
@@ -282,11 +284,11 @@ def train_eval_mode(ctx: RuleContext):
     yield from _evaluated_in_training_mode(analysis, this)
 
 
-def _eval_before_training(analysis: _Analysis):
+def _eval_before_training(analysis: _Analysis, loops: list[Loop]):
     """(loop, the eval() event, the training step it leaks into)."""
     facts = analysis.facts
     seen: set[int] = set()
-    for loop in facts.loops:
+    for loop in loops:
         events = loop.events
         for index, event in enumerate(events):
             if event.kind is not EventKind.MODE_EVAL or id(event.node) in seen:

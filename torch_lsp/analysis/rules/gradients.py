@@ -12,7 +12,7 @@ _CLEARING = (EventKind.ZERO_GRAD, EventKind.GRAD_NONE)
 
 @rule("TL101", "gradients-never-cleared", Severity.WARNING,
       "A training loop calls backward() and optimizer.step() but never clears the gradients.",
-      fixable=True)
+      fixable=True, scope="statement")
 def gradients_never_cleared(ctx: RuleContext):
     """
     ## What it does
@@ -50,7 +50,7 @@ def gradients_never_cleared(ctx: RuleContext):
     Inserts `optimizer.zero_grad()` at the top of the loop body.
     """
     this = REGISTRY["TL101"]
-    for loop in ctx.training.loops:
+    for loop in ctx.loops:
         if not _trains(loop) or any(_trains(inner) for inner in _nested(loop)):
             continue
         if loop.of(EventKind.ZERO_GRAD) or loop.of(EventKind.GRAD_NONE):

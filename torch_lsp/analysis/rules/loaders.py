@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ast
-import functools
 import re
 
 from torch_lsp.analysis.facts import Fix, Severity
+from torch_lsp.analysis.file_facts import file_facts
 from torch_lsp.analysis.modules import reaching_value
 from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
@@ -25,7 +25,7 @@ _ITERATION_WRAPPERS = {"enumerate", "tqdm", "tqdm.tqdm", "tqdm.auto.tqdm", "tqdm
 
 
 @rule("TL111", "train-loader-not-shuffled", Severity.INFO,
-      "A training DataLoader is built without shuffle=True.", fixable=True)
+      "A training DataLoader is built without shuffle=True.", fixable=True, scope="statement")
 def train_loader_not_shuffled(ctx: RuleContext):
     """
     ## What it does
@@ -149,7 +149,7 @@ def _is_iterable_dataset(ctx: RuleContext, dataset: ast.AST) -> bool:
     qualified = ctx.parsed.qualified_name(value.func) or ""
     if qualified.startswith(_ITERABLE_DATASETS):
         return True
-    classes = _classes_by_name(ctx.parsed)
+    classes = _classes_by_name(ctx.whole)
     seen: set[str] = set()
     pending = [qualified]
     while pending:  # local classes deriving (through other local classes) from IterableDataset
@@ -165,9 +165,11 @@ def _is_iterable_dataset(ctx: RuleContext, dataset: ast.AST) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=16)
 def _classes_by_name(parsed: ParsedModule) -> dict[str, ast.ClassDef]:
-    return {c.name: c for c in nodes(parsed, ast.ClassDef)}
+    classes = parsed.__dict__.get("_classes_by_name")
+    if classes is None:
+        classes = parsed.__dict__["_classes_by_name"] = {c.name: c for c in nodes(parsed, ast.ClassDef)}
+    return classes
 
 
 def _iterables_of_training_loops(ctx: RuleContext) -> set[ast.AST]:
@@ -178,9 +180,13 @@ def _iterables_of_training_loops(ctx: RuleContext) -> set[ast.AST]:
             continue
         if not (loop.of(EventKind.BACKWARD) and loop.of(EventKind.STEP)):
             continue
-        iterable = _unwrap_iteration(ctx, loop.node.iter)
-        found.update(v for v in _loader_values(ctx, iterable) if isinstance(v, ast.Call))
+        found.update(ctx.training.memo(loop.node, "TL111 loader calls", lambda: _iterated_loader_calls(ctx, loop)))
     return found
+
+
+def _iterated_loader_calls(ctx: RuleContext, loop) -> list[ast.AST]:
+    iterable = _unwrap_iteration(ctx, loop.node.iter)
+    return [v for v in _loader_values(ctx, iterable) if isinstance(v, ast.Call)]
 
 
 def _loader_values(ctx: RuleContext, expr: ast.AST, depth: int = 0) -> list[ast.AST]:
@@ -210,8 +216,4 @@ def _unwrap_iteration(ctx: RuleContext, expr: ast.AST) -> ast.AST:
 def _attribute_value(ctx: RuleContext, attribute: ast.Attribute) -> ast.AST | None:
     """`self.train_loader` -> the value last assigned to it anywhere in the file."""
     key = target_key(attribute)
-    value = None
-    for node in nodes(ctx.parsed, ast.Assign):
-        if len(node.targets) == 1 and target_key(node.targets[0]) == key:
-            value = node.value
-    return value
+    return file_facts(ctx.parsed).attribute_value(key) if key else None

@@ -20,7 +20,7 @@ _GUARDS = (ast.If, ast.IfExp, ast.ExceptHandler, ast.While)
 
 @rule("TL102", "zero-grad-before-step", Severity.WARNING,
       "zero_grad() runs between backward() and step() of the same optimizer: the step uses no gradients.",
-      fixable=True)
+      fixable=True, scope="statement")
 def zero_grad_between_backward_and_step(ctx: RuleContext):
     """
     ## What it does
@@ -64,7 +64,7 @@ def zero_grad_between_backward_and_step(ctx: RuleContext):
     this = REGISTRY["TL102"]
     facts = ctx.training
     reported: set[int] = set()
-    for loop in facts.loops:
+    for loop in ctx.loops:
         events = loop.events
         for index, step in enumerate(events):
             if step.kind is not EventKind.STEP:
@@ -144,7 +144,7 @@ def _move_zero_grad_fix(ctx: RuleContext, events: list[Event], backward_at: int,
 
 @rule("TL106", "scheduler-step-before-optimizer-step", Severity.WARNING,
       "scheduler.step() runs before optimizer.step() in an iteration: the first learning rate is skipped.",
-      fixable=True)
+      fixable=True, scope="statement")
 def scheduler_before_optimizer(ctx: RuleContext):
     """
     ## What it does
@@ -189,7 +189,7 @@ def scheduler_before_optimizer(ctx: RuleContext):
     this = REGISTRY["TL106"]
     facts = ctx.training
     reported: set[int] = set()
-    for loop in facts.loops:
+    for loop in ctx.loops:
         events = loop.events
         for index, event in enumerate(events):
             if event.kind is not EventKind.SCHEDULER_STEP or id(event.node) in reported or _takes_metric(facts, event):
@@ -236,7 +236,7 @@ def _move_scheduler_fix(ctx: RuleContext, event: Event, last_step: Event):
 
 
 @rule("TL110", "optimizer-created-in-loop", Severity.WARNING,
-      "An optimizer is constructed inside the training loop: its state is reset on every step.")
+      "An optimizer is constructed inside the training loop: its state is reset on every step.", scope="statement")
 def optimizer_built_in_loop(ctx: RuleContext):
     """
     ## What it does
@@ -279,7 +279,7 @@ def optimizer_built_in_loop(ctx: RuleContext):
     this = REGISTRY["TL110"]
     facts = ctx.training
     reported: set[int] = set()
-    for loop in facts.loops:
+    for loop in ctx.loops:
         if not any(facts.once_per_iteration(loop, e) for e in loop.of(EventKind.STEP)):
             continue
         for event in loop.of(EventKind.CALL):

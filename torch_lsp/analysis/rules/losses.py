@@ -6,6 +6,7 @@ import ast
 from dataclasses import dataclass
 
 from torch_lsp.analysis.facts import Fix, Severity, TextEdit
+from torch_lsp.analysis.file_facts import file_facts
 from torch_lsp.analysis.modules import Activation, ModuleClass, Output, is_imported_name, module_facts, reaching_value
 from torch_lsp.analysis.node_index import nodes
 from torch_lsp.analysis.rules import REGISTRY, RuleContext, rule
@@ -49,7 +50,7 @@ _WHY = {
 
 @rule("TL108", "activation-loss-mismatch", Severity.WARNING,
       "A loss gets probabilities where it expects logits, or logits where it expects log-probabilities.",
-      fixable=True)
+      fixable=True, scope="statement")
 def activation_loss_mismatch(ctx: RuleContext):
     """
     ## What it does
@@ -273,8 +274,7 @@ def _constructed_loss_used_once(ctx: RuleContext, call: ast.Call, constructor_ca
     if call.func is constructor_call:
         return True
     key = target_key(call.func)
-    uses = [c for c in nodes(ctx.parsed, ast.Call) if key and target_key(c.func) == key]
-    return len(uses) == 1
+    return bool(key) and file_facts(ctx.parsed).call_count(key) == 1
 
 
 def _only_feeds_losses(ctx: RuleContext, activation: ast.AST) -> bool:
@@ -288,7 +288,7 @@ def _only_feeds_losses(ctx: RuleContext, activation: ast.AST) -> bool:
     if isinstance(parent, ast.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0], ast.Name):
         name = parent.targets[0].id
         scope = parsed.enclosing(parent, (ast.FunctionDef, ast.AsyncFunctionDef)) or parsed.tree
-        reads = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load)]
+        reads = [n for n in nodes(parsed, ast.Name, scope) if n.id == name and isinstance(n.ctx, ast.Load)]
         return len(reads) == 1
     return False
 
@@ -296,7 +296,7 @@ def _only_feeds_losses(ctx: RuleContext, activation: ast.AST) -> bool:
 def _model_output_only_feeds_losses(ctx: RuleContext, returned: ast.Return) -> bool:
     """For an activation at the end of forward: offered only when the forward has one return."""
     function = ctx.parsed.enclosing(returned, (ast.FunctionDef, ast.AsyncFunctionDef))
-    returns = [n for n in ast.walk(function) if isinstance(n, ast.Return)] if function else []
+    returns = list(nodes(ctx.parsed, ast.Return, function)) if function else []
     return len(returns) == 1
 
 

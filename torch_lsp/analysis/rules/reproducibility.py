@@ -91,8 +91,15 @@ def _is_main_guard(test: ast.expr) -> bool:
 
 
 def _seeds_somewhere(ctx: RuleContext) -> bool:
+    # Per top-level statement, remembered across edits that do not touch it (a large file
+    # has ~10,000 calls to look at).
+    return any(ctx.training.memo(statement, "TL120 seeds", lambda: _seeds_in(ctx, statement))
+               for statement in ctx.whole.tree.body)
+
+
+def _seeds_in(ctx: RuleContext, statement: ast.stmt) -> bool:
     parsed = ctx.parsed
-    for call in nodes(parsed, ast.Call):
+    for call in nodes(parsed, ast.Call, statement):
         qualified = parsed.qualified_name(call.func) or ""
         if qualified in _TORCH_SEEDS:
             return True

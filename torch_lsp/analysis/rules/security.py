@@ -35,7 +35,7 @@ def load_defaults_to_weights_only() -> bool:
 
 
 @rule("TL301", "unsafe-torch-load", Severity.WARNING,
-      "torch.load may unpickle arbitrary code: pass weights_only=True.", fixable=True)
+      "torch.load may unpickle arbitrary code: pass weights_only=True.", fixable=True, scope="statement")
 def unsafe_torch_load(ctx: RuleContext):
     """
     ## What it does

@@ -33,9 +33,12 @@ class RuleSelection:
     def apply(self, findings: list[Finding], rules: dict[str, Rule]) -> list[Finding]:
         """Drop findings of disabled rules and apply severity overrides."""
         kept = []
+        enabled: dict[str, bool] = {}  # per code, not per finding: a large file has hundreds
         for finding in findings:
             rule = rules.get(finding.code)
-            if rule is None or self.enabled(rule):
+            if rule is not None and finding.code not in enabled:
+                enabled[finding.code] = self.enabled(rule)
+            if rule is None or enabled[finding.code]:
                 severity = self.severity_of(rule) if rule else finding.severity
                 kept.append(finding if severity == finding.severity else replace(finding, severity=severity))
         return kept

@@ -75,7 +75,8 @@ The same code raises the same error when you run it.
 
 Errors that only exist because the engine runs on the meta device, which holds no data
 (`.item()`, `nonzero()`, boolean masks, `if tensor > 0:`, printing values, moving meta
-tensors to the CPU), are never reported: the engine re-runs on CPU or stops quietly.
+tensors to the CPU), are never reported as errors: the engine re-runs on CPU, or stops with
+a TL299 note.
 
 ## Example
 ```python

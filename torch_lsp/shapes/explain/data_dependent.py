@@ -23,6 +23,7 @@ _DATA_DEPENDENT_TEXT = re.compile(
             r"is not on the expected device meta",
             r"two devices, \w+:?\d* and meta|two devices, meta and",
             r"unsupported format string passed to Tensor\.__format__",
+            r"should be a 1D CPU int64 tensor, but got .*meta",  # pack_padded_sequence's lengths
         ]
     ),
     re.IGNORECASE,

@@ -11,7 +11,9 @@ M.defaults = {
   cmd = { 'torch-lsp', 'serve' },
   filetypes = { 'python' },
   root_markers = { 'pyproject.toml', '.git' },
-  -- The server's `torchLsp` settings section (see docs/configuration.md), camelCase keys.
+  -- The server's `torchLsp` settings section (see docs/configuration.md), camelCase keys;
+  -- or a function(root_dir) returning it, to choose per project (e.g. execution only in
+  -- projects you trust: docs/editors.md).
   settings = {},
   inlay_hints = true, -- shapes after tensor assignments, on Neovim >= 0.10
   on_attach = nil, -- function(client, bufnr), called after torch-lsp's own setup
@@ -63,14 +65,18 @@ end
 function M.client_config(bufnr)
   local path = vim.api.nvim_buf_get_name(bufnr)
   local root = M.find_root(path, options.root_markers) or vim.fn.fnamemodify(path, ':p:h')
+  local settings = options.settings
+  if type(settings) == 'function' then
+    settings = settings(root) or {}
+  end
   return {
     name = 'torch-lsp',
     cmd = options.cmd,
     root_dir = root,
     workspace_folders = { { uri = vim.uri_from_fname(root), name = root } },
-    init_options = as_object(vim.deepcopy(options.settings)),
+    init_options = as_object(vim.deepcopy(settings)),
     -- Neovim answers the server's workspace/configuration request from here.
-    settings = { torchLsp = as_object(vim.deepcopy(options.settings)) },
+    settings = { torchLsp = as_object(vim.deepcopy(settings)) },
     on_attach = on_attach,
   }
 end
@@ -213,6 +219,16 @@ function M.summary()
   end))
 end
 
+--- A training step's peak GPU memory and the largest batch that fits (GiB of GPU memory optional).
+function M.memory(gpu_memory)
+  local options = {}
+  local gib = tonumber(gpu_memory or '')
+  if gib then options.gpuMemoryGb = gib end
+  M.execute('torch-lsp.memory', { vim.uri_from_bufnr(0), options }, report('torch-lsp.memory', function(result)
+    show('memory', result)
+  end))
+end
+
 function M.info()
   M.execute('torch-lsp.serverInfo', {}, report('torch-lsp.serverInfo', function(result)
     show('server-info', result)
@@ -225,6 +241,8 @@ local function create_commands()
   command('TorchLspStop', function(a) M.stop(a.args) end, { nargs = '?', desc = 'torch-lsp: stop training' })
   command('TorchLspMetrics', function(a) M.metrics(a.args) end, { nargs = '?', desc = 'torch-lsp: show run metrics' })
   command('TorchLspSummary', M.summary, { desc = 'torch-lsp: model summary' })
+  command('TorchLspMemory', function(a) M.memory(a.args) end,
+    { nargs = '?', desc = 'torch-lsp: training step memory (optional: GPU memory in GiB)' })
   command('TorchLspInfo', M.info, { desc = 'torch-lsp: server info' })
 end
 

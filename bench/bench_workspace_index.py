@@ -1,0 +1,95 @@
+"""Cost of the workspace index (analysis/workspace.py) and the driver choice (analysis/drivers.py).
+
+    PYTHONPATH=. python bench/bench_workspace_index.py [ROOT ...] [--runs 5]
+
+For each workspace ROOT (default: each repository of ../shared/corpus, and torchvision's own
+package folder as a large one), medians of `--runs`:
+
+- scan: index every file from disk (what the server does once, off the event loop);
+- baseline: `ast.parse` of the same files read in the same run (the index's floor: one parse);
+- drivers, cold: the driver of every file that defines a module class, right after the scan
+  (every cross-file fact is resolved once here);
+- keystroke: an edit that leaves the file's names unchanged (here: a comment) + the edited document's
+  driver: what typing costs (its floor: one `ast.parse` of the edited file, shown next to it);
+- new name: an edit that adds a class (every resolved fact is recomputed) + the document's driver.
+
+Wall and CPU time of this process are both reported: on a shared machine wall time is inflated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import statistics
+import time
+from pathlib import Path
+
+from torch_lsp.analysis.drivers import choose_driver
+from torch_lsp.analysis.workspace import WorkspaceIndex
+
+# ../shared/corpus next to the checkout (or next to the folder of worktrees).
+CORPUS = next((p / "shared" / "corpus" for p in Path(__file__).resolve().parents[1:4]
+               if (p / "shared" / "corpus").is_dir()), Path("../shared/corpus"))
+
+
+def timed(function):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function()
+    return (time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000, result
+
+
+def bench(root: Path, runs: int) -> dict:
+    rows: dict[str, list] = {"scan": [], "parse": [], "cold": [], "keystroke": [], "new name": [], "parse one": []}
+    for run in range(runs):
+        index = WorkspaceIndex(root)
+        rows["scan"].append(timed(index.scan)[:2])
+        files = list(index.files)
+        rows["parse"].append(timed(lambda: [ast.parse(Path(p).read_text(errors="replace")) for p in files])[:2])
+        documents = [p for p in files if index.classes_in(p)]
+        rows["cold"].append(timed(lambda: [choose_driver(index, d) for d in documents])[:2])
+        edited = documents[0] if documents else files[0]
+        text = Path(edited).read_text(errors="replace")
+
+        def keystroke():
+            index.update(edited, text + f"\n# edit {run}\n")
+            return choose_driver(index, edited)
+
+        def new_name():
+            index.update(edited, text + f"\n\nclass _Bench{run}:\n    pass\n")
+            return choose_driver(index, edited)
+
+        rows["parse one"].append(timed(lambda: ast.parse(text))[:2])
+        rows["keystroke"].append(timed(keystroke)[:2])
+        rows["new name"].append(timed(new_name)[:2])
+    result = {key: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for key, v in rows.items()}
+    result.update(root=root, files=len(index.files), classes=len(index.module_classes()), documents=len(documents))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("roots", nargs="*", type=Path)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    roots = args.roots
+    if not roots:
+        import torchvision
+
+        roots = sorted(p for p in CORPUS.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            + [Path(torchvision.__file__).parent]
+    print(f"load average {os.getloadavg()[0]:.1f}, medians of {args.runs} runs, wall / CPU ms\n")
+    print("| workspace | files | module classes | scan | ast.parse only | ratio (CPU) | drivers, cold "
+          "| keystroke + driver | ast.parse of the edited file | new name + driver |")
+    print("| --- | ---: | ---: | --- | --- | ---: | --- | --- | --- | --- |")
+    for root in roots:
+        r = bench(root, args.runs)
+        ratio = r["scan"][1] / r["parse"][1] if r["parse"][1] else float("nan")
+        cell = lambda key: f"{r[key][0]:.0f} / {r[key][1]:.0f}"  # noqa: E731
+        print(f"| {root.name} | {r['files']} | {r['classes']} | {cell('scan')} | {cell('parse')} | {ratio:.2f}x | "
+              f"{cell('cold')} ({r['documents']} files) | {r['keystroke'][0]:.1f} / {r['keystroke'][1]:.1f} | "
+              f"{r['parse one'][0]:.1f} / {r['parse one'][1]:.1f} | {cell('new name')} |")
+
+
+if __name__ == "__main__":
+    main()

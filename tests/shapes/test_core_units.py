@@ -1,0 +1,87 @@
+"""Pure pieces of the shape engine's core: the scheduling policy, the report's wire form, and where
+a file sits in its project."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from torch_lsp.shapes import project, scheduling
+from torch_lsp.shapes.report import (
+    ExpressionShapes, Location, Note, Origin, Range, ReportError, ShapeError, ShapeReport, Value,
+    VariableShapes, reports_from_json, reports_to_json,
+)
+
+
+def test_a_job_within_its_usual_time_is_waited_for_and_an_overrun_one_is_not():
+    assert scheduling.keeps_running(0.1, None)  # no history: a second is usual
+    assert not scheduling.keeps_running(5.0, None)
+    assert scheduling.keeps_running(0.4, 0.3)
+    assert not scheduling.keeps_running(0.8, 0.3)
+
+
+def test_durations_are_a_moving_average_per_document_with_bounded_memory():
+    durations = scheduling.Durations(weight=0.5, capacity=2)
+    durations.add("a", 1.0)
+    durations.add("a", 3.0)
+    assert durations.expected("a") == 2.0
+    durations.add("b", 1.0)
+    durations.add("c", 1.0)
+    assert durations.expected("a") is None and durations.expected("c") == 1.0
+
+
+def full_report() -> ShapeReport:
+    tensor = Value("tensor", (8, 3), "float32")
+    rng = Range(1, 2, 1, 9)
+    return ShapeReport(
+        plan_hash="abc", path="/p/model.py", variables=[VariableShapes("x", 1, 1, [tensor])],
+        expressions=[ExpressionShapes(rng, [Value("tuple", items=(tensor, tensor))], "Linear(3, 3)", 12)],
+        errors=[ShapeError("TL201", "bad", rng, "raw", [Location("/p/train.py", rng, "called from here")])],
+        stopped="stopped", stopped_line=1, origin=Origin("driver", "/p/train.py", 4),
+        notes=[Note("CIFAR10 replaced by FakeData", 3, "stand-in")], extras={"flops": {"1": 10}})
+
+
+def test_a_report_survives_the_wire_unchanged():
+    report = full_report()
+    assert ShapeReport.from_json(report.to_json()) == report
+    assert reports_from_json(reports_to_json({"/p/model.py": report})) == {"/p/model.py": report}
+
+
+@pytest.mark.parametrize("broken", [
+    "not json", "[]", json.dumps({"variables": [{"name": "x", "line": "one", "end_line": 1, "values": []}]}),
+    json.dumps({"expressions": [{"range": {"line": 1}, "values": []}]}),
+    json.dumps({"variables": [{"name": "x", "line": 1, "end_line": 1, "values": [{"kind": "nonsense"}]}]}),
+])
+def test_a_malformed_report_is_a_report_error_not_a_crash(broken):
+    with pytest.raises(ReportError):
+        ShapeReport.from_json(broken)
+
+
+def touch(path: Path, text: str = "") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_layout_of_a_package_module_a_script_and_a_src_layout(tmp_path):
+    touch(tmp_path / "pyproject.toml")
+    touch(tmp_path / "src/lib/__init__.py")
+    touch(tmp_path / "src/lib/nets/__init__.py")
+    touch(tmp_path / "src/lib/nets/resnet.py")
+    touch(tmp_path / "scripts/train.py")
+    module = project.layout(str(tmp_path / "src/lib/nets/resnet.py"), tmp_path)
+    assert module.module == "lib.nets.resnet"
+    assert module.roots == [str(tmp_path / "src"), str(tmp_path / "src/lib/nets"), str(tmp_path)]
+    script = project.layout(str(tmp_path / "scripts/train.py"), tmp_path)
+    assert script.module is None and script.roots == [str(tmp_path / "scripts"), str(tmp_path), str(tmp_path / "src")]
+
+
+def test_the_cli_finds_the_project_root_from_a_file(tmp_path):
+    touch(tmp_path / "repo/setup.py")
+    touch(tmp_path / "repo/models/__init__.py")
+    touch(tmp_path / "repo/models/detr.py")
+    assert project.find_workspace_root(tmp_path / "repo/models/detr.py") == tmp_path / "repo"
+    touch(tmp_path / "loose/pkg/__init__.py")
+    touch(tmp_path / "loose/pkg/mod.py")
+    assert project.find_workspace_root(tmp_path / "loose/pkg/mod.py") == tmp_path / "loose"

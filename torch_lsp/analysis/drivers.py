@@ -1,0 +1,149 @@
+"""Which file to run so that a document's nn.Module classes run: its *driver*.
+
+Pure: facts from the workspace index (workspace.py) and paths (project.py); no torch, no LSP
+types. The choice, in order:
+
+1. the driver that reaches the most of the document's classes (a class is reached when the
+   driver calls an instance of it, or of a class that builds it or derives from it);
+2. on a tie, the document itself (its own script code then shows shapes too);
+3. then files that load no data before the call (datasets and files are stand-ins at best);
+4. then the fewest statements before the first call (the shortest plan to the forward);
+5. then the file nearest to the document.
+
+The result is a `RunSpec` the shape engine understands: the driver, how to run it (its package
+module for `python -m`-style runs, the `sys.path` roots, the working directory) and the call
+sites, which the server shows as `relatedInformation` and in the hover ("from train.py:42").
+Classes that no driver reaches are listed in `unreached`: synthesized calls are tried for them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch_lsp.analysis.project import package_context, workspace_root
+from torch_lsp.analysis.workspace import ClassRef, Use, WorkspaceIndex
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """Where the driver runs a class of the document (0-based line)."""
+
+    path: str
+    line: int
+    cls: str  # qualified name of the class called there (it may build the document's class)
+    via: str  # "call", "argument" (passed to a function that calls it), "direct"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    document: str
+    driver: str
+    module: str | None  # the driver's package module ("pkg.train"): run like `python -m`
+    package: str | None  # its __package__
+    roots: tuple[str, ...]  # sys.path entries, first wins
+    cwd: str
+    workspace_root: str
+    call_sites: tuple[CallSite, ...] = ()
+    reached: tuple[str, ...] = ()  # the document's classes the driver runs (qualified names)
+    unreached: tuple[str, ...] = ()  # the document's classes nothing runs
+    loads_data: bool = False
+    statements_before: int = 0
+    argv: tuple[str, ...] = field(default=())  # filled from settings by the caller
+
+    @property
+    def runs_itself(self) -> bool:
+        return self.driver == self.document
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunSpec":
+        data = dict(data)
+        data["call_sites"] = tuple(CallSite(**c) for c in data.get("call_sites", ()))
+        for key in ("roots", "reached", "unreached", "argv"):
+            data[key] = tuple(data.get(key, ()))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    path: str
+    reached: frozenset[ClassRef]
+    uses: tuple[Use, ...]
+    loads_data: bool
+    statements_before: int
+
+
+def choose_driver(index: WorkspaceIndex, document: str | os.PathLike) -> RunSpec:
+    """The run spec for `document`: itself, or the workspace file that runs its classes best."""
+    document = str(Path(document).resolve())
+    classes = set(index.classes_in(document))
+    candidates = [c for c in (_candidate(index, path, classes) for path in _driver_paths(index, document, classes))
+                  if c is not None and (c.reached or c.path == document)]
+    best = min(candidates, key=lambda c: _rank(c, document), default=None)
+    if best is None or not best.reached:
+        return run_spec(document, document, index.root, unreached=classes)
+    return run_spec(document, best.path, index.root, best.uses, best.reached, classes - best.reached,
+                    best.loads_data, best.statements_before)
+
+
+def run_spec(document: str, driver: str, root: str | None = None, uses=(), reached=frozenset(),
+             unreached=frozenset(), loads_data: bool = False, statements_before: int = 0) -> RunSpec:
+    """A RunSpec for running `driver` (with its package context) to analyse `document`."""
+    root = str(Path(root).resolve()) if root else str(workspace_root(driver))
+    context = package_context(driver, root)
+    sites = tuple(CallSite(u.path, u.line, u.cls.qualname, u.via) for u in uses)
+    return RunSpec(document=document, driver=driver, module=context.module, package=context.package,
+                   roots=context.roots, cwd=os.path.dirname(driver), workspace_root=root, call_sites=sites,
+                   reached=_names(reached), unreached=_names(unreached),
+                   loads_data=loads_data, statements_before=statements_before)
+
+
+def _names(classes) -> tuple[str, ...]:
+    return tuple(sorted(c.qualname for c in classes))
+
+
+def _driver_paths(index: WorkspaceIndex, document: str, classes: set[ClassRef]) -> list[str]:
+    paths = [document] if document in index.files else []
+    if classes:
+        paths += [p for p in index.files if p != document]
+    return paths
+
+
+def _candidate(index: WorkspaceIndex, path: str, classes: set[ClassRef]) -> _Candidate | None:
+    reached: set[ClassRef] = set()
+    uses: list[Use] = []
+    for use in index.live_uses(path):
+        hit = index.reach(use.cls) & classes
+        if hit:
+            reached |= hit
+            uses.append(use)
+    facts = index.files.get(path)
+    if facts is None or facts.error:
+        return None
+    if not uses:
+        return _Candidate(path, frozenset(), (), False, 0)
+    first = min(u.line for u in uses)
+    before = sum(1 for line in facts.statement_lines if line < first)
+    loads = any(line < first for line in facts.data_lines)
+    # Call sites first in line order, the document's own classes' direct calls before the rest.
+    ordered = sorted(uses, key=lambda u: (u.cls not in classes, u.line))
+    return _Candidate(path, frozenset(reached), tuple(ordered), loads, before)
+
+
+def _rank(candidate: _Candidate, document: str):
+    return (-len(candidate.reached), candidate.path != document, candidate.loads_data,
+            candidate.statements_before, _distance(candidate.path, document), candidate.path)
+
+
+def _distance(path: str, document: str) -> int:
+    a, b = Path(path).parent.parts, Path(document).parent.parts
+    common = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        common += 1
+    return (len(a) - common) + (len(b) - common)

@@ -1,0 +1,446 @@
+"""What one file tells the workspace index: its classes, what it constructs, what it calls.
+
+Pure stdlib `ast`, one walk per file, no other file needed: every name is written as the
+absolute dotted name it resolves to through this file's imports (relative ones included), so
+the index (workspace.py) can join files by plain string lookups. `Net` defined here in module
+`pkg.models` is `pkg.models.Net`; `from .layers import Block` there is `pkg.layers.Block`
+(when `models` is a module of `pkg`).
+
+Facts are deliberately approximate where Python is dynamic: a name bound to a construction
+anywhere in a scope counts for every call of that name in the scope, wrappers such as
+`.to(device)`, `DataParallel(...)` and `torch.compile(...)` are seen through, and a function
+that constructs classes is a factory of each of them. Drivers chosen from these facts are
+checked by running them; nothing here is reported to the user as a finding.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field, replace
+
+# Methods that return their receiver (or the same model): `Net().to(device).eval()`.
+_SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "float", "half", "double", "bfloat16",
+                   "requires_grad_", "share_memory", "to_empty", "apply", "xpu", "mps"}
+# Wrappers whose first argument is the model that actually runs.
+_WRAPPERS = {"torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
+             "torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.DDP",
+             "torch.distributed.fsdp.FullyShardedDataParallel", "torch.compile",
+             "torch.jit.script", "torch.jit.trace", "torch.nn.SyncBatchNorm.convert_sync_batchnorm"}
+# Callees whose result is never a workspace model (kept out of the facts: they change with every
+# keystroke in a forward, and the facts' signature should not).
+_NEVER_CONSTRUCTIONS = ("self.", "torch.", "numpy.", "math.", "F.", "einops.")
+_DATA_LOADING = ("torch.utils.data.DataLoader", "torchvision.datasets.", "torch.load", "numpy.load",
+                 "pandas.read_", "PIL.Image.open", "datasets.load_dataset", "open")
+
+
+@dataclass(frozen=True)
+class ClassFacts:
+    qualname: str  # pkg.models.Net
+    line: int  # 0-based line of `class`
+    end_line: int
+    bases: tuple[str, ...]  # absolute dotted names
+    forward_line: int | None  # 0-based line of `def forward`
+    forward_end: int | None
+    forward_params: tuple[str, ...]  # after `self`
+    builds: tuple[str, ...]  # callees of every call in its methods (children it may construct)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """`name = callee(...)` in `scope` (wrappers seen through). `alias` instead of `callee`
+    for `name = other_name` and `model = DDP(model)`."""
+
+    scope: str  # "" module level; "pkg.mod.train" a function; "pkg.mod.Net" for self.<attr>
+    name: str  # "model", "self.encoder", or "model#1" for the 2nd item of a tuple target
+    line: int
+    callee: str | None = None
+    alias: str | None = None
+    arguments: str = ""  # the call's arguments as source text
+    item: int | None = None  # tuple unpacking position: `a, b = f()`
+    # Plain names passed to the call (`DETR(backbone, transformer)`, `ResNet(ResidualBlock)`):
+    # instances and classes handed to a model run when it runs.
+    argument_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NameCall:
+    """`name(...)` or `name.forward(...)` in `scope`; `self.x(...)` has scope = its class."""
+
+    scope: str
+    name: str
+    function: str  # the function (or "" at module level) the call is written in
+    line: int
+    end_line: int
+    col: int
+    end_col: int
+
+
+@dataclass(frozen=True)
+class DirectCall:
+    """`Callee(...)(...)`: constructed and called in one expression."""
+
+    callee: str
+    line: int
+    arguments: str
+    scope: str = ""
+
+
+@dataclass(frozen=True)
+class FunctionFacts:
+    qualname: str
+    line: int
+    params: tuple[str, ...]
+    called_params: tuple[int, ...]  # positions of parameters the body calls (`model(x)`)
+    returns: tuple[tuple[str, ...], ...]  # per returned tuple position: names/callees returned
+    builds: tuple[str, ...]  # callees of every call in the body
+
+
+@dataclass(frozen=True)
+class ArgumentPass:
+    """`function(..., name, ...)` at `line`: `name` passed as positional `position` (or, with
+    `callee`, a value built right there: `Trainer(Net())`)."""
+
+    scope: str
+    function: str
+    name: str
+    position: int | None
+    keyword: str | None
+    line: int
+    callee: str | None = None
+
+
+@dataclass
+class FileFacts:
+    path: str
+    module: str
+    imports: dict[str, str] = field(default_factory=dict)  # local name -> absolute dotted
+    star_imports: list[str] = field(default_factory=list)
+    classes: dict[str, ClassFacts] = field(default_factory=dict)  # qualname -> facts
+    functions: dict[str, FunctionFacts] = field(default_factory=dict)
+    bindings: list[Binding] = field(default_factory=list)
+    name_calls: list[NameCall] = field(default_factory=list)
+    direct_calls: list[DirectCall] = field(default_factory=list)
+    passes: list[ArgumentPass] = field(default_factory=list)
+    statement_lines: list[int] = field(default_factory=list)  # executable statements, sorted
+    data_lines: list[int] = field(default_factory=list)  # lines that load data (datasets, files)
+    module_calls: list[str] = field(default_factory=list)  # callees called when the file runs
+    error: str | None = None
+
+    def signature(self) -> tuple:
+        """What other files' facts can depend on (names, classes, functions, bindings), without
+        positions: an edit that keeps it (typing inside a function body) leaves every other
+        file's resolved facts valid."""
+        return (self.module, tuple(sorted(self.imports.items())), tuple(self.star_imports),
+                tuple((c.qualname, c.bases, c.builds, c.forward_params) for c in self.classes.values()),
+                tuple((f.qualname, f.params, f.called_params, f.returns, f.builds) for f in self.functions.values()),
+                tuple((b.scope, b.name, b.callee, b.alias, b.item, b.argument_names) for b in self.bindings),
+                self.error is None)
+
+
+def file_facts(path: str, module: str, source: str, is_package: bool = False) -> FileFacts:
+    """Facts of one file. `module` is its dotted name (`pkg.mod`; a package's `__init__` is
+    `pkg`); `is_package` says whether it is an `__init__.py` (relative imports start there)."""
+    facts = FileFacts(path, module)
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+        facts.error = f"{type(error).__name__}: {error}"
+        return facts
+    package = module if is_package else module.rpartition(".")[0]
+    _collect_imports(tree, package, facts)
+    for node in tree.body:  # local definitions shadow imports of the same name
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            facts.imports[node.name] = f"{module}.{node.name}"
+    _Collector(facts, source).visit_body(tree.body, scope="", qual=module)
+    facts.statement_lines.sort()
+    return facts
+
+
+def _collect_imports(tree: ast.Module, package: str, facts: FileFacts) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    facts.imports[alias.asname] = alias.name
+                else:
+                    top = alias.name.split(".")[0]
+                    facts.imports.setdefault(top, top)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute_module(node.module, node.level, package)
+            if base is None:
+                continue
+            for alias in node.names:
+                if alias.name == "*":
+                    facts.star_imports.append(base)
+                else:
+                    facts.imports[alias.asname or alias.name] = f"{base}.{alias.name}" if base else alias.name
+
+
+def _absolute_module(module: str | None, level: int, package: str) -> str | None:
+    if level == 0:
+        return module
+    parts = package.split(".") if package else []
+    if level - 1 > len(parts):
+        return None  # beyond the top package: an ImportError at run time
+    base = parts[: len(parts) - (level - 1)]
+    if module:
+        base.append(module)
+    return ".".join(base)
+
+
+class _Collector:
+    def __init__(self, facts: FileFacts, source: str) -> None:
+        self.facts = facts
+        # Split where the tokenizer ends lines, once: ast.get_source_segment re-splits the whole
+        # source on every call (quadratic on a large file).
+        self.lines = re.split(r"(?<=\r\n)|(?<=\n)|(?<=\r)(?!\n)", source)
+
+    # names -----------------------------------------------------------------------------------
+
+    def dotted(self, node: ast.AST) -> str | None:
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return None
+        base = self.facts.imports.get(node.id, node.id)
+        return ".".join([base, *reversed(parts)])
+
+    def arguments(self, call: ast.Call) -> str:
+        pieces = [self.code(a) for a in call.args]
+        pieces += [(f"{k.arg}=" if k.arg else "**") + self.code(k.value) for k in call.keywords]
+        return ", ".join(pieces)
+
+    def code(self, node: ast.expr) -> str:
+        first, last = node.lineno - 1, node.end_lineno - 1
+        if last >= len(self.lines):
+            return ast.unparse(node)
+        if first == last:
+            return self.lines[first].encode()[node.col_offset:node.end_col_offset].decode(errors="replace")
+        head = self.lines[first].encode()[node.col_offset:].decode(errors="replace")
+        tail = self.lines[last].encode()[:node.end_col_offset].decode(errors="replace")
+        return "".join([head, *self.lines[first + 1:last], tail])
+
+    def constructed(self, value: ast.AST) -> tuple[str | None, str | None, ast.Call | None]:
+        """(callee, alias, call) for the value of an assignment, seeing through wrappers."""
+        for _ in range(8):
+            if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) \
+                    and value.func.attr in _SELF_RETURNING:
+                value = value.func.value
+                continue
+            if isinstance(value, ast.Call):
+                callee = self.dotted(value.func)
+                if callee in _WRAPPERS and value.args:
+                    value = value.args[0]
+                    continue
+                return callee, None, value
+            if isinstance(value, ast.Name):
+                return None, value.id, None
+            if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name) and value.value.id == "self":
+                return None, f"self.{value.attr}", None
+            return None, None, None
+        return None, None, None
+
+    # walking ---------------------------------------------------------------------------------
+
+    def visit_body(self, body: list[ast.stmt], scope: str, qual: str, cls: str | None = None) -> None:
+        for statement in body:
+            self.statement(statement, scope, qual, cls)
+
+    def statement(self, node: ast.stmt, scope: str, qual: str, cls: str | None) -> None:
+        if isinstance(node, ast.ClassDef):
+            self.class_def(node, f"{qual}.{node.name}")
+            return
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            self.function_def(node, f"{qual}.{node.name}", cls)
+            return
+        if not cls:  # module level and plain functions: statements a driver runs before its call
+            self.facts.statement_lines.append(node.lineno - 1)
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                self.bind(target, node.value, scope, cls, node.lineno - 1)
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                if item.optional_vars is not None:
+                    self.bind(item.optional_vars, item.context_expr, scope, cls, node.lineno - 1)
+        self.expressions(node, scope, cls)
+        for child_body in _child_bodies(node):
+            self.visit_body(child_body, scope, qual, cls)
+
+    def class_def(self, node: ast.ClassDef, qualname: str) -> None:
+        forward = next((s for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))
+                        and s.name == "forward"), None)
+        builds = sorted({c for c in (self.dotted(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)) if c})
+        self.facts.classes[qualname] = ClassFacts(
+            qualname, node.lineno - 1, node.end_lineno - 1,
+            tuple(b for b in (self.dotted(base) for base in node.bases) if b),
+            forward.lineno - 1 if forward else None, forward.end_lineno - 1 if forward else None,
+            tuple(a.arg for a in (forward.args.posonlyargs + forward.args.args)[1:]) if forward else (),
+            tuple(builds))
+        for statement in node.body:
+            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self.function_def(statement, f"{qualname}.{statement.name}", qualname)
+            elif isinstance(statement, ast.ClassDef):
+                self.class_def(statement, f"{qualname}.{statement.name}")
+        self.held_and_called(qualname)
+
+    def held_and_called(self, qualname: str) -> None:
+        """`Trainer(model)` keeps `self.model = model` and calls `self.model(batch)` in a method:
+        its constructor calls that parameter, like a function that calls its argument."""
+        init = self.facts.functions.get(f"{qualname}.__init__")
+        if init is None:
+            return
+        called = {c.name for c in self.facts.name_calls if c.scope == qualname}
+        held = {init.params.index(b.alias) for b in self.facts.bindings
+                if b.scope == qualname and b.name in called and b.alias in init.params}
+        if held - set(init.called_params):
+            self.facts.functions[init.qualname] = replace(init, called_params=tuple(sorted(held | set(init.called_params))))
+
+    def function_def(self, node: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str, cls: str | None) -> None:
+        args = node.args
+        params = tuple(a.arg for a in args.posonlyargs + args.args)
+        if cls is not None and params[:1] in (("self",), ("cls",)):
+            params = params[1:]
+        called = set()
+        for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+            name = _called_name(call)
+            if name in params:
+                called.add(params.index(name))
+        builds = sorted({c for c in (self.dotted(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)) if c})
+        self.facts.functions[qualname] = FunctionFacts(
+            qualname, node.lineno - 1, params, tuple(sorted(called)), self.returns(node), tuple(builds))
+        self.visit_body(node.body, qualname, qualname, cls)
+
+    def returns(self, function: ast.AST) -> tuple[tuple[str, ...], ...]:
+        """What each position of the returned value may be: callees or local names (`=name`)."""
+        positions: list[set[str]] = []
+        for node in ast.walk(function):
+            if not isinstance(node, ast.Return) or node.value is None:
+                continue
+            items = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+            for index, item in enumerate(items):
+                while len(positions) <= index:
+                    positions.append(set())
+                callee, alias, _ = self.constructed(item)
+                if callee:
+                    positions[index].add(callee)
+                elif alias:
+                    positions[index].add("=" + alias)
+        return tuple(tuple(sorted(p)) for p in positions)
+
+    def bind(self, target: ast.AST, value: ast.AST, scope: str, cls: str | None, line: int) -> None:
+        if isinstance(target, (ast.Tuple, ast.List)):
+            for index, element in enumerate(target.elts):
+                if isinstance(element, ast.Name):
+                    callee, alias, call = self.constructed(value)
+                    if callee or alias:
+                        self.facts.bindings.append(Binding(scope, element.id, line, callee, alias,
+                                                           self.arguments(call) if call else "", index,
+                                                           _argument_names(call)))
+            return
+        key = _target_name(target)
+        if key is None:
+            return
+        if key.startswith("self."):
+            if cls is None:
+                return
+            scope = cls
+        callee, alias, call = self.constructed(value)
+        if callee and callee.startswith(_NEVER_CONSTRUCTIONS):
+            return  # `x = self.conv(x)`, `y = torch.cat(...)`: a forward's lines, never a model
+        if callee or alias:
+            self.facts.bindings.append(Binding(scope, key, line, callee, alias, self.arguments(call) if call else "",
+                                               None, _argument_names(call)))
+
+    def expressions(self, statement: ast.stmt, scope: str, cls: str | None) -> None:
+        """Calls in the statement itself (not in nested bodies, which are visited on their own)."""
+        for node in _own_nodes(statement):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = self.dotted(node.func)
+            if callee is not None and not scope:
+                self.facts.module_calls.append(callee)
+            if callee is not None and any(callee == d or (d.endswith((".", "_")) and callee.startswith(d))
+                                          for d in _DATA_LOADING):
+                self.facts.data_lines.append(node.lineno - 1)
+            name = _called_name(node)
+            if name is not None and not (name.startswith("self.") and cls is None):
+                owner = cls if name.startswith("self.") else scope
+                self.facts.name_calls.append(NameCall(owner, name, scope, node.lineno - 1, node.end_lineno - 1,
+                                                      node.col_offset, node.end_col_offset))
+            if isinstance(node.func, ast.Call):
+                inner, _, inner_call = self.constructed(node.func)
+                if inner:
+                    self.facts.direct_calls.append(DirectCall(inner, node.lineno - 1, self.arguments(inner_call), scope))
+            if callee is not None:
+                passed = [(index, None, arg) for index, arg in enumerate(node.args)]
+                passed += [(None, keyword.arg, keyword.value) for keyword in node.keywords if keyword.arg]
+                for index, keyword, value in passed:
+                    self.argument_pass(scope, callee, index, keyword, value, node.lineno - 1)
+
+    def argument_pass(self, scope: str, function: str, index: int | None, keyword: str | None, value: ast.expr,
+                      line: int) -> None:
+        if isinstance(value, ast.Name):
+            self.facts.passes.append(ArgumentPass(scope, function, value.id, index, keyword, line))
+        elif isinstance(value, ast.Call):
+            built, _, _ = self.constructed(value)
+            if built and not built.startswith(_NEVER_CONSTRUCTIONS):
+                self.facts.passes.append(ArgumentPass(scope, function, "", index, keyword, line, built))
+
+
+def _argument_names(call: ast.Call | None) -> tuple[str, ...]:
+    if call is None:
+        return ()
+    values = list(call.args) + [k.value for k in call.keywords]
+    values = [v.value if isinstance(v, ast.Starred) else v for v in values]
+    return tuple(dict.fromkeys(v.id for v in values if isinstance(v, ast.Name)))
+
+
+def _called_name(call: ast.Call) -> str | None:
+    """`model` for `model(x)` and `model.forward(x)`; `self.encoder` likewise."""
+    func = call.func
+    if isinstance(func, ast.Attribute) and func.attr == "forward":
+        func = func.value
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
+        return f"self.{func.attr}"
+    return None
+
+
+def _target_name(target: ast.AST) -> str | None:
+    if isinstance(target, ast.Name):
+        return target.id
+    if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
+        return f"self.{target.attr}"
+    return None
+
+
+def _child_bodies(node: ast.stmt) -> list[list[ast.stmt]]:
+    bodies = []
+    for name in ("body", "orelse", "finalbody"):
+        value = getattr(node, name, None)
+        if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+            bodies.append(value)
+    for handler in getattr(node, "handlers", []) or []:
+        bodies.append(handler.body)
+    for case in getattr(node, "cases", []) or []:
+        bodies.append(case.body)
+    return bodies
+
+
+def _own_nodes(statement: ast.stmt):
+    """Nodes of a statement's own expressions: not inside its nested statement bodies, nor in
+    lambdas or comprehensions' own scopes (those are still expressions of this line: kept)."""
+    todo = [child for name, child in ast.iter_fields(statement)
+            if name not in ("body", "orelse", "finalbody", "handlers", "cases")]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, ast.AST) and not isinstance(item, ast.stmt):
+            yield item
+            todo.extend(ast.iter_child_nodes(item))

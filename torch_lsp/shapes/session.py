@@ -1,0 +1,366 @@
+"""The one door to the shape engine: a document (path + text) in, one ShapeReport per file out.
+
+The server (server/shapes.py), the CLI (`torch-lsp shapes | summary | check`) and notebooks all
+go through `ShapeSession.analyse`, so settings, interpreter, project layout and the choice of
+what runs are decided in one place:
+
+1. `job_spec()` — what runs for this document: its *driver* (analysis/drivers.py: the document
+   itself, or the workspace file that constructs and calls its classes best, found in the
+   workspace index), with the driver's package context (`project.py`), its project's roots on
+   `sys.path`, the editor's unsaved buffers as an overlay. Recorded: the document, the driver,
+   and the files defining the classes the driver runs (an error inside them is reported there,
+   with related information pointing at the call);
+2. the engine runs it in the worker (shapes/engine.py) and returns a report per recorded file;
+3. the classes of the document that the driver did not reach get synthesized calls in
+   background jobs of their own (shapes/probe_jobs.py, `probe_spec()`), merged into the
+   reports. The server shows the driver's reports first (`on_driver`), the merged ones after;
+4. `why.explain` adds to the document's report why a forward has no shapes, and what the
+   driver stood in for.
+
+No torch here (server process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch_lsp.analysis.drivers import RunSpec, choose_driver
+from torch_lsp.analysis.plan import ExecutionPlan, build_plan
+from torch_lsp.analysis.project import workspace_root
+from torch_lsp.analysis.workspace import WorkspaceIndex
+from torch_lsp.shapes import batch_dims, probe_jobs, project, why
+from torch_lsp.shapes.engine import JobSettings, ShapeEngine
+from torch_lsp.shapes.interpreter import Interpreter, find_interpreter
+from torch_lsp.shapes.report import ShapeReport
+from torch_lsp.shapes.spec import JobSpec, Probe
+
+Reports = dict[str, ShapeReport]
+# Files recorded besides the document and its driver: where the driver's classes are defined.
+MAX_CLASS_FILES = 8
+
+
+@dataclass
+class RunRequest:
+    """One document to analyse, as the caller knows it."""
+
+    path: str  # absolute path (a virtual one for notebooks and unsaved buffers)
+    text: str
+    key: str | None = None  # defaults to the path
+    open_documents: Mapping[str, str] = field(default_factory=dict)  # path -> editor text
+    observers: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+
+
+def _on_its_own(run: RunSpec) -> RunSpec:
+    """The same document run by itself (its driver could not be used)."""
+    return RunSpec(document=run.document, driver=run.document, module=None, package=None, roots=(),
+                   cwd=os.path.dirname(run.document), workspace_root=run.workspace_root,
+                   unreached=run.reached + run.unreached)
+
+
+def _text_of(path: str, request: RunRequest) -> str | None:
+    """A file's text as this request sees it: the editor's buffer, else the disk."""
+    text = request.open_documents.get(path)
+    if text is not None:
+        return text
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _script_settings(settings) -> dict:
+    """`argv` and `env` for the driver, from `[tool.torch-lsp.shapes]` when configured."""
+    shapes = getattr(settings, "shapes", None)
+    return {"argv": list(getattr(shapes, "argv", None) or []), "env": dict(getattr(shapes, "env", None) or {})}
+
+
+def probes_for(path: str, text: str, settings=None, root: str | Path | None = None) -> list[Probe]:
+    """Synthesized calls for the document's module classes (the worker skips those a driver
+    ran); `execution.synthesize` off: none. `root`: the workspace, whose argparse defaults
+    the constructors may need (`build_backbone(args)`)."""
+    from torch_lsp.analysis.probes import probe_hints, workspace_argparse_defaults
+    from torch_lsp.analysis.syntax import ParsedModule, parse
+
+    shapes = getattr(settings, "shapes", None)
+    if not getattr(getattr(settings, "execution", None), "synthesize", True):
+        return []
+    parsed = parse(text)
+    if not isinstance(parsed, ParsedModule):
+        return []
+    defaults = workspace_argparse_defaults(str(root), path) if root is not None else {}
+    return [Probe(path, p["class_name"], p["line"], p["hints"])
+            for p in probe_hints(parsed, getattr(shapes, "inputs", None), defaults)]
+
+
+class ShapeSession:
+    """Owns exactly one engine (worker) for a workspace and the settings it runs under."""
+
+    def __init__(self, root: Path | None, settings_provider: Callable[[], object],
+                 engine_factory: Callable[[Interpreter], ShapeEngine] = ShapeEngine) -> None:
+        self.root = Path(root).resolve() if root is not None else None
+        self.settings_provider = settings_provider
+        self.engine_factory = engine_factory
+        self._engine: ShapeEngine | None = None
+        self._closed = False  # closed sessions start no worker (a start may still be queued)
+        # The workspace index (classes, constructions, calls across files), built on first use
+        # and kept current by `file_changed`; job_spec runs in executor threads, hence the lock.
+        self._index: WorkspaceIndex | None = None
+        self._indexed: dict[str, int] = {}  # path -> hash of the text the index holds
+        self._index_lock = threading.RLock()
+        self.runs: dict[str, RunSpec] = {}  # the last run spec per job key
+        # document -> (driver, hash of the driver's text, why it stopped) for drivers whose run
+        # never reached the document: until that text changes, the document runs on its own.
+        self._missed_drivers: dict[str, tuple[str, int, str | None]] = {}
+        self._probe_keys: dict[str, set[str]] = {}  # document key -> its probe jobs' keys
+
+    # the engine -------------------------------------------------------------------------------
+
+    def interpreter(self) -> Interpreter:
+        python = getattr(self.settings_provider().execution, "python", None)
+        return find_interpreter(python, self.root)
+
+    @property
+    def engine(self) -> ShapeEngine:
+        """The one worker of this session, (re)created when the interpreter setting changes."""
+        interpreter = self.interpreter()
+        if self._engine is not None and self._engine.interpreter != interpreter:
+            self._engine.terminate()
+            self._engine = None
+        if self._engine is None:
+            self._engine = self.engine_factory(interpreter)
+        return self._engine
+
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    async def start(self) -> None:
+        if not self._closed:
+            await self.engine.start()
+
+    async def close(self) -> None:
+        self._closed = True
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.close()
+
+    def terminate(self) -> None:
+        self._closed = True
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.terminate()
+
+    # the workspace index ----------------------------------------------------------------------
+
+    def index(self, near: str | None = None) -> WorkspaceIndex:
+        """The workspace index, scanned on first use (bounded: see analysis/workspace.py)."""
+        with self._index_lock:
+            if self._index is None:
+                root = self.root or (workspace_root(near) if near else Path.cwd())
+                self._index = WorkspaceIndex(root)
+                self._index.scan()
+            return self._index
+
+    def file_changed(self, path: str, text: str | None = None) -> None:
+        """A file's new text (an editor buffer, or None: re-read from disk, or deleted)."""
+        with self._index_lock:
+            if self._index is None:
+                return
+            if text is None:
+                try:
+                    with open(path, encoding="utf-8", errors="replace") as file:
+                        text = file.read()
+                except OSError:
+                    self._index.remove(path)
+                    self._indexed.pop(path, None)
+                    return
+            self._update(path, text)
+
+    def _update(self, path: str, text: str) -> None:
+        digest = hash(text)
+        if self._indexed.get(path) != digest:
+            self._index.update(path, text)
+            self._indexed[path] = digest
+
+    def run_for(self, request: RunRequest) -> RunSpec:
+        """Which file runs for this document (with the editor's unsaved texts indexed)."""
+        index = self.index(request.path)
+        with self._index_lock:
+            self._update(request.path, request.text)
+            for path, text in request.open_documents.items():
+                self._update(path, text)
+            return choose_driver(index, request.path)
+
+    # jobs -------------------------------------------------------------------------------------
+
+    def job_spec(self, request: RunRequest) -> JobSpec | str:
+        """What runs for this document; a string says why nothing can (e.g. a syntax error)."""
+        plan = build_plan(request.text, request.path)
+        if plan.error:
+            return plan.error
+        settings = JobSettings.from_settings(self.settings_provider())
+        run = self.run_for(request)
+        itself = os.path.realpath(run.driver) == os.path.realpath(request.path)
+        main = plan if itself or self._missed_before(request, run) else self._driver_plan(run.driver, request)
+        if main is None:  # the driver does not parse: the document runs itself
+            main = plan
+            run = _on_its_own(run)
+        self.runs[request.key or request.path] = run
+        if main is plan and not itself:
+            run = _on_its_own(run)  # for what is recorded; self.runs keeps the driver (why-notes)
+        layout = project.layout(main.filename, self.root or Path(run.workspace_root))
+        overlay = {p: t for p, t in request.open_documents.items() if p != request.path}
+        if main.filename != request.path:
+            overlay[request.path] = request.text  # the driver imports the document as it is now
+        settings_object = self.settings_provider()
+        return JobSpec(
+            key=request.key or request.path, main=main, record=self._recorded(request.path, run), overlay=overlay,
+            roots=layout.roots, workspace=str(layout.workspace) if layout.workspace else None,
+            module=layout.module, cwd=os.path.dirname(main.filename), **_script_settings(settings_object),
+            observers=list(request.observers), options=dict(request.options),
+            device=settings.device, timeout=settings.timeout, memory_mb=settings.memory_mb)
+
+    def _driver_plan(self, driver: str, request: RunRequest) -> ExecutionPlan | None:
+        text = _text_of(driver, request)
+        plan = build_plan(text, driver) if text is not None else None
+        return None if plan is None or plan.error else plan
+
+    def _missed_before(self, request: RunRequest, run: RunSpec) -> bool:
+        missed = self._missed_drivers.get(request.path)
+        return missed is not None and missed[:2] == (run.driver, hash(_text_of(run.driver, request)))
+
+    def _recorded(self, document: str, run: RunSpec) -> list[str]:
+        files = [document] + ([run.driver] if not run.runs_itself else [])
+        with self._index_lock:
+            defining = {use.cls.path for use in self.index().live_uses(run.driver)}
+        return files + sorted(defining - set(files))[:MAX_CLASS_FILES]
+
+    def probe_spec(self, request: RunRequest, probes: list[Probe], key: str) -> JobSpec:
+        """A background job that only synthesizes calls of `probes` (classes of the document),
+        in the document's own package context, with the editor's text of the document."""
+        settings = JobSettings.from_settings(self.settings_provider())
+        layout = project.layout(request.path, self.root)
+        overlay = {**request.open_documents, request.path: request.text}
+        shapes = getattr(self.settings_provider(), "shapes", None)
+        return JobSpec(
+            key=key, main=ExecutionPlan(request.path, ""), record=[request.path], overlay=overlay,
+            roots=layout.roots, workspace=str(layout.workspace) if layout.workspace else None,
+            module=layout.module, cwd=os.path.dirname(request.path), env=dict(getattr(shapes, "env", None) or {}),
+            probes=probes, device=settings.device, timeout=settings.timeout, memory_mb=settings.memory_mb,
+            # The module-call tree (summary, class code lens) of the synthesized calls; the
+            # training-step observers have no step to measure here.
+            observers=[name for name in request.observers if name == "modules"], background=True)
+
+    async def analyse(self, request: RunRequest, on_driver: Callable[[Reports], None] | None = None,
+                      synthesize: bool = True) -> Reports | None:
+        """Reports by file path (the document's own among them), or None if the job was
+        cancelled. A document that cannot run gets a report whose `stopped` says why.
+        `on_driver` hears the driver's reports before the synthesized calls run; `synthesize`
+        False: none run (`torch-lsp check`: synthesized calls never report errors)."""
+        spec = await asyncio.get_running_loop().run_in_executor(None, self.job_spec, request)
+        if isinstance(spec, str):
+            return {request.path: ShapeReport(path=request.path, stopped=spec)}
+        reports = await self.engine.run(spec)
+        if reports is None:
+            return None
+        reports.setdefault(request.path, ShapeReport(path=request.path))
+        run = self.runs.get(request.key or request.path)
+        missed = self._missed_drivers.get(request.path)
+        if run is not None and missed is not None and missed[0] == run.driver and spec.main.filename == request.path:
+            # Ran on its own because the driver missed the document before: say why, as then.
+            reports.setdefault(run.driver, ShapeReport(path=run.driver, stopped=missed[2]))
+        if run is not None and spec.main.filename == run.driver != request.path and self._driver_missed(request, reports):
+            reports, spec = await self._run_on_its_own(request, run, reports)
+            if reports is None:
+                return None
+        loop = asyncio.get_running_loop()  # index queries and parses stay off the event loop
+        if on_driver is not None:
+            # what the driver stood in for, shown already
+            await loop.run_in_executor(None, self.explain, request, reports, False)
+            on_driver(reports)
+        if synthesize:
+            reports = await self.synthesize(request, reports, spec)
+            if reports is None:
+                return None
+        # After the synthesized calls: their shapes and failures count.
+        await loop.run_in_executor(None, self.explain, request, reports)
+        return reports
+
+    async def synthesize(self, request: RunRequest, reports: Reports, spec: JobSpec | None = None) -> Reports | None:
+        """The driver's reports with synthesized calls of the classes it did not reach, and the
+        batch dimension of its DataLoaders named (`spec`: the driver's job, run once more with
+        larger batches; batch_dims.py)."""
+        key = request.key or request.path
+        keys = self._probe_keys.setdefault(key, set())
+        batched = asyncio.ensure_future(self._batch_variant(spec, reports, key, keys))
+        probes = await asyncio.get_running_loop().run_in_executor(
+            None, probes_for, request.path, request.text, self.settings_provider(),
+            self.root or project.layout(request.path, None).roots[0])  # a parse: off the event loop
+        merged = reports
+        if probe_jobs.unreached(probes, reports.get(request.path)):
+            engine = self.engine
+
+            def spec_for(group: list[Probe], job_key: str) -> JobSpec:
+                keys.add(job_key)
+                return self.probe_spec(request, group, job_key)
+
+            merged = await probe_jobs.synthesize(engine.run, spec_for, key, request.path, probes, reports,
+                                                 engine.parallel, JobSettings.from_settings(self.settings_provider()).timeout)
+        variant = await batched
+        if merged is None:
+            return None
+        return batch_dims.apply(merged, reports, variant, spec)
+
+    async def _batch_variant(self, spec: JobSpec | None, reports: Reports, key: str, keys: set[str]) -> Reports | None:
+        if spec is None or not spec.main.source or not batch_dims.loaders_of(reports):
+            return None
+        keys.add(f"{key}#batch")
+        return await self.engine.run(batch_dims.variant_spec(spec, f"{key}#batch"))
+
+    def _driver_missed(self, request: RunRequest, reports: Reports) -> bool:
+        """Did the driver's run never reach the document's forwards (nothing shown, no error)?"""
+        report = reports[request.path]
+        with self._index_lock:
+            forwards = why.forwards_of(self.index(request.path), request.path)
+        return bool(forwards) and not report.errors and not any(why.has_shapes(report, f) for f in forwards)
+
+    async def _run_on_its_own(self, request: RunRequest, run: RunSpec,
+                              first: Reports) -> tuple[Reports | None, JobSpec | None]:
+        """The driver stopped before the document's classes ran: run the document itself, and
+        remember it until the driver changes. Returns the reports and the job that ran."""
+        driver = first.get(run.driver) or ShapeReport(path=run.driver)
+        self._missed_drivers[request.path] = (run.driver, hash(_text_of(run.driver, request)), driver.stopped)
+        spec = await asyncio.get_running_loop().run_in_executor(None, self.job_spec, request)
+        if isinstance(spec, str):
+            return None, None
+        reports = await self.engine.run(spec)
+        if reports is None:
+            return None, None
+        reports.setdefault(request.path, ShapeReport(path=request.path))
+        reports.setdefault(run.driver, driver)
+        return reports, spec
+
+    def explain(self, request: RunRequest, reports: Reports, reasons: bool = True) -> None:
+        """Why-notes (`reasons`) and the driver's stand-ins, in the document's report."""
+        with self._index_lock:
+            forwards = why.forwards_of(self.index(request.path), request.path)
+        synthesize = getattr(getattr(self.settings_provider(), "execution", None), "synthesize", True)
+        why.explain(request.path, reports, self.runs.get(request.key or request.path), forwards, synthesize, reasons)
+
+    def cancel(self, key: str) -> None:
+        """Drop the document's jobs, its synthesized calls' jobs included."""
+        if self._engine is not None:
+            self._engine.cancel(key)
+            for probe_key in self._probe_keys.pop(key, set()):
+                self._engine.cancel(probe_key)
+
+    def files_changed(self) -> None:
+        if self._engine is not None:
+            self._engine.invalidate()
