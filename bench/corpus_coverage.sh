@@ -18,9 +18,11 @@ torch_lsp="${TORCH_LSP:-$here/.venv/bin/torch-lsp}"
 [ -x "$torch_lsp" ] || torch_lsp="$(command -v torch-lsp)"
 
 # What the corpus imports (its MANIFEST.md). Each is installed on its own, so one that does not
-# install here (no wheel for this platform, not on PyPI) does not stop the others.
+# install here (no wheel for this platform, not on PyPI) does not stop the others. tensorflow
+# is left out although it installs: with it loaded, torch's lazy triton import segfaults the
+# job's process, so the files that import it stop either way (a note names the crash).
 packages=(einops ema_pytorch accelerate scipy ftfy regex pycocotools nltk matplotlib tensorboard
-          pytorch_fid Pillow packaging tqdm fvcore onnxruntime panopticapi detectron2 tensorflow)
+          pytorch_fid Pillow packaging tqdm fvcore onnxruntime panopticapi detectron2)
 
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"

@@ -84,7 +84,7 @@ class StdioClient:
 
     def open(self, path: Path, text: str | None = None, version: int = 1) -> None:
         self.notify("textDocument/didOpen", {"textDocument": {"uri": path.as_uri(), "languageId": "python",
-                                                              "version": version, "text": text or path.read_text()}})
+                                                              "version": version, "text": path.read_text() if text is None else text}})
 
     def close(self) -> None:
         try:
