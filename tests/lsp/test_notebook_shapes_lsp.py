@@ -86,9 +86,12 @@ async def test_a_model_defined_in_one_cell_and_called_in_another_shows_shapes_in
     setup = session.cells[5]
     out_line = setup.text.split("\n").index("out = model(features[:8])")
     assert f"Tensor[{dims(expected['out'])}] float32" in await hover(client, setup.uri, out_line, 0)
-    hints = await inlay_hints(client, model.uri, 20)
-    # forward runs twice: on 8 samples (cell 5) and on a batch of the loader (the loop cell)
-    label = f"Tensor[{dims(expected['h'])}] | Tensor[{dims(expected['h in the loop'])}]"
+    # forward runs twice: on 8 samples (cell 5) and on a batch of the loader (the loop cell),
+    # whose first dimension is the loader's batch (32), named once a second run has shown it.
+    hints = await until(lambda: inlay_hints(client, model.uri, 20), batch_named)
+    in_loop = expected["h in the loop"]
+    assert in_loop[0] == 32
+    label = f"Tensor[{dims(expected['h'])}] | Tensor[B, {dims(in_loop[1:])}]"
     assert (line, len("        h = torch.relu(self.fc1(x))"), label) in hints
     # The data cell starts with a shell escape: the lines after it keep their shapes.
     data = session.cells[4]
@@ -105,13 +108,34 @@ async def test_inlay_hints_per_cell_equal_those_of_the_same_python_file(client, 
     source, origin = as_python_file(TRAINING)
     file_uri = (tmp_path / "training.py").as_uri()
     open_text(client, file_uri, source)
-    await shape_report(client, session.uri)
-    await shape_report(client, file_uri)
-    in_file = {(*origin[line], character, label) for line, character, label in
-               await inlay_hints(client, file_uri, len(source.split("\n")))}
-    in_cells = {(index, line, character, label) for index, cell in enumerate(session.cells) if cell.kind == "code"
+
+    async def file_hints():
+        return {(*origin[line], character, label) for line, character, label in
+                await inlay_hints(client, file_uri, len(source.split("\n")))}
+
+    async def cell_hints():
+        return {(index, line, character, label) for index, cell in enumerate(session.cells) if cell.kind == "code"
                 for line, character, label in await inlay_hints(client, cell.uri, len(cell.text.split("\n")))}
+
+    # Shapes come in two steps for both: the run, then its loader's batch dimension by name
+    # (a second run with larger batches). Compared once both show the second.
+    in_file = await until(file_hints, batch_named)
+    in_cells = await until(cell_hints, batch_named)
     assert in_cells == in_file and len(in_cells) >= 5
+
+
+def batch_named(hints) -> bool:
+    return any("Tensor[B, 20]" in label for *_, label in hints)
+
+
+async def until(read, done, timeout: float = 90.0):
+    """`read()` once `done` holds for it (the worker may still be importing torch)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.1)
 
 
 BROKEN_MODEL = MODEL.replace("nn.Linear(hidden, classes)", "nn.Linear(32, classes)")

@@ -116,12 +116,22 @@ class NotebookShapeService:
         if isinstance(spec, str):
             return
         reports = await session.engine.run(spec)
-        if reports is None or self.ls.notebooks.get(state.uri) is not state:
-            return  # cancelled, or the notebook was closed meanwhile
-        report = reports.get(state.path)
-        shown = self._latest.get(state.uri)
-        if report is None or (shown is not None and _newer(shown.version, version)):
+        if reports is None or not self._show(state, version, program, cell_uris, reports.get(state.path)):
             return
+        # Then, as for a file (and `torch-lsp shapes notebook.ipynb`): synthesized calls of the
+        # classes the program did not reach, and its DataLoaders' batch dimension by name.
+        merged = await session.synthesize(request, reports, spec)
+        if merged is not None and merged is not reports:
+            self._show(state, version, program, cell_uris, merged.get(state.path))
+
+    def _show(self, state: "NotebookState", version, program: "NotebookProgram", cell_uris, report) -> bool:
+        """Show `report` for `version` of the notebook, unless it is gone or a newer version is
+        shown already; False then."""
+        if report is None or self.ls.notebooks.get(state.uri) is not state:
+            return False  # no report, or the notebook was closed meanwhile
+        shown = self._latest.get(state.uri)
+        if shown is not None and _newer(shown.version, version):
+            return False
         self._latest[state.uri] = NotebookShapes(version, program, cell_uris, report)
         for closed in [uri for uri in self._latest if uri not in self.ls.notebooks]:
             self._latest.pop(closed, None)
@@ -134,6 +144,7 @@ class NotebookShapeService:
         self.ls.shapes.api_docs.prefetch(program.source, state.path)
         for listener in self.ls.shapes.report_listeners:
             listener(state.uri, report)
+        return True
 
     # hover and inlay hints ------------------------------------------------------------------
     def place(self, cell_uri: str, position) -> "HoverPlace | None":
