@@ -172,6 +172,35 @@ print(json.dumps({"killed": len(killed), "keep_alive": alive}))
     assert result == {"killed": 1, "keep_alive": True}
 
 
+def test_ending_one_job_never_waits_for_the_processes_it_did_not_kill():
+    """When a job ends, the worker kills what is below that job and collects it; another job
+    still running (or the spare fork) is a live child of the worker too, and must not be
+    waited for (it was, up to 1 s each: every job that came within a second of the previous
+    one started a second late). Counted as waits, not timed."""
+    code = """
+import json, os, time
+from torch_lsp.shapes import sandbox
+from torch_lsp.shapes.sandbox import processes
+sandbox.become_subreaper()
+def child(seconds):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(seconds); os._exit(0)
+    return pid
+running, ended = child(60), child(0)
+os.waitpid(ended, 0)  # a job that finished and was reaped
+waits = []
+processes.time.sleep = lambda s: waits.append(s)
+killed = sandbox.kill_descendants(ended)  # what the worker does for it
+alive = os.waitpid(running, os.WNOHANG)[0] == 0
+os.kill(running, 9)
+print(json.dumps({"killed": killed, "waits": len(waits), "running_alive": alive}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"killed": [], "waits": 0, "running_alive": True}
+
+
 def test_outside_linux_enter_says_nothing_is_isolated(monkeypatch, tmp_path):
     monkeypatch.setattr(sandbox._linux, "libc", None)
     for name in ("TMPDIR", "TMP", "TEMP"):  # enter() sets these for the job: restore them after

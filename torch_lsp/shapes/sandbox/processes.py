@@ -125,16 +125,21 @@ def kill_descendants(root: int | None = None, spare: Iterable[int] = ()) -> list
                 continue
             killed[pid] = None
         time.sleep(0.005)  # let them die and the kernel re-parent their children
-    _reap_children(spare)
+    _reap_children(spare, killed)
     return list(killed)
 
 
-def _reap_children(spare: set[int]) -> None:
-    """Collect the exit status of dead children that are not the caller's own bookkeeping."""
+def _reap_children(spare: set[int], killed: Iterable[int]) -> None:
+    """Collect the exit status of our children that were just killed (waiting for each: gone
+    within milliseconds) and of those already dead (an orphan that ended on its own). A live
+    child that was not killed (another job still running, the spare fork, a finished job still
+    exiting) is never waited for: its owner reaps it. (Waiting for every child cost up to 1 s per
+    live one: every job that followed another within a second started a second late.)"""
     me = os.getpid()
+    killed = set(killed)
     for pid in descendants(me, spare):
         found = _stat(pid)
-        if found is None or found[1] != me:
+        if found is None or found[1] != me or (pid not in killed and found[0] not in ("Z", "X")):
             continue
         for _ in range(200):  # SIGKILLed: gone within milliseconds unless stuck in the kernel
             try:
