@@ -90,6 +90,9 @@ class NotebookStore(AnalysedStore):
 
     def closed(self, uri: str, cell_uris: list[str]) -> None:
         state = self._forget(uri)
+        shapes = getattr(self.server, "shapes", None)
+        if shapes is not None:
+            shapes.forget(uri)  # its jobs (the program's, its synthesized calls') are dropped
         for cell_uri in set(cell_uris) | (state.published if state else set()):
             self._publish(cell_uri, None, [])
 
