@@ -85,3 +85,27 @@ def test_the_cli_finds_the_project_root_from_a_file(tmp_path):
     touch(tmp_path / "loose/pkg/__init__.py")
     touch(tmp_path / "loose/pkg/mod.py")
     assert project.find_workspace_root(tmp_path / "loose/pkg/mod.py") == tmp_path / "loose"
+
+
+def test_a_verdict_about_a_freed_layer_is_not_applied_to_a_model_at_its_address(tmp_path):
+    """The recorder stops tracing lines inside library-only modules, remembering the verdict per
+    module by id. A layer freed after one synthesized call can leave its id to the next model
+    built; that model's forward was then taken for library code and never traced (CI: a
+    ConvEncoder got no shapes, now and then). Here the reuse is staged: the freed layer's entry
+    sits at the model's id."""
+    import torch
+    from torch import nn
+
+    from torch_lsp.analysis.plan import build_plan
+    from torch_lsp.shapes.tracer import Recorder
+
+    path = str(tmp_path / "model.py")
+    source = "from torch import nn\n\nclass Net(nn.Module):\n    def forward(self, x):\n        return x\n"
+    namespace: dict = {}
+    exec(compile(source, path, "exec"), namespace)  # noqa: S102 - the fixture's own class, as a job defines it
+    recorder = Recorder(build_plan(source, path), torch.device("meta"))
+    layer, model = nn.Conv2d(1, 1, 1), namespace["Net"]()
+    assert recorder._library_only(layer) is True
+    assert recorder._library_only(model) is False
+    recorder._library_modules[id(model)] = recorder._library_modules[id(layer)]  # the freed layer's entry
+    assert recorder._library_only(model) is False

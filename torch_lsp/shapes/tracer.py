@@ -148,7 +148,7 @@ class Recorder:
         self._pending_statement: dict[int, tuple[FrameType, Statement]] = {}
         self._pending_expression: tuple | None = None  # (key, file, range, value, module)
         self._suspended_by: torch.nn.Module | None = None
-        self._library_modules: dict[int, bool] = {}
+        self._library_modules: dict[int, tuple[weakref.ref, bool]] = {}  # id(module) -> (module, library only?)
         self._forward_files: dict[type, bool] = {}
         self._paused = 0
 
@@ -347,11 +347,14 @@ class Recorder:
         return self._suspended_by is not None
 
     def _library_only(self, module: torch.nn.Module) -> bool:
-        known = self._library_modules.get(id(module))
-        if known is None:
-            known = self._library_modules[id(module)] = not any(self._forward_in_recorded_file(type(m))
-                                                                for m in module.modules())
-        return known
+        # Keyed by id, so the entry keeps a weak reference to check that it is still about this
+        # module: a layer freed after one synthesized call leaves its id to the next model built
+        # (seen: a ConvEncoder taken for the freed Conv2d before it, its forward never traced).
+        entry = self._library_modules.get(id(module))
+        if entry is None or entry[0]() is not module:
+            entry = self._library_modules[id(module)] = (
+                weakref.ref(module), not any(self._forward_in_recorded_file(type(m)) for m in module.modules()))
+        return entry[1]
 
     def _forward_in_recorded_file(self, cls: type) -> bool:
         known = self._forward_files.get(cls)
