@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -105,6 +106,9 @@ def test_torchrun_with_two_processes_reports_rank_zero_only(tmp_path):
     assert len(starts) == 1 and starts[0]["world_size"] == 2
     output = (run_dir / "stdout.log").read_text()
     assert "rank 0: epoch=3" in output and "rank 1: epoch=3" in output
-    printed_losses = {line.split()[1].rstrip(":"): float(line.rsplit("=", 1)[1])
-                      for line in output.splitlines() if line.startswith("rank") and "epoch=3" in line}
+    # Both ranks write to one file and print() writes the text and its newline separately, so
+    # their lines interleave ("rank 1: ... loss=0.0885rank 0: ... loss=0.0708"): match, not split.
+    printed_losses = {rank: float(loss) for rank, loss
+                      in re.findall(r"rank (\d+): epoch=3 loss=(\d+\.\d+)", output)}
+    assert set(printed_losses) == {"0", "1"}
     assert abs(summary["final_loss"] - printed_losses["0"]) < 1e-4  # rank 0's own loss
