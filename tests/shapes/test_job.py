@@ -158,3 +158,71 @@ def test_a_failing_statement_shows_no_stale_value(run_meta):
     report = run_meta(source)
     assert report.errors and report.errors[0].range.line == line_of(source, "x = x @")
     assert [v.line for v in report.variables if v.name == "x"] == [line_of(source, "x = torch.ones")]
+
+
+CALLBACKS = '''
+import torch
+
+class Scale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        scaled = grad * 2
+        return scaled
+
+seen = []
+weights = torch.randn(4, 3, requires_grad=True)
+weights.register_hook(lambda g: seen.append(g.sum(0)))
+loss = Scale.apply(weights @ torch.randn(3, 5)).sum()
+loss.backward()
+'''
+
+
+def test_user_code_that_torch_calls_back_is_still_recorded(run_meta):
+    """Line tracing is off inside torch calls (library frames only), except where torch runs the
+    user's callbacks: an autograd Function's backward runs inside `loss.backward()`."""
+    report = run_meta(CALLBACKS)
+    assert report.errors == [] and report.stopped is None
+    namespace = cpu_run(CALLBACKS)
+    assert_same_as_cpu(report, namespace, "weights", "loss")
+    scaled = variable(report, "scaled", line_of(CALLBACKS, "scaled = grad * 2"))
+    assert scaled.values[0].shape == (4, 5)
+
+
+def test_library_frames_inside_a_torch_call_are_not_traced():
+    """The cost this saves: on meta, batch norm is a Python decomposition (tens of frames a
+    call); the job's line tracer used to be called for each of them."""
+    import sys
+
+    import torch
+
+    from torch_lsp.analysis.plan import build_plan
+    from torch_lsp.shapes.tracer import Recorder, RecordingMode
+
+    traced: list[str] = []
+
+    def trace(frame, event, arg):
+        traced.append(frame.f_code.co_filename)
+
+    recorder = Recorder(build_plan("x = 1\n", "/nowhere/job.py"), torch.device("meta"))
+    x = torch.randn(2, 3, 4, 4, device="meta")
+    mean, var = torch.zeros(3, device="meta"), torch.ones(3, device="meta")
+    with RecordingMode(recorder):
+        sys.settrace(trace)
+        try:
+            torch.nn.functional.batch_norm(x, mean, var, training=True)
+        finally:
+            sys.settrace(None)
+    decompositions = [name for name in traced if "_decomp" in name or "_refs" in name]
+    assert decompositions == []
+    assert any(name.endswith("tracer.py") for name in traced)  # the mode itself ran traced
+    traced.clear()
+    sys.settrace(trace)  # the same call outside the mode: the decomposition's frames are seen
+    try:
+        torch.nn.functional.batch_norm(x, mean, var, training=True)
+    finally:
+        sys.settrace(None)
+    assert any("_decomp" in name or "_refs" in name for name in traced)

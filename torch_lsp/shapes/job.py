@@ -167,7 +167,11 @@ def _run_probes(spec, context, recorder, tracker, device, drivers) -> BaseExcept
 
 @contextmanager
 def _traced(recorder: Recorder, tracker, device: torch.device, drivers: "_DriverLines"):
+    recorded = recorder.plans  # grows in place as project files are imported
+
     def trace(frame, event, arg):
+        if frame.f_code.co_filename not in recorded:
+            return None  # a library frame: the hot path, one check and no further call
         local = recorder.global_trace(frame, event, arg)
         if local is not None:
             drivers.entered(frame)

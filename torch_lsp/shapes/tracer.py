@@ -426,41 +426,68 @@ class RecordingMode(TorchFunctionMode):
         self._depth = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
+        kwargs = dict(kwargs) if kwargs else {}
         if _loading_depth or self._depth:
             return func(*args, **kwargs)
         self._depth += 1
+        # The line tracer is called for every Python frame torch's own code opens (on meta, each
+        # batch norm or init is a Python decomposition): a quarter of a resnet50 job. No user
+        # line runs inside a torch call unless it calls back into user code, so switch it off.
+        trace = sys.gettrace()
+        untraced = trace is not None and not _may_run_user_code(func, args, kwargs)
+        if untraced:
+            sys.settrace(None)
         try:
             return self._handle(func, args, kwargs)
         finally:
             self._depth -= 1
+            if untraced:
+                sys.settrace(trace)
 
+    # Every torch call of a job passes here (~2,000 in a resnet50 job): keep the common case, a
+    # call on tensors already on the execution device, free of allocations.
     def _handle(self, func, args, kwargs):
-        if func in _VALUE_READS and self.device.type == "meta" and self.recorder.in_training_loop() \
-                and args[0].device.type == "meta":
-            # `running_loss += loss.item()`: logging inside a training loop. Shapes do not depend
-            # on it, and a CPU re-run of the whole script just for it would cost seconds.
-            return _placeholder_value(args[0])
-        if func in (torch.Tensor.cuda, torch.Tensor.cpu):
-            return to_device(args[0], self.device)
-        if "device" in kwargs and kwargs["device"] is not None:
+        if func in _SPECIAL_CALLS:
+            special = self._special(func, args)
+            if special is not _NOT_SPECIAL:
+                return special
+        if kwargs.get("device") is not None:
             kwargs["device"] = self.device
         if func is torch.Tensor.to:
             args = tuple(self.device if _is_device_like(a) else a for a in args)
-        elif args:
+        elif args and not self._all_on_device(args):
             args = tuple(self._same_device(a) for a in args)
-        if self.tracker is None:
+        try:
             output = func(*args, **kwargs)
-        else:
-            call = self.tracker.record_call(func, args, kwargs)
-            try:
-                output = func(*args, **kwargs)
-            except Exception as error:
-                self.tracker.record_failure(error, call)
-                raise
-        if not self.recorder.inside_library_model:
+        except Exception as error:
+            if self.tracker is not None:
+                self.tracker.record_failure(error, self.tracker.record_call(func, args, kwargs))
+            raise
+        if self._recorder_shows_output():
             self.recorder.record_output(output)
         return output
+
+    def _recorder_shows_output(self) -> bool:
+        return not self.recorder.inside_library_model
+
+    def _special(self, func, args):
+        if func in _VALUE_READS:
+            if self.device.type == "meta" and args[0].device.type == "meta" and self.recorder.in_training_loop():
+                # `running_loss += loss.item()`: logging inside a training loop. Shapes do not
+                # depend on it, and a CPU re-run of the whole script just for it costs seconds.
+                return _placeholder_value(args[0])
+            return _NOT_SPECIAL
+        return to_device(args[0], self.device)  # `.cuda()`, `.cpu()`
+
+    def _all_on_device(self, args: tuple) -> bool:
+        meta = self.device.type == "meta"
+        for value in args:
+            if isinstance(value, torch.Tensor):
+                if not (value.is_meta if meta else value.device == self.device):
+                    return False
+            elif isinstance(value, (list, tuple)):
+                return False  # `torch.cat([a, b])`: looked at item by item
+        return True
 
     def _same_device(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor) and value.device != self.device and value.dim() > 0:
@@ -471,6 +498,26 @@ class RecordingMode(TorchFunctionMode):
 
 
 _VALUE_READS = {torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.__int__}
+_SPECIAL_CALLS = _VALUE_READS | {torch.Tensor.cuda, torch.Tensor.cpu}
+_NOT_SPECIAL = object()
+# Torch calls that run Python callbacks: autograd Functions' backward, tensor hooks.
+_RUNS_CALLBACKS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def _may_run_user_code(func, args, kwargs) -> bool:
+    """Whether a torch call may run code of the user's files: a callback, a function or module
+    passed in, or a tensor subclass defined outside torch (its `__torch_function__`)."""
+    if func in _RUNS_CALLBACKS:
+        return True
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            kind = type(value)
+            if kind not in _PLAIN_TENSORS and not kind.__module__.startswith("torch."):
+                return True
+        elif callable(value) and not isinstance(value, type):
+            return True
+    return False
 
 
 def _placeholder_value(tensor: torch.Tensor):
