@@ -37,8 +37,7 @@ def _is_int(value: Any) -> bool:
 
 def shape_report_json(report) -> dict:
     """`torch-lsp shapes --format json`: the ShapeReport, 1-based."""
-    data = report.to_dict() if hasattr(report, "to_dict") else report.model_dump(mode="json")
-    return one_based(data)
+    return one_based(report.to_dict())
 
 
 def check_json(results) -> list[dict]:

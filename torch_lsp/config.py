@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from torch_lsp.settings_model import Section, SettingError, camel, setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,51 +30,52 @@ else:  # pragma: no cover
 SECTION = "torchLsp"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              validate_assignment=True)
+@dataclass
+class RuleSettings(Section):
+    select: list[str] = setting(factory=lambda: ["TL"], description="Rule codes or prefixes to enable (`TL` = every rule that is on by default; name a code to turn on one that is off by default).")
+    ignore: list[str] = setting(factory=list, description="Rule codes or prefixes to disable; wins over `select`.")
+    severity: dict[str, Literal["error", "warning", "info", "hint"]] = setting(factory=dict, description="Override the severity of a rule, e.g. `{\"TL111\": \"warning\"}`.")
 
 
-class RuleSettings(_Section):
-    select: list[str] = Field(default_factory=lambda: ["TL"], description="Rule codes or prefixes to enable (`TL` = every rule that is on by default; name a code to turn on one that is off by default).")
-    ignore: list[str] = Field(default_factory=list, description="Rule codes or prefixes to disable; wins over `select`.")
-    severity: dict[str, Literal["error", "warning", "info", "hint"]] = Field(default_factory=dict, description="Override the severity of a rule, e.g. `{\"TL111\": \"warning\"}`.")
+@dataclass
+class ExecutionSettings(Section):
+    enabled: bool = setting(True, description="Run model and tensor code (on the meta device by default) to infer shapes. Off: static features only; nothing of the user's code runs.")
+    device: Literal["meta", "cpu", "cuda", "auto"] = setting("meta", description="Device for shape inference: `meta` computes shapes without data; `cpu`/`cuda` run real kernels on small inputs; `auto` is cuda when available, else meta.")
+    timeout: float = setting(5.0, gt=0, le=300, description="Seconds a shape job may run before it is stopped.")
+    memory_mb: int = setting(4096, ge=256, description="Memory limit (MiB) of a shape job: its address space on `meta`/`cpu`, its resident memory on every device.")
+    synthesize: bool = setting(True, description="Give shapes to module classes that nothing in the workspace calls: build each from what the code gives (defaults, config classes, construction sites) and call it with an example input found from its first layers (see docs/shapes.md).")
+    python: str | None = setting(None, description="Interpreter that runs shape analysis (the project's, with torch installed): a python executable or an environment folder, relative to the workspace. Default: the workspace's `.venv`/`venv`, else the active `VIRTUAL_ENV`/conda environment, else torch-lsp's own.")
 
 
-class ExecutionSettings(_Section):
-    enabled: bool = Field(True, description="Run model and tensor code (on the meta device by default) to infer shapes. Off: static features only; nothing of the user's code runs.")
-    device: Literal["meta", "cpu", "cuda", "auto"] = Field("meta", description="Device for shape inference: `meta` computes shapes without data; `cpu`/`cuda` run real kernels on small inputs; `auto` is cuda when available, else meta.")
-    timeout: float = Field(5.0, gt=0, le=300, description="Seconds a shape job may run before it is stopped.")
-    memory_mb: int = Field(4096, ge=256, description="Memory limit (MiB) of a shape job: its address space on `meta`/`cpu`, its resident memory on every device.")
-    synthesize: bool = Field(True, description="Give shapes to module classes that nothing in the workspace calls: build each from what the code gives (defaults, config classes, construction sites) and call it with an example input found from its first layers (see docs/shapes.md).")
-    python: str | None = Field(None, description="Interpreter that runs shape analysis (the project's, with torch installed): a python executable or an environment folder, relative to the workspace. Default: the workspace's `.venv`/`venv`, else the active `VIRTUAL_ENV`/conda environment, else torch-lsp's own.")
+@dataclass
+class InlayHintSettings(Section):
+    enabled: bool = setting(True, description="Show tensor shapes as inlay hints after assignments.")
 
 
-class InlayHintSettings(_Section):
-    enabled: bool = Field(True, description="Show tensor shapes as inlay hints after assignments.")
+@dataclass
+class TrainingSettings(Section):
+    python: str | None = setting(None, description="Interpreter for training runs (default: the server's own).")
+    runs_dir: str = setting(".torch-lsp/runs", description="Where training runs are stored, relative to the workspace root.")
 
 
-class TrainingSettings(_Section):
-    python: str | None = Field(None, description="Interpreter for training runs (default: the server's own).")
-    runs_dir: str = Field(".torch-lsp/runs", description="Where training runs are stored, relative to the workspace root.")
+@dataclass
+class ShapesSettings(Section):
+    costs: bool = setting(True, description="Count FLOPs per layer and line and a training step's peak GPU memory during each shape run (model summary, hover, code lenses). Off: shapes only, a little faster.")
+    gpu_memory_gb: float | None = setting(None, gt=0, le=4096, description="GPU memory (GiB, as `nvidia-smi` shows it / 1024) for the largest batch that fits (`torch-lsp memory`, the training loop's hover). Default: the local GPU's, when one is visible.")
+    inputs: dict[str, dict[str, str]] = setting(factory=dict, description="Example inputs per module class, for classes nothing calls: `{\"Net\": {\"x\": \"[B, 3, 32, 32]\"}}` (a dtype may follow the brackets: `\"[B, T] int64\"`). A `# torch-lsp: input` pragma or a jaxtyping annotation in the code wins over this.")
+    argv: list[str] = setting(factory=list, description="Command-line arguments (`sys.argv[1:]`) a script gets when torch-lsp runs it for shapes.")
+    env: dict[str, str] = setting(factory=dict, description="Environment variables set when torch-lsp runs a script for shapes.")
 
 
-class ShapesSettings(_Section):
-    costs: bool = Field(True, description="Count FLOPs per layer and line and a training step's peak GPU memory during each shape run (model summary, hover, code lenses). Off: shapes only, a little faster.")
-    gpu_memory_gb: float | None = Field(None, gt=0, le=4096, description="GPU memory (GiB, as `nvidia-smi` shows it / 1024) for the largest batch that fits (`torch-lsp memory`, the training loop's hover). Default: the local GPU's, when one is visible.")
-    inputs: dict[str, dict[str, str]] = Field(default_factory=dict, description="Example inputs per module class, for classes nothing calls: `{\"Net\": {\"x\": \"[B, 3, 32, 32]\"}}` (a dtype may follow the brackets: `\"[B, T] int64\"`). A `# torch-lsp: input` pragma or a jaxtyping annotation in the code wins over this.")
-    argv: list[str] = Field(default_factory=list, description="Command-line arguments (`sys.argv[1:]`) a script gets when torch-lsp runs it for shapes.")
-    env: dict[str, str] = Field(default_factory=dict, description="Environment variables set when torch-lsp runs a script for shapes.")
-
-
-class Settings(_Section):
-    rules: RuleSettings = Field(default_factory=RuleSettings)
-    debounce_ms: int = Field(250, ge=0, le=10_000, description="Milliseconds to wait after the last edit before analysing.")
-    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
-    inlay_hints: InlayHintSettings = Field(default_factory=InlayHintSettings)
-    training: TrainingSettings = Field(default_factory=TrainingSettings)
-    shapes: ShapesSettings = Field(default_factory=ShapesSettings)
-    docs_url: str = Field("https://github.com/torch-lsp/torch-lsp/blob/main/docs/rules.md", description="Base URL of the rules documentation, linked from each diagnostic code.")
+@dataclass
+class Settings(Section):
+    rules: RuleSettings = setting(factory=RuleSettings)
+    debounce_ms: int = setting(250, ge=0, le=10_000, description="Milliseconds to wait after the last edit before analysing.")
+    execution: ExecutionSettings = setting(factory=ExecutionSettings)
+    inlay_hints: InlayHintSettings = setting(factory=InlayHintSettings)
+    training: TrainingSettings = setting(factory=TrainingSettings)
+    shapes: ShapesSettings = setting(factory=ShapesSettings)
+    docs_url: str = setting("https://github.com/torch-lsp/torch-lsp/blob/main/docs/rules.md", description="Base URL of the rules documentation, linked from each diagnostic code.")
 
     def rule_selection(self):
         from torch_lsp.analysis.facts import Severity
@@ -184,27 +184,26 @@ def merge(*layers: tuple[str, dict[str, Any] | None]) -> Merged:
         candidate = _deep_merge(merged, _normalise(raw))
         for _ in range(50):  # each pass drops one bad key; a layer has far fewer keys than this
             try:
-                Settings.model_validate(candidate)
+                Settings.validate(candidate)
                 break
-            except ValidationError as error:
-                problem = error.errors()[0]
-                path = [str(p) for p in problem["loc"] if not isinstance(p, int)]
+            except SettingError as error:
+                path = [str(p) for p in error.loc if not isinstance(p, int)]
                 bad = _get(candidate, path)
                 fallback = _get(merged, path, default=_default_at(path))
-                warnings.append(_describe(source, path, bad, problem, fallback))
+                warnings.append(_describe(source, path, bad, error, fallback))
                 candidate = _drop(candidate, path, merged)
         merged = candidate
     try:
-        return Merged(Settings.model_validate(merged), warnings)
-    except ValidationError:  # cannot happen after the loop above, but never fail start-up
+        return Merged(Settings.validate(merged), warnings)
+    except SettingError:  # cannot happen after the loop above, but never fail start-up
         return Merged(Settings(), warnings + ["torch-lsp: settings could not be validated; using defaults"])
 
 
-def _describe(source: str, path: list[str], bad: Any, problem: dict, fallback: Any) -> str:
+def _describe(source: str, path: list[str], bad: Any, problem: SettingError, fallback: Any) -> str:
     key = ".".join(path)
-    if problem["type"] == "extra_forbidden":
+    if problem.kind == "extra_forbidden":
         return f"torch-lsp: unknown setting '{key}' in {source}; ignored"
-    return (f"torch-lsp: invalid setting '{key}' = {bad!r} in {source} ({problem['msg']}); "
+    return (f"torch-lsp: invalid setting '{key}' = {bad!r} in {source} ({problem.message}); "
             f"using {fallback!r}")
 
 
@@ -215,10 +214,10 @@ def _normalise(raw: dict[str, Any]) -> dict[str, Any]:
     """camelCase every key (TOML users write kebab-case; Python users snake_case)."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        camel = to_camel(re.sub(r"-", "_", str(key)))
-        camel = camel[:1].lower() + camel[1:]
+        name = camel(re.sub(r"-", "_", str(key)))
+        name = name[:1].lower() + name[1:]
         # Tables keyed by user names (rule codes, class and parameter names, variables) keep them.
-        out[camel] = _normalise(value) if isinstance(value, dict) and camel not in _VERBATIM_TABLES else value
+        out[name] = _normalise(value) if isinstance(value, dict) and name not in _VERBATIM_TABLES else value
     return out
 
 
@@ -241,7 +240,7 @@ def _get(data: Any, path: list[str], default: Any = None) -> Any:
 
 
 def _default_at(path: list[str]) -> Any:
-    return _get(Settings().model_dump(by_alias=True), path)
+    return _get(Settings().to_dict(), path)
 
 
 def _drop(candidate: dict, path: list[str], lower: dict) -> dict:
@@ -297,46 +296,13 @@ def load_for_path(path: Path, overrides: dict[str, Any] | None = None) -> Merged
     return merged
 
 
-def settings_reference(model: type[BaseModel] = Settings, prefix: str = "") -> list[dict[str, Any]]:
+def settings_reference(model: type[Section] = Settings, prefix: str = "") -> list[dict[str, Any]]:
     """Every leaf setting: dotted camelCase key, JSON type, default, description.
 
     docs/configuration.md's table and the VS Code extension's `contributes.configuration` are
     generated from (and tested against) this list, so they cannot drift from the code.
     """
-    rows: list[dict[str, Any]] = []
-    for name, info in model.model_fields.items():
-        key = prefix + (info.alias or to_camel(name))
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows.extend(settings_reference(annotation, key + "."))
-            continue
-        default = info.get_default(call_default_factory=True)
-        rows.append({"key": key, "type": _json_type(annotation), "default": default,
-                     "description": info.description or "", "enum": _enum_values(annotation)})
-    return rows
-
-
-def _json_type(annotation: Any) -> str:
-    text = str(annotation)
-    if annotation is bool:
-        return "boolean"
-    if annotation is int:
-        return "integer"
-    if annotation is float or text == "float | None":
-        return "number"
-    if "list" in text:
-        return "array"
-    if "dict" in text:
-        return "object"
-    return "string"
-
-
-def _enum_values(annotation: Any) -> list[str] | None:
-    from typing import get_args, get_origin
-
-    if get_origin(annotation) is Literal:
-        return [str(v) for v in get_args(annotation)]
-    return None
+    return model.reference(prefix)
 
 
 def render_settings_table() -> str:

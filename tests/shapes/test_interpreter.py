@@ -77,7 +77,7 @@ def _requirements(name: str) -> list[str]:
 
 def torch_only_environment(folder: Path) -> Path:
     """A venv that holds torch, torchvision and what they need, and nothing of torch-lsp's own
-    dependencies (pydantic, pygls, ...): linked from this environment, not reinstalled."""
+    dependencies (pygls, lsprotocol, ...): linked from this environment, not reinstalled."""
     venv.create(folder, with_pip=False)
     purelib = Path(metadata.distribution("torch").locate_file(""))
     target = folder / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
@@ -103,8 +103,8 @@ def torch_only_environment(folder: Path) -> Path:
 @pytest.mark.asyncio
 async def test_a_worker_in_an_environment_with_only_torch_runs_jobs(tmp_path):
     python = torch_only_environment(tmp_path / "env")
-    probe = subprocess.run([str(python), "-c", "import torch; import pydantic"], capture_output=True, text=True)
-    assert "No module named 'pydantic'" in probe.stderr  # the environment really lacks it
+    probe = subprocess.run([str(python), "-c", "import torch; import pygls"], capture_output=True, text=True)
+    assert "No module named 'pygls'" in probe.stderr  # the environment really lacks it
     source = tmp_path / "model.py"
     source.write_text(textwrap.dedent("""
         import torch

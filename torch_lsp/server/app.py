@@ -69,7 +69,7 @@ class TorchLanguageServer(LanguageServer):
         super().__init__("torch-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
                          notebook_document_sync=notebooks.SYNC_OPTIONS, protocol_cls=TorchProtocol, max_workers=4)
         self._settings = None  # merged on `initialize` and `initialized` (apply_settings)
-        self._default_settings = None  # until then; built on first use: pydantic costs ~100 ms to import
+        self._default_settings = None  # until then; built on first use
         self.documents = DocumentStore(self)
         self.notebooks = NotebookStore(self)
         self.init_options: dict[str, Any] | None = None
@@ -291,7 +291,7 @@ def create_server() -> TorchLanguageServer:
                 "runningShapeJobs": ls.shapes.engine.running if ls.shapes.engine is not None else [],
                 # Requests being handled, plus any future pygls failed to drop (server/protocol.py).
                 "pendingFutures": len(ls.protocol._request_futures),
-                "settings": ls.settings.model_dump(by_alias=True)}
+                "settings": ls.settings.to_dict()}
 
     for feature in (notebooks, actions, shapes, notebook_shapes, hover, inlay, commands, cost, lenses):
         feature.register(ls)

@@ -6,7 +6,7 @@ setting `execution.python`, the workspace's `.venv`/`venv`, an active `VIRTUAL_E
 environment, else torch-lsp's own interpreter. That interpreter needs only torch: the worker's
 code is loaded from torch-lsp's installation (`worker_command`), through a folder that holds
 nothing but a link to the `torch_lsp` package, so none of torch-lsp's own dependencies (its
-torch, pydantic, ...) can shadow the project's.
+torch, pygls, ...) can shadow the project's.
 
 Stdlib only; no torch (the server calls this).
 """

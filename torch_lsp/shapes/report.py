@@ -1,7 +1,7 @@
 """What crosses the process boundary between the shape worker and the server.
 
 Plain stdlib dataclasses serialised as JSON: the worker may run in the *project's* interpreter
-(issue: shapes in real projects), which has torch but not necessarily pydantic, so nothing here
+(issue: shapes in real projects), which has torch but none of torch-lsp's dependencies, so nothing here
 may import a third-party package. No torch here either: the server imports this module.
 Lines are 0-based and columns 0-based in code points, like analysis/facts.py.
 

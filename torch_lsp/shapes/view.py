@@ -15,7 +15,7 @@ from torch_lsp.analysis.facts import Finding, Position, Severity, Span
 from torch_lsp.shapes import synthesized_view
 from torch_lsp.shapes.cost_view import line_flops, line_flops_text
 
-if TYPE_CHECKING:  # pydantic costs ~100 ms to import; the server loads it with the first report
+if TYPE_CHECKING:
     from torch_lsp.analysis.notebook import NotebookFile
     from torch_lsp.shapes.report import ExpressionShapes, ShapeReport, Value, VariableShapes
 
