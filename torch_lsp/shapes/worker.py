@@ -235,7 +235,7 @@ class Worker:
             # when the worker dies, whatever its children are doing.
             for fd in (job_write, result_read, self.out_fd):
                 os.close(fd)
-            _wait_for_job(job_read, result_write, self.progress)
+            _wait_for_job(job_read, result_write, self.progress, rehearse=self.warmed)
         os.close(job_read)
         os.close(result_write)
         return Spare(pid, job_write, result_read)
@@ -387,8 +387,17 @@ def _kill(pid: int) -> None:
 # The job's fork
 
 
-def _wait_for_job(job_fd: int, result_fd: int, progress: mmap.mmap) -> None:
-    """In a spare fork: read the job (until the worker closes the pipe), run it, exit."""
+def _wait_for_job(job_fd: int, result_fd: int, progress: mmap.mmap, rehearse: bool = False) -> None:
+    """In a spare fork: read the job (until the worker closes the pipe), run it, exit.
+
+    With `rehearse`, the fork first runs the warm-up plan while it waits: its first touch of
+    the warm heap (reference counts, torch's dispatch tables) copies every page it writes, ~10 ms
+    of a resnet50 job, and the rehearsal pays for most of them before the job is there."""
+    if rehearse:
+        try:
+            warm_up()
+        except BaseException:  # noqa: BLE001 - a rehearsal that fails only means no head start
+            pass
     try:
         chunks = []
         while chunk := os.read(job_fd, 1 << 20):
