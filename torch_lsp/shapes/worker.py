@@ -55,6 +55,7 @@ KILL_GRACE_S = 1.0
 _SANDBOX_SKIP = tuple(filter(None, os.environ.get("TORCH_LSP_SANDBOX_SKIP", "").split(",")))
 MEMORY_CHECK_S = 0.1  # how often running jobs' memory is looked at (statm: microseconds)
 WARM_UP_WHEN_IDLE_S = 3.0  # no job since `ready` for this long: warm up anyway
+REHEARSE_AFTER_S = 0.1  # a spare fork with no job for this long rehearses (_wait_for_job)
 BACKGROUND_NICE = 10  # background jobs (spec.py) run niced, in slots of their own
 _SLOT = struct.Struct("ii")  # per running job: index of the recorded file, 0-based line reached
 _LENGTH = struct.Struct(">Q")
@@ -390,10 +391,12 @@ def _kill(pid: int) -> None:
 def _wait_for_job(job_fd: int, result_fd: int, progress: mmap.mmap, rehearse: bool = False) -> None:
     """In a spare fork: read the job (until the worker closes the pipe), run it, exit.
 
-    With `rehearse`, the fork first runs the warm-up plan while it waits: its first touch of
-    the warm heap (reference counts, torch's dispatch tables) copies every page it writes, ~10 ms
-    of a resnet50 job, and the rehearsal pays for most of them before the job is there."""
-    if rehearse:
+    With `rehearse`, a fork that has waited REHEARSE_AFTER_S without a job runs the warm-up plan:
+    its first touch of the warm heap (reference counts, torch's dispatch tables) copies every
+    page it writes, ~10 ms of a resnet50 job, and the rehearsal pays for most of them before the
+    job is there. Not sooner: while jobs queue (many documents typed into) the next one comes at
+    once and would wait for the rehearsal."""
+    if rehearse and not select.select([job_fd], [], [], REHEARSE_AFTER_S)[0]:
         try:
             warm_up()
         except BaseException:  # noqa: BLE001 - a rehearsal that fails only means no head start
