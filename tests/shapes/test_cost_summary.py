@@ -187,3 +187,35 @@ def test_rows_up_to_a_shape_error_then_the_error():
     assert summary["rows"][-1]["failed"] and summary["rows"][0]["failed"]
     assert summary["markdown"].rstrip().endswith(report.errors[0].message)
     assert "**TL201** (line 23)" in summary["markdown"]
+
+
+def test_a_timeout_inside_a_call_past_the_row_limit_ends_the_job_normally():
+    """Calls past MAX_ROWS are not recorded (a None on the call stack). A timeout inside one of
+    them made the tree's clean-up raise, and the job's process died without any report (seen on
+    a diffusion model's 1,000-step sampling loop)."""
+    from torch_lsp.shapes.observe_modules import MAX_ROWS
+
+    report, extras = run_observed(f"""
+        import torch
+        from torch import nn
+
+        class Spin(nn.Module):
+            def forward(self, x):
+                while True:
+                    x = x + 1
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = nn.Linear(2, 2)
+                self.spin = Spin()
+
+            def forward(self, x):
+                for _ in range({MAX_ROWS} + 5):
+                    x = self.layer(x)
+                return self.spin(x)
+
+        out = Net()(torch.randn(1, 2))
+    """, timeout=3.0)
+    assert report.timed_out and "stopped after" in (report.stopped or "")
+    assert extras["modules"]["rows"] and extras["modules"]["dropped"] > 0

@@ -104,8 +104,9 @@ class ModuleCallTree:
         self._handles = []
         while self._stack:  # a call interrupted by a timeout: close it where it stopped
             call = self._stack.pop()
-            call.failed = True
-            call.seq_end = _sequence_number()
+            if call is not None:  # (None: a call past MAX_ROWS, not recorded)
+                call.failed = True
+                call.seq_end = _sequence_number()
 
     def results(self) -> dict:
         """The same tree for every recorded file: a model file driven by a training script
