@@ -226,3 +226,29 @@ def test_library_frames_inside_a_torch_call_are_not_traced():
     finally:
         sys.settrace(None)
     assert any("_decomp" in name or "_refs" in name for name in traced)
+
+
+def test_an_observer_that_fails_to_stop_costs_its_own_figures_not_the_shapes(monkeypatch):
+    """A bug in a cost observer's clean-up once took every shape of the file with it (the job's
+    process died); the tracer's results do not depend on the observers."""
+    from torch_lsp.analysis.plan import build_plan
+    from torch_lsp.shapes import job, observers
+    from torch_lsp.shapes.spec import JobSpec
+
+    class Broken:
+        name = "broken"
+
+        def start(self, context):
+            pass
+
+        def stop(self):
+            raise RuntimeError("observer bug")
+
+        def results(self):
+            return {}
+
+    monkeypatch.setattr(observers, "create", lambda names, context: [Broken()])
+    plan = build_plan(textwrap.dedent(LENET), "/virtual/user_code.py")
+    report = job.run_spec(JobSpec(key="k", main=plan, observers=["broken"], timeout=30.0))["/virtual/user_code.py"]
+    assert report.errors == [] and report.stopped is None
+    assert variable(report, "out", line_of(LENET, "out = net(images)")).values[0].shape == (8, 10)

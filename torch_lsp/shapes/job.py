@@ -116,8 +116,7 @@ def _execute(spec: JobSpec, device: torch.device, timeout_s: float, on_line) -> 
                 error = exc
             if spec.probes and not isinstance(error, JobTimeout):
                 error = _run_probes(spec, context, recorder, tracker, device, drivers) or error
-            for observer in active:
-                observer.stop()
+            _stop(active)
             for hook in hooks:
                 hook.remove()
     except JobTimeout as exc:  # the timer fired between the user's code and the clean-up
@@ -134,6 +133,14 @@ def _execute(spec: JobSpec, device: torch.device, timeout_s: float, on_line) -> 
     if error is None:
         return reports, False
     return reports, _classify(error, reports, spec, plans, tracker, timeout_s, last_line, device)
+
+
+def _stop(active) -> None:
+    for observer in active:
+        try:
+            observer.stop()
+        except Exception:  # noqa: BLE001 - an observer's bug costs its own figures, not the shapes
+            continue
 
 
 def _library_module(module) -> bool:
