@@ -426,7 +426,7 @@ class RecordingMode(TorchFunctionMode):
         self._depth = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs) if kwargs else {}
+        kwargs = dict(kwargs or {})
         if _loading_depth or self._depth:
             return func(*args, **kwargs)
         self._depth += 1
@@ -444,50 +444,32 @@ class RecordingMode(TorchFunctionMode):
             if untraced:
                 sys.settrace(trace)
 
-    # Every torch call of a job passes here (~2,000 in a resnet50 job): keep the common case, a
-    # call on tensors already on the execution device, free of allocations.
     def _handle(self, func, args, kwargs):
-        if func in _SPECIAL_CALLS:
-            special = self._special(func, args)
-            if special is not _NOT_SPECIAL:
-                return special
-        if kwargs.get("device") is not None:
+        if func in _VALUE_READS and self.device.type == "meta" and self.recorder.in_training_loop() \
+                and args[0].device.type == "meta":
+            # `running_loss += loss.item()`: logging inside a training loop. Shapes do not depend
+            # on it, and a CPU re-run of the whole script just for it would cost seconds.
+            return _placeholder_value(args[0])
+        if func in (torch.Tensor.cuda, torch.Tensor.cpu):
+            return to_device(args[0], self.device)
+        if "device" in kwargs and kwargs["device"] is not None:
             kwargs["device"] = self.device
         if func is torch.Tensor.to:
             args = tuple(self.device if _is_device_like(a) else a for a in args)
-        elif args and not self._all_on_device(args):
+        elif args:
             args = tuple(self._same_device(a) for a in args)
-        try:
+        if self.tracker is None:
             output = func(*args, **kwargs)
-        except Exception as error:
-            if self.tracker is not None:
-                self.tracker.record_failure(error, self.tracker.record_call(func, args, kwargs))
-            raise
-        if self._recorder_shows_output():
+        else:
+            call = self.tracker.record_call(func, args, kwargs)
+            try:
+                output = func(*args, **kwargs)
+            except Exception as error:
+                self.tracker.record_failure(error, call)
+                raise
+        if not self.recorder.inside_library_model:
             self.recorder.record_output(output)
         return output
-
-    def _recorder_shows_output(self) -> bool:
-        return not self.recorder.inside_library_model
-
-    def _special(self, func, args):
-        if func in _VALUE_READS:
-            if self.device.type == "meta" and args[0].device.type == "meta" and self.recorder.in_training_loop():
-                # `running_loss += loss.item()`: logging inside a training loop. Shapes do not
-                # depend on it, and a CPU re-run of the whole script just for it costs seconds.
-                return _placeholder_value(args[0])
-            return _NOT_SPECIAL
-        return to_device(args[0], self.device)  # `.cuda()`, `.cpu()`
-
-    def _all_on_device(self, args: tuple) -> bool:
-        meta = self.device.type == "meta"
-        for value in args:
-            if isinstance(value, torch.Tensor):
-                if not (value.is_meta if meta else value.device == self.device):
-                    return False
-            elif isinstance(value, (list, tuple)):
-                return False  # `torch.cat([a, b])`: looked at item by item
-        return True
 
     def _same_device(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor) and value.device != self.device and value.dim() > 0:
@@ -498,8 +480,6 @@ class RecordingMode(TorchFunctionMode):
 
 
 _VALUE_READS = {torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.__int__}
-_SPECIAL_CALLS = _VALUE_READS | {torch.Tensor.cuda, torch.Tensor.cpu}
-_NOT_SPECIAL = object()
 # Torch calls that run Python callbacks: autograd Functions' backward, tensor hooks.
 _RUNS_CALLBACKS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
