@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -23,13 +22,10 @@ from torch_lsp.shapes.explain import explain, is_data_dependent, track_calls
 from torch_lsp.shapes.guards import ExecutionBlocked
 from torch_lsp.shapes.report import Location, Note, Origin, Range, ShapeError, ShapeReport
 from torch_lsp.shapes.spec import JobSpec
+from torch_lsp.shapes.time_limit import JobTimeout, time_limit
 from torch_lsp.shapes.tracer import Recorder, RecordingMode, SourceMap
 
 _ENVIRONMENT_ERRORS = (OSError, ImportError, MemoryError, KeyboardInterrupt)
-
-
-class JobTimeout(BaseException):
-    pass
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,7 +97,7 @@ def _execute(spec: JobSpec, device: torch.device, timeout_s: float, on_line) -> 
     tracker = None
     try:
         # RecordingMode feeds explain's tracker its torch calls: one mode on the stack, not two.
-        with track_calls(function_calls=False) as tracker, _time_limit(timeout_s, cpu=spec.background):
+        with track_calls(function_calls=False) as tracker, time_limit(timeout_s, cpu=spec.background) as limit:
             hooks = (torch.nn.modules.module.register_module_forward_pre_hook(recorder.module_pre_hook),
                      torch.nn.modules.module.register_module_forward_hook(recorder.module_hook, always_call=True))
             try:
@@ -116,6 +112,7 @@ def _execute(spec: JobSpec, device: torch.device, timeout_s: float, on_line) -> 
                 error = exc
             if spec.probes and not isinstance(error, JobTimeout):
                 error = _run_probes(spec, context, recorder, tracker, device, drivers) or error
+            limit.cancel()
             _stop(active)
             for hook in hooks:
                 hook.remove()
@@ -404,19 +401,3 @@ def _explain(error: BaseException, tracker) -> tuple[str, str]:
         return explained.code, explained.message
     except Exception:  # noqa: BLE001 - a translation bug must not hide the error itself
         return "TL200", _first_line(error)
-
-
-@contextmanager
-def _time_limit(seconds: float, cpu: bool = False):
-    """Raise JobTimeout in the job after `seconds` of wall time (or of CPU time: `cpu`)."""
-    def stop(signum, frame):
-        raise JobTimeout()
-
-    which, signum = (signal.ITIMER_PROF, signal.SIGPROF) if cpu else (signal.ITIMER_REAL, signal.SIGALRM)
-    previous = signal.signal(signum, stop)
-    signal.setitimer(which, max(seconds, 0.01))
-    try:
-        yield
-    finally:
-        signal.setitimer(which, 0)
-        signal.signal(signum, previous)
