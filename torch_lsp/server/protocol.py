@@ -12,12 +12,17 @@ memory it does not need. What pygls 2.1 does, and what we do instead:
   didChange and didClose are generators) left a `Future` in `_request_futures` for good: ~2 KB
   per edit. We remove a handler's future when it is done (`_execute_handler`); `shutdown`
   then iterates over a copy (cancelling a future now removes it).
+- pygls names every notification and every step of a generator handler with `uuid.uuid4()`,
+  whose `os.urandom` releases the GIL: with the analysis threads busy, the event loop then
+  waits up to a switch interval to get it back, several times per message (the largest share
+  of the slow event-loop turns while 30 documents are typed into). A counter names them instead.
 
 Exit and end of input are handled by the server (`TorchLanguageServer.finish`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from typing import Any
@@ -25,7 +30,7 @@ from typing import Any
 from cattrs import transform_error
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
-from pygls.protocol import LanguageServerProtocol
+from pygls.protocol import LanguageServerProtocol, json_rpc
 from pygls.protocol.language_server import lsp_method
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,22 @@ log = logging.getLogger(__name__)
 SERVER_NOT_INITIALIZED = -32002
 INVALID_REQUEST = -32600
 INVALID_PARAMS = JsonRpcInvalidParams.CODE  # -32602
+
+
+class _LocalIds:
+    """Stands in for the `uuid` module inside pygls' json_rpc. Its names key `_request_futures`
+    and are the ids of the server's own requests to the client (`workspace/configuration`):
+    unique within this process is all they need. The prefix keeps them apart from the ids of
+    the client's requests in `_request_futures`."""
+
+    def __init__(self) -> None:
+        self._next = itertools.count()
+
+    def uuid4(self) -> str:
+        return f"torch-lsp-{next(self._next)}"
+
+
+json_rpc.uuid = _LocalIds()
 
 
 class _Unreadable:
