@@ -74,6 +74,12 @@ def _wait_for(condition, what: str, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C's default action in the command, whoever started the tests: a shell starts a
+    background job (`.ci/run &`) with SIGINT ignored, and its children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(process: subprocess.Popen) -> tuple[str, str]:
     """Ctrl-C as a terminal sends it: SIGINT to the command's whole process group."""
     os.killpg(process.pid, signal.SIGINT)
@@ -84,7 +90,8 @@ def _interrupt(process: subprocess.Popen) -> tuple[str, str]:
 def test_ctrl_c_during_training_stops_the_run_and_exits_130(tmp_path):
     process = subprocess.Popen([*CLI, "train", "--no-progress", str(FIXTURES / "train_synthetic.py"),
                                 "--", "--epochs", "100000"], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=_as_in_a_terminal)
     runs = tmp_path / ".torch-lsp" / "runs"
 
     def stepping() -> bool:
@@ -105,7 +112,7 @@ def test_ctrl_c_during_shape_analysis_exits_130_quietly(tmp_path):
     (tmp_path / "hang.py").write_text("import torch\nx = torch.zeros(2)\nwhile True:\n    pass\n")
     process = subprocess.Popen([*CLI, "shapes", "--timeout", "120", "hang.py"], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_as_in_a_terminal)
 
     def worker_started() -> bool:
         return any(b"torch_lsp.shapes.worker" in _cmdline(pid) for pid in _group(process.pid))
