@@ -80,10 +80,9 @@ def test_a_timeout_dropped_by_a_finalizer_still_stops_the_job(run_meta, monkeypa
     and the job's loop spun for an hour."""
     dropped = []
     monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_type))
-    started = time.monotonic()
     report = run_meta(SPIN_AFTER_A_FINALIZER, timeout=1.0)
     assert JobTimeout in dropped
-    assert report.timed_out and time.monotonic() - started < 25
+    assert report.timed_out  # without the second firing, the loop runs its 30 s and ends normally
     loop = line_of(SPIN_AFTER_A_FINALIZER, "while time.monotonic() < start + 30")
     assert report.stopped in (f"shape analysis stopped after 1 s at line {loop + 1}",
                               f"shape analysis stopped after 1 s at line {loop + 2}")
