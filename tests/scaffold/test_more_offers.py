@@ -1,7 +1,5 @@
-"""The actions of issue 5 items 5-6 as a whole: documented, fast to offer on every cursor move,
+"""The actions of issue 5 items 5-6 as a whole: documented, decided on every cursor move,
 reachable from the CLI, and offered together on the seed's training loop."""
-
-import time
 
 from harness import REPO_ROOT, fixture, span_at
 from torch_lsp import scaffold
@@ -26,19 +24,19 @@ def test_every_family_registers_its_actions_and_all_are_documented():
     assert not [i for i in ids if f"`{i}`" not in text], "document every action in docs/actions.md"
 
 
-def test_offers_stay_fast_on_every_line():
+def test_offers_are_decided_on_every_line():
+    """The editor asks on every cursor move: deciding never fails, on any line, and offers
+    something inside the training loop and nothing on the module docstring. What it costs per
+    line is measured by bench/bench_offers.py (docs/benchmarks.md), not asserted here."""
     for name in ("cifar10_seed.py", "vision_main.py"):
         source = fixture(name)
-        scaffold.offers(source, Span.of(0, 0, 0, 0))  # parse and facts once, as on didOpen
-        timings = []
+        offered_per_line = []
         for number in range(len(source.splitlines())):
-            start = time.perf_counter()
             ctx = ScaffoldContext(parse(source), Span.of(number, 8, number, 8))
-            [entry.id for entry in mine() if entry.when(ctx)]
-            timings.append(time.perf_counter() - start)
-        timings.sort()
-        # Measured on the loaded 2-core machine: ~2 ms median, ~6 ms p95 (the seed).
-        assert timings[len(timings) // 2] < 0.02 and timings[int(len(timings) * 0.95)] < 0.1, (name, timings[-5:])
+            offered_per_line.append({entry.id for entry in mine() if entry.when(ctx)})
+        loop_line = span_at(source, "loss.backward()").start.line
+        assert "precision.amp" in offered_per_line[loop_line], name
+        assert offered_per_line[0] <= {"reproducibility.seed"}, (name, offered_per_line[0])
 
 
 def test_the_seed_loop_offers_the_loop_actions():
