@@ -18,6 +18,10 @@ from contextlib import contextmanager
 from typing import Iterator
 
 REPEAT_S = 0.05
+# torch-lsp's own recording code (the job's bookkeeping, the recorder, the observers and their
+# weakref callbacks): a JobTimeout raised there would cut an update short, or be dropped. The
+# next firing comes REPEAT_S later, in the user's code or torch's.
+_SHAPES_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 class JobTimeout(BaseException):
@@ -25,6 +29,8 @@ class JobTimeout(BaseException):
 
 
 class TimeLimit:
+    """The running limit of one job, for `cancel()` before its clean-up."""
+
     def __init__(self, which: int) -> None:
         self._which = which
         self.cancelled = False
@@ -63,8 +69,3 @@ def time_limit(seconds: float, cpu: bool = False) -> Iterator[TimeLimit]:
             left = max(previous_delay - (clock() - started), 0.001)
             signal.setitimer(which, left, previous_interval)
 
-
-# torch-lsp's own recording code (the job's bookkeeping, the recorder, the observers and their
-# weakref callbacks): a JobTimeout raised there would cut an update short, or be dropped. The
-# next firing comes REPEAT_S later, in the user's code or torch's.
-_SHAPES_PACKAGE = os.path.dirname(os.path.abspath(__file__))
