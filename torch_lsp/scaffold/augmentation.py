@@ -193,7 +193,7 @@ def add_augmentation(ctx: ScaffoldContext, plan: EditPlan) -> None:
     data = training_data(ctx)
     info, source_of_stats = dataset_info(ctx, data)
     plan.add_import("from torchvision.transforms import v2")
-    names = {"v2": "v2", "torch": plan.reference("torch.float32").rsplit(".", 1)[0], "train": "train_transform",
+    names = {"v2": "v2", "torch": plan.module_reference("torch.float32"), "train": "train_transform",
              "eval": "eval_transform", "mean": _numbers(info.mean), "std": _numbers(info.std)}
     crop = (f"    v2.RandomCrop({info.size}, padding={max(info.size // 8, 2)}),\n" if info.size <= 64
             else f"    v2.RandomResizedCrop({info.size}, antialias=True),\n")

@@ -85,7 +85,7 @@ def add_checkpoints(ctx: ScaffoldContext, plan: EditPlan) -> None:
     epochs = _epoch_range(ctx)
     names = {"path": fresh_name(ctx, "checkpoint_path"), "start": fresh_name(ctx, "start_epoch"),
              "checkpoint": fresh_name(ctx, "checkpoint"), "file": CHECKPOINT_FILE, "epoch": ctx.epoch_variable,
-             "torch": plan.reference("torch.load").rsplit(".", 1)[0], "os": plan.reference("os.replace").rsplit(".", 1)[0]}
+             "torch": plan.module_reference("torch.load"), "os": plan.module_reference("os.replace")}
     states = _states(ctx, plan, loop)
     distributed = uses_distributed(ctx)
     if distributed:

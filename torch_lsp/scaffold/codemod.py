@@ -206,6 +206,12 @@ class EditPlan:
         self.add_import(f"import {needed}")
         return qualified
 
+    def module_reference(self, qualified: str, module: str | None = None) -> str:
+        """How this file names the module that holds `qualified` (`os` for `os.environ`, `optim`
+        for `torch.optim.SGD` under `import torch.optim as optim`): `reference` without the
+        last name."""
+        return self.reference(qualified, module).rsplit(".", 1)[0]
+
     def add_import(self, statement: str) -> None:
         """Add an import line once, after the file's last top-level import."""
         if statement in self._imports_added or _has_import(self.parsed, statement):

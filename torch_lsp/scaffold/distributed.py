@@ -369,16 +369,15 @@ def add_distributed(ctx: ScaffoldContext, plan: EditPlan) -> None:
     plan.add_import("import torch.distributed as dist")
     plan.add_import("from torch.nn.parallel import DistributedDataParallel")
     plan.add_import("from torch.utils.data.distributed import DistributedSampler")
-    torch = plan.reference("torch.device").rsplit(".", 1)[0]
-    os_name = plan.reference("os.environ").rsplit(".", 1)[0]
+    torch, os_name, atexit, gc = (plan.module_reference(qualified) for qualified in
+                                  ("torch.device", "os.environ", "atexit.register", "gc.collect"))
     names = {"rank": fresh_name(ctx, "rank"), "world_size": fresh_name(ctx, "world_size"),
              "sampler": fresh_name(ctx, "train_sampler"), "device": ctx.device or fresh_name(ctx, "device")}
     # Without a device variable the file keeps its tensors on the CPU: so must the processes.
     setup_call = (f"{names['rank']}, {names['world_size']}, {names['device']} = setup_distributed("
                   f"{'' if ctx.device else 'use_cuda=False'})\n")
     edits = _plan_training_edits(ctx, plan, layout, names)
-    setup = render(SETUP, torch=torch, os=os_name, atexit=plan.reference("atexit.register").rsplit(".", 1)[0],
-                   gc=plan.reference("gc.collect").rsplit(".", 1)[0])
+    setup = render(SETUP, torch=torch, os=os_name, atexit=atexit, gc=gc)
 
     if isinstance(layout.scope, ast.Module):
         _move_into_main(ctx, plan, layout, edits, setup + "\n\n", setup_call)

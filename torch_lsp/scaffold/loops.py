@@ -106,7 +106,7 @@ def _prelude(ctx: ScaffoldContext, plan: EditPlan) -> tuple[str, dict[str, str]]
         names["device"] = ctx.device
     else:
         names["device"] = fresh_name(ctx, "device")
-        torch = plan.reference("torch.device").rsplit(".", 1)[0]
+        torch = plan.module_reference("torch.device")
         lines.append(f'{names["device"]} = {torch}.device("cuda" if {torch}.cuda.is_available() else "cpu")')
     if ctx.model is not None:
         names["model"] = ctx.model.key

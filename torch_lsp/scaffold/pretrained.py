@@ -89,8 +89,8 @@ def _can_start_pretrained(ctx: ScaffoldContext) -> bool:
 
 def _register(arch: str, backbone: Backbone) -> None:
     def build(ctx: ScaffoldContext, plan: EditPlan) -> None:
-        models = plan.reference(f"torchvision.models.{backbone.builder}", "torchvision.models").rsplit(".", 1)[0]
-        nn = plan.reference("torch.nn.Linear").rsplit(".", 1)[0]
+        models = plan.module_reference(f"torchvision.models.{backbone.builder}", "torchvision.models")
+        nn = plan.module_reference("torch.nn.Linear")
         statement = ctx.binding_statement(ctx.model)
         code = render(BUILD_FUNCTION, nn=nn, models=models, label=backbone.label, download=backbone.download,
                       builder=backbone.builder, weights=backbone.weights, head=backbone.head)

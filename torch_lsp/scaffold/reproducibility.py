@@ -70,9 +70,9 @@ def _existing_seed(ctx: ScaffoldContext) -> str | None:
         when=_can_seed, kind=SOURCE)
 def add_seeding(ctx: ScaffoldContext, plan: EditPlan) -> None:
     # References first: the imports they add go after the file's imports, above the function.
-    names = {"random": plan.reference("random.seed").rsplit(".", 1)[0],
-             "os": plan.reference("os.environ").rsplit(".", 1)[0],
-             "torch": plan.reference("torch.manual_seed").rsplit(".", 1)[0]}
+    names = {"random": plan.module_reference("random.seed"),
+             "os": plan.module_reference("os.environ"),
+             "torch": plan.module_reference("torch.manual_seed")}
     uses_numpy = any(target == "numpy" or target.startswith("numpy.") for target in ctx.parsed.imports.values())
     names["numpy"] = f"    {plan.reference('numpy.random.seed')}(seed)\n" if uses_numpy else ""
     names["seed_name"] = fresh_name(ctx, "SEED")
