@@ -80,6 +80,36 @@ async def test_crashed_worker_is_restarted(engine, tmp_path):
     assert engine.restarts == restarts + 1
 
 
+async def test_unsaved_texts_of_open_documents_reach_jobs_once_and_again_after_a_restart(engine, tmp_path):
+    from torch_lsp.shapes.spec import JobSpec
+
+    (tmp_path / "sizes.py").write_text("WIDTH = 3\n")  # on disk; the editor holds another text
+    main = plan_for(tmp_path, "import torch\nfrom sizes import WIDTH\nv = torch.ones(2, WIDTH)\n", "uses_sizes.py")
+    written = []
+    real_write = engine._write
+    engine._write = lambda process, message: (written.append(message), real_write(process, message))[1]
+
+    def spec(width: int) -> JobSpec:
+        return JobSpec(key="sizes", main=main, roots=[str(tmp_path)], workspace=str(tmp_path),
+                       overlay={str(tmp_path / "sizes.py"): f"WIDTH = {width}\n"}, timeout=30.0)
+
+    def v(reports):
+        return variable(reports[main.filename], "v").values[0].shape
+
+    try:
+        assert v(await engine.run(spec(7))) == (2, 7)
+        assert v(await engine.run(spec(8))) == (2, 8)  # a new text
+        sent = engine._texts.messages_for({"type": "job", "id": 0, "key": "k", "spec": spec(8).to_dict()})
+        assert [m["type"] for m in sent] == ["job"]  # held by the worker: the next job only names it
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.invalidate()
+        assert v(await engine.run(spec(8))) == (2, 8)  # the new worker process got the text again
+    finally:
+        del engine._write
+    assert len(written) >= 3 and all("overlay" in m["spec"] for m in written)  # pending jobs keep their texts
+    assert shape_of(cpu_run("WIDTH = 8\nimport torch\nv = torch.ones(2, WIDTH)\n")["v"]) == (2, 8)
+
+
 async def test_a_newer_version_kills_a_job_that_overran_what_its_document_usually_takes(engine, tmp_path):
     # History: this document's jobs take milliseconds.
     first = await engine.analyse("doc", plan_for(tmp_path, "import torch\nq = torch.ones(1)\n", "v0.py"))

@@ -30,6 +30,7 @@ from torch_lsp.shapes.interpreter import Interpreter, find_interpreter, worker_c
 from torch_lsp.shapes.protocol import encode_frame, read_frame
 from torch_lsp.shapes.report import ReportError, ShapeReport, reports_from_json
 from torch_lsp.shapes.spec import BACKGROUND_WALL_FACTOR, JobSpec
+from torch_lsp.shapes.texts import SentTexts
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class ShapeEngine:
         self._flushing: asyncio.Task | None = None
         self._temporary: str | None = None
         self._scratch: str | None = None  # the confined worker's TMPDIR: its jobs' folders
+        self._texts = SentTexts()  # the open documents' texts the worker process holds (texts.py)
         self.startup_error: str | None = None
         self._changed = asyncio.Condition()  # a job was sent or started (wait_started)
         # One worker whatever the timing: callers arriving while the process is being spawned
@@ -124,6 +126,7 @@ class ShapeEngine:
             self._remove_temporary()
             return
         self._process = process
+        self._texts = SentTexts()  # a new process holds no texts
         self._reader = asyncio.create_task(self._read_results(process))
 
     async def wait_ready(self, timeout: float = 180.0) -> bool:
@@ -273,9 +276,14 @@ class ShapeEngine:
                 self._flushing = asyncio.ensure_future(self._flush(process))
             return
         try:
-            process.stdin.write(encode_frame(message))
+            self._write(process, message)
         except (ConnectionError, RuntimeError):
             pass
+
+    def _write(self, process: asyncio.subprocess.Process, message: dict) -> None:
+        """A job goes with the open documents' texts the worker does not hold yet (texts.py)."""
+        messages = self._texts.messages_for(message) if message.get("type") == "job" else [message]
+        process.stdin.write(b"".join(encode_frame(each) for each in messages))
 
     async def _flush(self, process: asyncio.subprocess.Process) -> None:
         """Write the outbox as the worker reads: each job once the pipe has room again."""
@@ -289,7 +297,7 @@ class ShapeEngine:
             key, message = self._outbox.popitem(last=False)
             if message["id"] in self._pending:  # not superseded or cancelled meanwhile
                 try:
-                    process.stdin.write(encode_frame(message))
+                    self._write(process, message)
                 except (ConnectionError, RuntimeError):
                     return
 

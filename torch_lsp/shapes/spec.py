@@ -70,11 +70,12 @@ class JobSpec:
         data["main"] = self.main.to_dict()
         return data
 
-    def _plain_fields(self) -> dict[str, Any]:
-        """Every field but `main`, JSON-ready. Not `asdict(self)`: it deep-copies the plan's
-        statements too (hundreds of dataclasses), once per job sent and once per cache key,
-        on the server's event loop, only for them to be replaced."""
-        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in ("main", "probes")}
+    def _plain_fields(self, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Every field but `main` (and `skip`), JSON-ready. Not `asdict(self)`: it deep-copies
+        the plan's statements too (hundreds of dataclasses), once per job sent and once per
+        cache key, on the server's event loop, only for them to be replaced."""
+        left_out = ("main", "probes", *skip)
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in left_out}
         data["probes"] = [asdict(probe) for probe in self.probes]
         return data
 
@@ -93,8 +94,10 @@ class JobSpec:
         import hashlib
         import json
 
-        data = self._plain_fields()
-        data.pop("key")
+        from torch_lsp.shapes.texts import digest
+
+        data = self._plain_fields(skip=("key", "overlay"))
         data["main"] = {"hash": self.main.hash}
+        data["overlay"] = {path: digest(text) for path, text in self.overlay.items()}  # cached per text
         digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode())
         return digest.hexdigest()[:32]

@@ -48,6 +48,7 @@ from torch_lsp.shapes import sandbox, scheduling
 from torch_lsp.shapes.protocol import FrameReader, write_frame
 from torch_lsp.shapes.report import ShapeReport, reports_to_json
 from torch_lsp.shapes.spec import BACKGROUND_WALL_FACTOR, JobSpec
+from torch_lsp.shapes.texts import HeldTexts
 
 KILL_GRACE_S = 1.0
 # Tests only: sandbox layers to leave out, to show that the others hold (the server's own
@@ -120,6 +121,7 @@ class Worker:
         self.warmed = False  # the warm-up ran (when idle; see warm_up)
         self.warm_up_due = float("inf")  # when the warm-up may run: after the first job, or idle a while
         self.startup: dict[str, float] = {}  # seconds per start-up step, sent with `ready`
+        self.texts = HeldTexts()  # open documents' texts, sent once, named by jobs (texts.py)
 
     def send(self, message: dict) -> None:
         write_frame(self.out_fd, message)
@@ -192,6 +194,8 @@ class Worker:
     # messages -------------------------------------------------------------------------------
 
     def _accept(self, message: dict) -> None:
+        if self.texts.accept(message):
+            return
         kind, key = message.get("type"), message.get("key", "")
         replaced = self.queue.pop(key, None)
         if replaced is not None:
@@ -203,7 +207,8 @@ class Worker:
         if kind != "job":
             return
         try:
-            job = Job(int(message["id"]), key, JobSpec.from_dict(message["spec"]), message["spec"])
+            raw = self.texts.resolve(message["spec"])
+            job = Job(int(message["id"]), key, JobSpec.from_dict(raw), raw)
         except (KeyError, TypeError, ValueError) as error:
             self.send({"type": "result", "id": message.get("id"), "reports_json": reports_to_json(
                 {"": ShapeReport(stopped=f"the shape worker could not read the job: {error}")})})
