@@ -4,6 +4,7 @@ interpreter, stopped otherwise. A stand-in command replaces the worker (no torch
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -57,3 +58,26 @@ def test_bad_parameters_raise_nothing(tmp_path):
     for params in (None, [], {"rootUri": 3, "initializationOptions": "x"}):
         early_start.start_for_initialize(params)
     early_start.discard()
+
+
+async def test_the_adopted_worker_is_asked_whether_it_ended_only_once_its_output_ended(monkeypatch):
+    """The engine asks `returncode` before every job it writes; for the adopted process that
+    was a wait4() system call each time (the event loop gives up the GIL for it)."""
+    import asyncio
+    import subprocess
+
+    from torch_lsp.shapes.engine import _AdoptedProcess
+
+    popen = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('x'); sys.stdout.flush(); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    process = await _AdoptedProcess.adopt(popen)
+    polls = []
+    real_poll = popen.poll
+    monkeypatch.setattr(popen, "poll", lambda: polls.append(1) or real_poll())
+    assert await process.stdout.readexactly(1) == b"x"
+    assert [process.returncode for _ in range(100)] == [None] * 100 and polls == []
+    process.stdin.close()  # the stand-in ends when its input does
+    assert await asyncio.wait_for(process.stdout.read(), 30) == b""  # its output ended
+    # Until it has exited (not reaped: that is returncode's job).
+    await asyncio.wait_for(asyncio.to_thread(os.waitid, os.P_PID, popen.pid, os.WEXITED | os.WNOWAIT), 30)
+    assert process.returncode == 0 and polls

@@ -140,3 +140,28 @@ async def test_an_interpreter_without_torch_gets_a_note_naming_it(tmp_path):
         await engine.close()
     stopped = reports[str(source)].stopped
     assert stopped.startswith(f"torch cannot be imported by {python}") and "No module named 'torch'" in stopped
+
+
+def test_a_session_looks_for_the_interpreter_again_when_the_setting_changes_or_after_a_while(tmp_path, monkeypatch):
+    """Not for every job: the lookup's `stat`s ran on the event loop, several per edit."""
+    from types import SimpleNamespace
+
+    from torch_lsp.shapes import session as session_module
+
+    settings = SimpleNamespace(execution=SimpleNamespace(python=None))
+    session = session_module.ShapeSession(tmp_path, lambda: settings)
+    clock = [100.0]
+    monkeypatch.setattr(session_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    monkeypatch.delenv("CONDA_PREFIX", raising=False)
+    looked = []
+    real = session_module.find_interpreter
+    monkeypatch.setattr(session_module, "find_interpreter", lambda *a: looked.append(a) or real(*a))
+
+    assert session.interpreter().path == sys.executable
+    python = make_env(tmp_path / ".venv")  # made while the server runs
+    assert [session.interpreter().path for _ in range(50)] == [sys.executable] * 50 and len(looked) == 1
+    clock[0] += session_module.INTERPRETER_RECHECK_S + 0.1
+    assert session.interpreter().path == str(python) and len(looked) == 2
+    settings.execution.python = "/opt/other/bin/python"
+    assert session.interpreter().path == "/opt/other/bin/python" and len(looked) == 3

@@ -394,7 +394,12 @@ class _AdoptedProcess:
 
     @property
     def returncode(self) -> int | None:
-        return self._popen.poll()
+        # Asked before every job is written: poll() is a wait4() call, which gives up the GIL on
+        # the event loop (and waits to get it back behind the analysis threads). A worker that
+        # ends closes its stdout first, so only then is it asked.
+        if self._popen.returncode is None and self.stdout.at_eof():
+            self._popen.poll()
+        return self._popen.returncode
 
     def kill(self) -> None:
         try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from torch_lsp.shapes.spec import JobSpec, Probe
 Reports = dict[str, ShapeReport]
 # Files recorded besides the document and its driver: where the driver's classes are defined.
 MAX_CLASS_FILES = 8
+INTERPRETER_RECHECK_S = 5.0  # how stale the project interpreter's lookup may be (see interpreter())
 
 
 @dataclass
@@ -119,12 +121,20 @@ class ShapeSession:
         # never reached the document: until that text changes, the document runs on its own.
         self._missed_drivers: dict[str, tuple[str, int, str | None]] = {}
         self._probe_keys: dict[str, set[str]] = {}  # document key -> its probe jobs' keys
+        self._interpreter_found: tuple[str | None, float, Interpreter] | None = None  # setting, when, what
 
     # the engine -------------------------------------------------------------------------------
 
     def interpreter(self) -> Interpreter:
+        """The project's interpreter for the current setting. Looked for again when the setting
+        changes, or when the last look is INTERPRETER_RECHECK_S old (a `.venv` made meanwhile):
+        not for every job, whose `stat`s on the event loop each give up the GIL."""
         python = getattr(self.settings_provider().execution, "python", None)
-        return find_interpreter(python, self.root)
+        now = time.monotonic()
+        found = self._interpreter_found
+        if found is None or found[0] != python or now - found[1] > INTERPRETER_RECHECK_S:
+            found = self._interpreter_found = (python, now, find_interpreter(python, self.root))
+        return found[2]
 
     @property
     def engine(self) -> ShapeEngine:
