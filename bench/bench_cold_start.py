@@ -2,8 +2,14 @@
 
 Usage: PYTHONPATH=. python bench/bench_cold_start.py [--runs 5]
 
-Per run, interleaved (a baseline, then the worker, then the editor session):
-- baseline: `python -c "import torch"` in a fresh process: wall time and peak RSS;
+Per run, interleaved (the baselines, then the worker, then the editor session):
+- baseline: `python -c "import torch"` in a fresh process: wall time and RSS;
+- torch's floor: a fresh process that does only what torch itself must do before the seed's
+  first shapes exist: import torch and torchvision, then build a LeNet on meta and run its
+  forward, loss and backward once (with dynamo's triton import skipped, as the worker does).
+  Torch imports its symbolic-shapes module (and sympy) and dynamo on the first meta
+  operations, and torchvision imports dynamo too, so no shape tool on meta tensors can start
+  faster or smaller than this; the ratios to it are torch-lsp's own overhead;
 - the shape worker (`python -m torch_lsp.shapes.worker`) talked to directly: the start-up steps it
   reports with `ready` (import torch; what every meta job imports on first use; the spare fork),
   its RSS, the first job (the seed fixture, which imports torchvision: imported then), the
@@ -47,6 +53,30 @@ def bare_import_torch() -> tuple[float, float]:
     started = time.perf_counter()
     run = subprocess.run([sys.executable, "-c", "import torch; print(open('/proc/self/status').read())"],
                          capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - started
+    rss = next(int(line.split()[1]) for line in run.stdout.splitlines() if line.startswith("VmRSS:"))
+    return elapsed, rss / 1024
+
+
+# What torch itself needs before any tool can have the seed's shapes (see the module docstring).
+_FLOOR = """
+import torch, torch.nn as nn, torch.nn.functional as F
+import torch.utils._triton as triton_checks  # dynamo would import triton (GPU kernels): not needed
+triton_checks.has_triton_package = triton_checks.has_triton = lambda: False
+import torchvision.transforms, torchvision.datasets
+with torch.device("meta"):
+    net = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 10))
+    loss = F.cross_entropy(net(torch.randn(32, 3, 32, 32)), torch.zeros(32, dtype=torch.long))
+    loss.backward()
+print(open("/proc/self/status").read())
+"""
+
+
+def torch_floor() -> tuple[float, float]:
+    """(wall seconds, RSS MB at the end) of torch's own work for the seed's first shapes."""
+    started = time.perf_counter()
+    run = subprocess.run([sys.executable, "-c", _FLOOR], capture_output=True, text=True, check=True)
     elapsed = time.perf_counter() - started
     rss = next(int(line.split()[1]) for line in run.stdout.splitlines() if line.startswith("VmRSS:"))
     return elapsed, rss / 1024
@@ -148,19 +178,24 @@ def main() -> None:
         wall, rss = bare_import_torch()
         samples.setdefault("baseline: `python -c \"import torch\"`", []).append(wall)
         samples.setdefault("baseline RSS (MB)", []).append(rss)
+        wall, rss = torch_floor()
+        samples.setdefault("torch's floor: import torch + torchvision, one meta forward/backward", []).append(wall)
+        samples.setdefault("torch's floor RSS (MB)", []).append(rss)
         for name, value in {**worker_run(SEED), **editor_run(SEED)}.items():
             samples.setdefault(name, []).append(value)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     base, base_rss = medians["baseline: `python -c \"import torch\"`"], medians["baseline RSS (MB)"]
+    floor = medians["torch's floor: import torch + torchvision, one meta forward/backward"]
+    floor_rss = medians["torch's floor RSS (MB)"]
     print(f"Python {sys.version.split()[0]}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}; "
           f"medians of {args.runs} interleaved runs.\n")
-    print("| what | median | ratio to the baseline |")
-    print("|---|---:|---:|")
+    print("| what | median | ratio to `import torch` | ratio to torch's floor |")
+    print("|---|---:|---:|---:|")
     for name, value in medians.items():
         if "(MB)" in name:
-            print(f"| {name} | {value:.0f} MB | {value / base_rss:.2f} |")
+            print(f"| {name} | {value:.0f} MB | {value / base_rss:.2f} | {value / floor_rss:.2f} |")
         else:
-            print(f"| {name} | {value * 1000:.0f} ms | {value / base:.2f} |")
+            print(f"| {name} | {value * 1000:.0f} ms | {value / base:.2f} | {value / floor:.2f} |")
 
 
 if __name__ == "__main__":
