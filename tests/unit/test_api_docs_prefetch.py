@@ -25,7 +25,7 @@ y = torch.cat([torch.ones(2, 4), torch.zeros(2, 4)], dim=0)
 
 def prefetched(source: str) -> list[tuple[int, int, str, str | None]]:
     docs, asked = ApiDocs(), []
-    docs.lookup = lambda source, path, line, col, word, imports=None: asked.append((line, col, word, imports))
+    docs.lookup = lambda source, path, line, col, word: asked.append((line, col, word, _imports_key(source)))
     docs.prefetch(source, "/w/net.py")
     return asked
 

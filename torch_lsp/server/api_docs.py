@@ -49,11 +49,9 @@ class ApiDocs:
         self._thread: threading.Thread | None = None
         self._helper: subprocess.Popen | None = None
 
-    def lookup(self, source: str, path: str | None, line: int, col: int, word: str,
-               imports: str | None = None) -> ApiDoc | None:
-        """Cached doc for `word` (a dotted name) at (line, col); None now, maybe later.
-        `imports`: the source's `_imports_key`, when the caller has it already."""
-        key = (imports or _imports_key(source), word)
+    def lookup(self, source: str, path: str | None, line: int, col: int, word: str) -> ApiDoc | None:
+        """Cached doc for `word` (a dotted name) at (line, col); None now, maybe later."""
+        key = (_imports_key(source), word)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
@@ -67,16 +65,16 @@ class ApiDocs:
         return None
 
     def prefetch(self, source: str, path: str | None) -> None:
-        """On the event loop after every shape report: one pass over the lines, one imports
-        key (not one per call found: 18 ms per report on a 5,000-line file), each name once."""
-        imports, seen = _imports_key(source), set()
+        """After every shape report, in a thread: one regex pass over the whole source (not one
+        per line), each name looked up once (not once per call)."""
+        seen = set()
         for match in _DOTTED_CALL.finditer(source):
             name = match.group(1)
             if name not in seen and not name.startswith("self."):
                 seen.add(name)
                 end = match.end(1)
                 line_start = source.rfind("\n", 0, end) + 1
-                self.lookup(source, path, source.count("\n", 0, end), end - 1 - line_start, name, imports)
+                self.lookup(source, path, source.count("\n", 0, end), end - 1 - line_start, name)
 
     def shutdown(self) -> None:
         self._requests.put(None)

@@ -94,10 +94,10 @@ class JobSpec:
         import hashlib
         import json
 
-        from torch_lsp.shapes.texts import digest
+        from torch_lsp.shapes.texts import digest as text_digest
 
         data = self._plain_fields(skip=("key", "overlay"))
         data["main"] = {"hash": self.main.hash}
-        data["overlay"] = {path: digest(text) for path, text in self.overlay.items()}  # cached per text
+        data["overlay"] = {path: text_digest(text) for path, text in self.overlay.items()}  # cached per text
         digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode())
         return digest.hexdigest()[:32]
