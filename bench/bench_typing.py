@@ -14,7 +14,10 @@ Reported, per document count:
   current text, else the time since the text they describe was replaced by an edit
   (`torch-lsp.shapesShown`); and how long no shapes were shown at all;
 - hover latency p50/p95 while typing, against hover on the same server before typing (the
-  same-run baseline), and the shape job time of one idle edit (the age's baseline);
+  same-run baseline), as this client sees it and as the server timed it (from reading the
+  request to writing the answer: `torch-lsp.serverInfo`); this client shares the cores and
+  parses every notification, so its figure includes its own backlog. And the shape job time
+  of one idle edit (the age's baseline);
 - after typing stops, the time until every document's shapes are current again;
 - the server's RSS, sampled every 5 s (over 10 minutes: the steady-state memory figure);
 - the shape worker's RSS (the server's largest child; each job is a fork of it) at the same
@@ -115,6 +118,12 @@ class Session:
                                                                "position": {"line": self.hover_line, "character": 8}})
         return ms, "Tensor[" in str(reply.get("result"))
 
+    def server_hovers(self) -> dict[str, float]:
+        """The server's own timing of the hovers since the last call (read to answer written:
+        server/latency.py), without this client's delays in reading the reply."""
+        info = self.command("torch-lsp.serverInfo", {"resetLatency": True}) or {}
+        return info.get("requestLatency", {}).get("textDocument/hover", {})
+
     def close(self) -> None:
         self.client.close()
 
@@ -127,7 +136,9 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
         for path in session.paths:
             session.client.open(path, session.text)
         first_shapes = session.wait_current(session.paths)
+        session.server_hovers()  # from here on: the server's own timing of each hover
         idle_hovers = [session.hover_ms(session.paths[0])[0] for _ in range(100)]
+        idle_server = session.server_hovers()
         started = time.perf_counter()  # one edit while idle: how long a shape job takes here
         session.edit(session.paths[0])
         idle_job = session.wait_current(session.paths[:1])
@@ -163,6 +174,7 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
                 worker_rss.append(worker_rss_mb(session.client.process.pid))
                 next_rss = now + 5
             time.sleep(0.005)
+        typing_server = session.server_hovers()
         settle = session.wait_current(session.paths)
         server_rss = rss_mb(session.client.process.pid)
         worker_rss.append(worker_rss_mb(session.client.process.pid))
@@ -178,6 +190,9 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
             "samples with no shapes shown (%)": 100.0 * blank / max(len(ages), 1),
             "hover p50 idle / typing (ms)": (percentile(idle_hovers, 0.5), percentile(hovers, 0.5)),
             "hover p95 idle / typing (ms)": (percentile(idle_hovers, 0.95), percentile(hovers, 0.95)),
+            "hover inside the server, p50 idle / typing (ms)": (idle_server["p50Ms"], typing_server["p50Ms"]),
+            "hover inside the server, p95 idle / typing (ms)": (idle_server["p95Ms"], typing_server["p95Ms"]),
+            "hover inside the server, p99 idle / typing (ms)": (idle_server["p99Ms"], typing_server["p99Ms"]),
             "current again after typing stops (s)": settle,
             "server RSS: after opening / highest while typing / at the end (MB)": (rss[0], max(rss), server_rss),
             "worker RSS: after opening / highest / at the end (MB)": (worker_rss[0], max(worker_rss), worker_rss[-1]),

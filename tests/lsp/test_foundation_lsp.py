@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 from lsprotocol import types
 
@@ -197,3 +198,42 @@ async def test_tcp_transport(tmp_path):
     finally:
         server.kill()
         await server.wait()
+
+
+async def test_server_info_says_how_fast_each_request_was_answered(client):
+    open_text(client, URI, MISSING.read_text())
+    await diagnostics_for(client, URI, version=1)
+    for _ in range(5):
+        await client.text_document_hover_async(types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(line=24, character=8)))
+    info = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[{"resetLatency": True}]))
+    hover = info["requestLatency"]["textDocument/hover"]
+    assert hover["count"] == 5
+    assert 0 < hover["p50Ms"] <= hover["p95Ms"] <= hover["p99Ms"] <= hover["maxMs"]
+    # Reset: the hovers are forgotten; the reply that reset them is the one answer counted since.
+    info = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[]))
+    assert "textDocument/hover" not in info["requestLatency"]
+    assert info["requestLatency"]["workspace/executeCommand"]["count"] == 1
+
+
+async def test_the_servers_background_threads_run_below_its_event_loop(client):
+    if sys.platform != "linux":
+        return
+    open_text(client, URI, MISSING.read_text())
+    await diagnostics_for(client, URI, version=1)  # analysed in a background thread by now
+    info = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[]))
+    main, others = None, []  # the event loop's thread (its id is the process's), the other threads
+    for task in Path(f"/proc/{info['pid']}/task").iterdir():
+        stat = (task / "stat").read_text()
+        value = int(stat[stat.rindex(")") + 2:].split()[16])  # field 19 of /proc/PID/task/TID/stat
+        if task.name == str(info["pid"]):
+            main = value
+        else:
+            others.append(value)
+    # Python 3.11 does not name OS threads: the analysis threads are the lowered ones, and the
+    # reading thread (on every request's path) is among those at the loop's priority.
+    assert min(main + 10, 19) in others and main in others, (main, others)
+    assert set(others) <= {main, min(main + 10, 19)}, (main, others)

@@ -37,6 +37,7 @@ def warnings_logged(env: dict, options: dict | None = None, wait_s: float = 60) 
     return found
 
 
+@pytest.mark.slow  # the shape worker starts (execution is on) besides the check
 def test_a_missing_layer_is_logged_once():
     found = warnings_logged({**os.environ, "TORCH_LSP_SANDBOX_SKIP": "files"})
     assert len(found) == 1, found
@@ -44,7 +45,23 @@ def test_a_missing_layer_is_logged_once():
 
 
 def test_no_check_when_nothing_runs():
-    assert warnings_logged(dict(os.environ), {"execution": {"enabled": False}}, wait_s=5) == []
+    """Once the settings are known the server has decided (sandbox_notice.report_once runs right
+    after): with execution off it never started the check, so nothing can be logged later."""
+    client = StdioClient(SERVER, env=dict(os.environ))
+    try:
+        client.initialize(ROOT, {"execution": {"enabled": False}})
+        deadline = time.monotonic() + 60
+        while not (info := server_info(client))["settingsKnown"]:
+            assert time.monotonic() < deadline, "the settings were never known"
+            time.sleep(0.05)
+        assert info["sandboxChecked"] is False
+    finally:
+        client.close()
+
+
+def server_info(client: StdioClient) -> dict:
+    reply, _ = client.request("workspace/executeCommand", {"command": "torch-lsp.serverInfo", "arguments": []})
+    return reply["result"]
 
 
 def test_the_warning_says_what_got_out_and_what_is_missing():

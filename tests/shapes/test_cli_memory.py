@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import FIXTURES, ROOT
 
 SEED = FIXTURES / "cifar10_seed.py"
@@ -17,6 +19,7 @@ def memory(*arguments: str, cwd=ROOT) -> subprocess.CompletedProcess:
                           text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow  # the CLI's shape worker (a process that imports torch)
 def test_memory_json_with_a_batch_limit():
     result = memory("--format", "json", "--gpu-memory", "2", str(SEED))
     assert result.returncode == 0, result.stderr
@@ -34,6 +37,7 @@ def test_memory_json_with_a_batch_limit():
     assert found["capacityGib"] == 2 and f"{largest:,}" in found["markdown"]
 
 
+@pytest.mark.slow  # the CLI's shape worker (a process that imports torch)
 def test_memory_at_another_batch_and_the_text_form():
     result = memory("--batch", "128", "--depth", "1", str(SEED))
     assert result.returncode == 0, result.stderr
@@ -52,6 +56,7 @@ def test_files_that_cannot_be_measured(tmp_path):
     assert "syntax error" in result.stdout
 
 
+@pytest.mark.slow  # the CLI's shape worker (a process that imports torch)
 def test_a_batch_built_in_the_file_is_said_so(tmp_path):
     script = tmp_path / "no_loader.py"
     script.write_text("import torch, torch.nn as nn\nmodel = nn.Linear(64, 64)\n"
@@ -62,6 +67,7 @@ def test_a_batch_built_in_the_file_is_said_so(tmp_path):
     assert "does not change the step's memory" in result.stdout
 
 
+@pytest.mark.slow  # the CLI's shape worker (a process that imports torch)
 def test_a_notebook_is_measured_as_its_program(tmp_path):
     """The code cells run as one program (as `torch-lsp shapes` runs them): the same step as the
     same code in a `.py` file, the loop placed in its cell. (Read as Python, the notebook's JSON

@@ -60,6 +60,7 @@ def exact_memory(source: str, **options) -> dict:
     return found["memory"]
 
 
+@pytest.mark.slow  # runs the model for real on CPU (a few seconds) to compare
 @pytest.mark.parametrize("batch", [128, 512])
 def test_linear_stack_peak_is_the_closed_form_and_the_real_cpu_peak(batch, tmp_path):
     memory = exact_memory(linear_stack(batch))
@@ -229,6 +230,7 @@ REAL_CPU_CASES = {
 }
 
 
+@pytest.mark.slow  # runs the model for real on CPU (a few seconds) to compare
 @pytest.mark.parametrize("name", sorted(REAL_CPU_CASES))
 def test_meta_estimate_against_a_real_cpu_step(name, tmp_path):
     source, tolerance = REAL_CPU_CASES[name]

@@ -102,6 +102,7 @@ def test_check_sandbox_on_the_command_line():
     assert "TCP connect" in done.stdout and "contained" in done.stdout
 
 
+@pytest.mark.slow  # a sandboxed process that imports torch
 def test_torch_runs_inside_and_writes_nothing_outside(tmp_path):
     """A real model on meta and CPU, a DataLoader, tempfile: all work in the sandbox."""
     code = f"""

@@ -8,11 +8,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.conftest import ROOT
 from tests.shapes.test_synthesize import load
 
+pytestmark = pytest.mark.slow  # every test runs the CLI's shape worker (a process that imports torch)
 PROJECTS = ROOT / "fixtures" / "projects"
 
 

@@ -22,6 +22,7 @@ from torch_lsp import __version__
 from torch_lsp.server import (actions, commands, cost, diagnostics, hover, inlay, lenses, notebook_shapes,
                               notebooks, sandbox_notice, shapes)
 from torch_lsp.server.documents import DocumentStore
+from torch_lsp.server.latency import RequestLatency
 from torch_lsp.server.notebooks import NotebookStore
 from torch_lsp.server.protocol import TorchProtocol
 
@@ -85,6 +86,7 @@ class TorchLanguageServer(LanguageServer):
         self.shutdown_hooks: list[Callable[[], None]] = []
         self.shutdown_hooks_ran = False
         self.sandbox_reported = False
+        self.latency = RequestLatency()  # each request, read to answered (server/stdio.py)
         self.warned: set[str] = set()  # settings warnings already shown: each is shown once
         # Set once the client's configuration has been asked for (answered, refused or timed
         # out): nothing of the user's code runs before (see effective_settings).
@@ -285,9 +287,11 @@ def create_server() -> TorchLanguageServer:
 
     @ls.command(SERVER_INFO_COMMAND)
     def server_info(ls: TorchLanguageServer, *args) -> dict[str, Any]:
-        """Facts for bug reports and tests: notably that torch, and matplotlib (charts are drawn
-        by a helper process), are not imported here."""
+        """Facts for bug reports, tests and benches: notably that torch, and matplotlib (charts
+        are drawn by a helper process), are not imported here, and how fast requests were
+        answered (`{"resetLatency": true}` as the argument starts a new count after this one)."""
         shapes = getattr(ls, "shapes", None)
+        reset = bool(args) and isinstance(args[0], dict) and args[0].get("resetLatency") is True
         return {"version": __version__, "pid": os.getpid(), "python": sys.executable,
                 "torchImported": "torch" in sys.modules, "matplotlibImported": "matplotlib" in sys.modules,
                 "rssMb": _rss_mb(), "shapeJobs": ls.shapes.jobs_sent,
@@ -296,6 +300,8 @@ def create_server() -> TorchLanguageServer:
                 "runningShapeJobs": ls.shapes.engine.running if ls.shapes.engine is not None else [],
                 # Requests being handled, plus any future pygls failed to drop (server/protocol.py).
                 "pendingFutures": len(ls.protocol._request_futures),
+                "settingsKnown": ls.settings_known.is_set(), "sandboxChecked": ls.sandbox_reported,
+                "requestLatency": ls.latency.summary(reset=reset),
                 "settings": ls.settings.to_dict()}
 
     for feature in (notebooks, actions, shapes, notebook_shapes, hover, inlay, commands, cost, lenses):

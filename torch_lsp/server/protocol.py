@@ -120,6 +120,10 @@ class TorchProtocol(LanguageServerProtocol):
     def _refuse(self, msg_id, code: int, text: str) -> None:
         self._send_response(msg_id, error=types.ResponseError(code=code, message=text))
 
+    def _send_response(self, msg_id, result=None, error=None):
+        super()._send_response(msg_id, result, error)
+        self._server.latency.answered(msg_id)  # served: `torch-lsp.serverInfo` reports how fast
+
     def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
         def forget_then(future, callback=callback):
             # pygls removes a request's future when it answers, but never a notification's.

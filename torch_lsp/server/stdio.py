@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pygls.io_ import StdoutWriter, run_async
 
+from torch_lsp.server import background
+
 if TYPE_CHECKING:
     from torch_lsp.server.app import TorchLanguageServer
 
@@ -32,6 +34,7 @@ def serve(server: "TorchLanguageServer", stdin: BinaryIO, stdout: BinaryIO) -> N
     server._stop_event = threading.Event()
 
     async def loop() -> None:
+        asyncio.get_running_loop().set_default_executor(background.executor())  # below the loop's priority
         messages = _Messages()
         threading.Thread(target=_read_ahead, args=(stdin, asyncio.get_running_loop(), messages, server),
                          name="lsp-stdin", daemon=True).start()
@@ -88,6 +91,7 @@ def _read_ahead(stream: BinaryIO, loop: asyncio.AbstractEventLoop, messages: _Me
         if message is None:
             break
         headers, body, method = message
+        server.latency.received(body)  # from here on, the wait for the loop is the server's
         loop.call_soon_threadsafe(messages.queue.put_nowait, (headers, body))
         if len(body) >= LARGE_MESSAGE:
             loop.call_soon_threadsafe(server.release_memory_soon)
