@@ -110,6 +110,27 @@ async def test_unsaved_texts_of_open_documents_reach_jobs_once_and_again_after_a
     assert shape_of(cpu_run("WIDTH = 8\nimport torch\nv = torch.ones(2, WIDTH)\n")["v"]) == (2, 8)
 
 
+async def test_what_jobs_import_is_imported_once_by_the_worker_not_by_every_fork(engine, tmp_path):
+    from torch_lsp.shapes.observers import COST
+    from torch_lsp.shapes.spec import JobSpec
+
+    os.kill(engine.pid, signal.SIGKILL)  # a fresh worker process: nothing imported for jobs yet
+    engine.invalidate()
+    source = "import torch\nimport torchvision\nnet = torchvision.models.resnet18(weights=None)\ny = net(torch.zeros(1, 3, 64, 64))\n"
+    main = plan_for(tmp_path, source, "vision.py")
+
+    def spec(run: int) -> JobSpec:
+        return JobSpec(key=f"vision{run}", main=main, cwd=str(tmp_path), observers=list(COST), timeout=60.0)
+
+    for run in range(2):
+        reports = await engine.run(spec(run))
+        assert variable(reports[main.filename], "y").values[0].shape == (1, 1000)
+    [imported] = engine.worker_imports  # the first job's imports, done in the worker; none for the second
+    assert {"torch_lsp.shapes.job", "torch_lsp.shapes.observe_cost", "torch_lsp.shapes.memory",
+            "torchvision"} <= set(imported["modules"]), imported
+    assert shape_of(cpu_run(source)["y"]) == (1, 1000)
+
+
 async def test_a_newer_version_kills_a_job_that_overran_what_its_document_usually_takes(engine, tmp_path):
     # History: this document's jobs take milliseconds.
     first = await engine.analyse("doc", plan_for(tmp_path, "import torch\nq = torch.ones(1)\n", "v0.py"))

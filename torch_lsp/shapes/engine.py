@@ -91,6 +91,9 @@ class ShapeEngine:
         # (8 documents opened at once) wait for it instead of spawning their own.
         self._starting = asyncio.Lock()
         self.worker_info: dict = {}
+        # What the worker imported once for its jobs ({"modules", "seconds"}, worker._import_for),
+        # since its process started: for benches and tests.
+        self.worker_imports: list[dict] = []
         self.restarts = 0
 
     # lifecycle ------------------------------------------------------------------------------
@@ -308,8 +311,10 @@ class ShapeEngine:
                 break
             kind = message.get("type")
             if kind == "ready":
-                self.worker_info = message
+                self.worker_info, self.worker_imports = message, []
                 self._ready.set()
+            elif kind == "imported":
+                self.worker_imports.append({"modules": message.get("modules"), "seconds": message.get("seconds")})
             elif kind == "started":
                 pending = self._pending.get(message.get("id"))
                 if pending is not None:

@@ -35,6 +35,12 @@ class Observer(Protocol):
     def results(self) -> dict[str, Any]: ...
 
 
+def modules_of(names: list[str]) -> list[str]:
+    """The modules that define the observers named (the worker imports them once, before it
+    forks jobs that use them)."""
+    return [FACTORIES[name].partition(":")[0] for name in names if name in FACTORIES]
+
+
 def create(names: list[str], context) -> list[Observer]:
     """The observers named, in order; unknown names are ignored (an older worker), and so are
     observers the project's torch cannot run (too old for their APIs)."""

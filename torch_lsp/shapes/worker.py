@@ -24,6 +24,8 @@ stdin/stdout: frames of a 4-byte big-endian length and a JSON object (see `proto
   anything else. The warm-up (a tiny model run once, so that torch's first-use imports are
   not paid again by every job) happens when the worker is next idle, and torchvision (~1 s,
   ~170 MB) is imported only once a job's files mention it (docs/benchmarks.md, "Cold start").
+  Likewise the job module and the observers a job names (the cost observers' FLOP counter:
+  ~100 ms) are imported by the worker before the first job that needs them, not by every fork.
 
 What one job does (run the driver and probes, classify errors) is in job.py. This module
 imports torch only in `main()`, so that a project interpreter without torch gets a clear
@@ -33,6 +35,7 @@ message instead of a traceback.
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import mmap
 import os
@@ -44,7 +47,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from torch_lsp.shapes import sandbox, scheduling
+from torch_lsp.shapes import observers, sandbox, scheduling
 from torch_lsp.shapes.protocol import FrameReader, write_frame
 from torch_lsp.shapes.report import ShapeReport, reports_to_json
 from torch_lsp.shapes.spec import BACKGROUND_WALL_FACTOR, JobSpec
@@ -122,6 +125,7 @@ class Worker:
         self.warm_up_due = float("inf")  # when the warm-up may run: after the first job, or idle a while
         self.startup: dict[str, float] = {}  # seconds per start-up step, sent with `ready`
         self.texts = HeldTexts()  # open documents' texts, sent once, named by jobs (texts.py)
+        self.tried_imports: set[str] = set()  # modules imported here for jobs (see _import_for)
 
     def send(self, message: dict) -> None:
         write_frame(self.out_fd, message)
@@ -258,22 +262,7 @@ class Worker:
         self.send({"type": "warm", "warm_up_s": time.perf_counter() - started})
 
     def _start(self, job: Job) -> None:
-        if "torchvision" not in sys.modules and _mentions_torchvision(job.spec):
-            # Imported here once, not in each job's fork; the spare was forked without it.
-            started = time.perf_counter()
-            try:
-                import torchvision  # noqa: F401
-                import torchvision.datasets  # noqa: F401
-                import torchvision.models  # noqa: F401
-                import torchvision.transforms  # noqa: F401
-            except ImportError:
-                pass
-            self.startup.setdefault("torchvision_s", time.perf_counter() - started)
-            if self.spare is not None:
-                _kill(self.spare.pid)
-                os.close(self.spare.job_fd)
-                os.close(self.spare.result_fd)
-                self.spare = None
+        self._import_for(job.spec)
         spare, self.spare = self.spare or self._fork_spare(), None
         slot = self.free_slots.pop(0)
         _SLOT.pack_into(self.progress, slot * _SLOT.size, 0, -1)
@@ -291,6 +280,29 @@ class Worker:
         limit = job.spec.timeout * (BACKGROUND_WALL_FACTOR if job.spec.background else 1)
         self.running[job.key] = RunningJob(job, spare.pid, spare.result_fd, slot, now, now + limit + KILL_GRACE_S,
                                            job_dir, baseline)
+
+    def _import_for(self, spec: JobSpec) -> None:
+        """Import what the job needs that this process has not imported yet, here, once: in the
+        job's fork it would be imported again by every job (torch's FLOP counter, which the cost
+        observers use, is ~100 ms and 74 modules; torchvision ~130 ms; the job module ~30 ms).
+        The spare, forked without them, is replaced. Each module is tried once (one that fails
+        to import fails in the job, which says why)."""
+        needed = [name for name in _imports_for(spec) if name not in sys.modules and name not in self.tried_imports]
+        if not needed:
+            return
+        started = time.perf_counter()
+        for name in needed:
+            self.tried_imports.add(name)
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - an observer the project's torch cannot run, no torchvision
+                pass
+        self.send({"type": "imported", "modules": needed, "seconds": time.perf_counter() - started})
+        if self.spare is not None:
+            _kill(self.spare.pid)
+            os.close(self.spare.job_fd)
+            os.close(self.spare.result_fd)
+            self.spare = None
 
     def _release(self, key: str) -> RunningJob:
         running = self.running.pop(key)
@@ -362,6 +374,14 @@ class Worker:
             if done:
                 self.exiting.remove(pid)
                 sandbox.kill_descendants(pid)  # (orphans by now: the next job's end collects them)
+
+
+def _imports_for(spec: JobSpec) -> list[str]:
+    """The modules a job will import that the worker can import for all jobs alike."""
+    names = ["torch_lsp.shapes.job", *observers.modules_of(spec.observers)]
+    if "torchvision" not in sys.modules and _mentions_torchvision(spec):
+        names += ["torchvision", "torchvision.datasets", "torchvision.models", "torchvision.transforms"]
+    return names
 
 
 def _mentions_torchvision(spec: JobSpec) -> bool:
