@@ -7,7 +7,8 @@ Measures, medians over --runs:
   fixture with a cold worker (server just started) and a warm one; re-analysis after an edit
   (debounce set to 0 so the engine is what is measured); hover and inlay-hint latency p50/p95;
   server and worker RSS;
-- engine alone: re-analysis of the seed file through a warm worker;
+- engine alone: re-analysis of the seed file through a warm worker, without and with the cost
+  observers the editor asks for (summary tree, FLOPs, memory);
 - resnet50: the shape job vs, in the same run, a bare meta forward and
   torchinfo.summary(..., device="meta") in a warm interpreter.
 """
@@ -90,13 +91,15 @@ def children(pid: int) -> list[int]:
 async def bench_engine(runs: int) -> dict:
     from torch_lsp.analysis.plan import build_plan
     from torch_lsp.shapes.engine import ShapeEngine
+    from torch_lsp.shapes.observers import COST
+    from torch_lsp.shapes.spec import JobSpec
 
     engine = ShapeEngine()
     t0 = time.perf_counter()
     await engine.wait_ready(180)
     ready_s = time.perf_counter() - t0
     seed = SEED.read_text()
-    reanalysis, resnet_e2e, resnet_job = [], [], []
+    reanalysis, with_costs, resnet_e2e, resnet_job = [], [], [], []
     try:
         for run in range(runs):
             await asyncio.sleep(PAUSE_S)
@@ -105,6 +108,14 @@ async def bench_engine(runs: int) -> dict:
             report = await engine.analyse("seed", plan)
             reanalysis.append((time.perf_counter() - t0) * 1000)
             assert report and report.variables, report
+        for run in range(runs):  # as the editor asks: with the cost observers (summary, FLOPs, memory)
+            await asyncio.sleep(PAUSE_S)
+            plan = build_plan(seed + f"\n# costs {run}\n", str(SEED))
+            t0 = time.perf_counter()
+            reports = await engine.run(JobSpec(key="seed-costs", main=plan, record=[str(SEED)], cwd=str(SEED.parent),
+                                               observers=list(COST), timeout=60.0))
+            with_costs.append((time.perf_counter() - t0) * 1000)
+            assert reports[str(SEED)].variables, reports
         for run in range(runs):
             await asyncio.sleep(PAUSE_S)
             plan = build_plan(RESNET_JOB + f"\n# run {run}\n", str(ROOT / "bench" / "resnet_job.py"))
@@ -122,6 +133,7 @@ async def bench_engine(runs: int) -> dict:
     finally:
         await engine.close()
     return {"worker_ready_s": ready_s, "seed_reanalysis_ms": statistics.median(reanalysis),
+            "seed_with_cost_observers_ms": statistics.median(with_costs), "seed_with_cost_observers_first_ms": with_costs[0],
             "resnet50_job_e2e_ms": statistics.median(resnet_e2e), "resnet50_job_in_fork_ms": statistics.median(resnet_job),
             "cache_hit_ms": statistics.median(cached), "worker_rss_mb": worker_rss}
 

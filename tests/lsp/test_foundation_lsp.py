@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
 
 from lsprotocol import types
 
@@ -217,23 +216,3 @@ async def test_server_info_says_how_fast_each_request_was_answered(client):
     assert "textDocument/hover" not in info["requestLatency"]
     assert info["requestLatency"]["workspace/executeCommand"]["count"] == 1
 
-
-async def test_the_servers_background_threads_run_below_its_event_loop(client):
-    if sys.platform != "linux":
-        return
-    open_text(client, URI, MISSING.read_text())
-    await diagnostics_for(client, URI, version=1)  # analysed in a background thread by now
-    info = await client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[]))
-    main, others = None, []  # the event loop's thread (its id is the process's), the other threads
-    for task in Path(f"/proc/{info['pid']}/task").iterdir():
-        stat = (task / "stat").read_text()
-        value = int(stat[stat.rindex(")") + 2:].split()[16])  # field 19 of /proc/PID/task/TID/stat
-        if task.name == str(info["pid"]):
-            main = value
-        else:
-            others.append(value)
-    # Python 3.11 does not name OS threads: the analysis threads are the lowered ones, and the
-    # reading thread (on every request's path) is among those at the loop's priority.
-    assert min(main + 10, 19) in others and main in others, (main, others)
-    assert set(others) <= {main, min(main + 10, 19)}, (main, others)

@@ -22,8 +22,6 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass
 
-from torch_lsp.server import background
-
 log = logging.getLogger(__name__)
 
 _TORCH_PREFIXES = ("torch", "torchvision")
@@ -85,7 +83,6 @@ class ApiDocs:
             helper.kill()
 
     def _serve(self) -> None:
-        background.lower_this_thread()
         while (item := self._requests.get()) is not None:
             key, request = item
             doc = self._ask(request)
@@ -142,7 +139,6 @@ def _infer_once(source: str, path: str | None, line: int, col: int) -> ApiDoc | 
 
 def serve_lookups() -> None:
     """The helper process: one JSON request per stdin line, one JSON reply per stdout line."""
-    background.lower_this_process()  # jedi's parsing never competes with the server's answers
     for line in sys.stdin:
         try:
             request = json.loads(line)

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pygls.io_ import StdoutWriter, run_async
 
-from torch_lsp.server import background
-
 if TYPE_CHECKING:
     from torch_lsp.server.app import TorchLanguageServer
 
@@ -34,7 +32,6 @@ def serve(server: "TorchLanguageServer", stdin: BinaryIO, stdout: BinaryIO) -> N
     server._stop_event = threading.Event()
 
     async def loop() -> None:
-        asyncio.get_running_loop().set_default_executor(background.executor())  # below the loop's priority
         messages = _Messages()
         threading.Thread(target=_read_ahead, args=(stdin, asyncio.get_running_loop(), messages, server),
                          name="lsp-stdin", daemon=True).start()
