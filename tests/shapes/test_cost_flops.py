@@ -212,3 +212,24 @@ def test_hover_shows_the_training_call_when_the_model_also_ran_before():
     conv_line = line_of(source, "self.pool(F.relu(self.conv1(x)))")
     column = source.splitlines()[conv_line].index("self.conv1") + 6
     assert cost_view.flops_hover(report, conv_line, column) == "conv1: 5.64 MFLOP fwd / 5.64 bwd at B = 8"
+
+
+@pytest.mark.slow  # a fresh process that imports torch: what the worker's own imports cost
+def test_the_flop_counter_is_imported_without_triton_and_triton_still_imports_after():
+    import subprocess
+    import sys
+
+    probe = textwrap.dedent("""
+        import importlib.util, sys
+        import torch_lsp.shapes.observe_cost as observe_cost
+        print("triton" in sys.modules, len(observe_cost.flop_registry) > 20)
+        if importlib.util.find_spec("triton") is not None:  # installed with CUDA builds of torch
+            import triton
+            print("triton", "triton.runtime.jit" in sys.modules or hasattr(triton, "__version__"))
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "False True", done.stdout
+    assert lines[1:] in ([], ["triton True"])
+    assert "triton not found" not in done.stderr  # flop_counter's warning when it cannot import it

@@ -14,13 +14,39 @@ multiply-adds (half as many) estimated from parameter counts; docs/shapes.md has
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections import defaultdict
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from torch_lsp.shapes.observe_modules import ModuleCallTree, module_tree
+
+
+def _flop_counter():
+    """torch.utils.flop_counter, imported without triton. At import it loads triton's JIT (~70 MB
+    and ~100 ms: most of what the cost observers cost a worker) only to recognise user triton
+    kernels, which shape jobs on meta or CPU never run; without triton it counts the same aten
+    ops. Hidden only for this import: a later `import triton` (a CUDA job) works as ever."""
+    if "torch.utils.flop_counter" in sys.modules or "triton" in sys.modules:
+        import torch.utils.flop_counter as flop_counter
+
+        return flop_counter
+    logger = logging.getLogger("torch.utils.flop_counter")
+    level = logger.level
+    sys.modules["triton"] = None  # `import triton` raises ImportError: flop_counter's fallback
+    logger.setLevel(logging.ERROR)  # ... which warns that triton kernels will not be counted
+    try:
+        import torch.utils.flop_counter as flop_counter
+    finally:
+        logger.setLevel(level)
+        if "triton" in sys.modules and sys.modules["triton"] is None:
+            del sys.modules["triton"]
+    return flop_counter
+
+
+flop_registry = _flop_counter().flop_registry
 
 
 def create(context) -> "FlopObserver":
