@@ -172,10 +172,15 @@ def _run_probes(spec, context, recorder, tracker, device, drivers) -> BaseExcept
 @contextmanager
 def _traced(recorder: Recorder, tracker, device: torch.device, drivers: "_DriverLines"):
     recorded = recorder.plans  # grows in place as project files are imported
+    library_init = recorder.library_init
+    library_init.open()
 
     def trace(frame, event, arg):
-        if frame.f_code.co_filename not in recorded:
-            return None  # a library frame: the hot path, one check and no further call
+        code = frame.f_code
+        if code.co_filename not in recorded:  # a library frame: the hot path, no further call
+            if code.co_name == "__init__":
+                library_init.enter(frame)
+            return None
         local = recorder.global_trace(frame, event, arg)
         if local is not None:
             drivers.entered(frame)
@@ -186,6 +191,7 @@ def _traced(recorder: Recorder, tracker, device: torch.device, drivers: "_Driver
         with torch.device(device), RecordingMode(recorder, tracker):
             yield
     finally:
+        library_init.close()
         sys.settrace(None)
 
 

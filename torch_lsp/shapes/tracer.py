@@ -28,6 +28,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torch_lsp.analysis.plan import ExecutionPlan, Statement
+from torch_lsp.shapes.library_init import LibraryInit
 from torch_lsp.shapes.report import ExpressionShapes, Range, Value, VariableShapes
 
 _MAX_ITEMS = 8  # tuples / lists / dicts longer than this are not described item by item
@@ -146,6 +147,8 @@ class Recorder:
         # (file, range key) -> (range, values, module info)
         self.expressions: dict[tuple, tuple[Range, list[Value], tuple | None]] = {}
         self._pending_statement: dict[int, tuple[FrameType, Statement]] = {}
+        # Library layers' constructors run untraced (the job's trace function hands it their frames).
+        self.library_init = LibraryInit(self.plans, self.forget_statement, self.rejoin)
         self._pending_expression: tuple | None = None  # (key, file, range, value, module)
         self._suspended_by: torch.nn.Module | None = None
         self._library_modules: dict[int, tuple[weakref.ref, bool]] = {}  # id(module) -> (module, library only?)
@@ -236,6 +239,19 @@ class Recorder:
             # The statement did not complete: its targets still hold their old values.
             self._pending_statement.pop(id(frame), None)
         return self.local_trace
+
+    def forget_statement(self, frame: FrameType) -> None:
+        """The statement the frame was in did not complete (seen without its exception event)."""
+        self._pending_statement.pop(id(frame), None)
+
+    def rejoin(self, frame: FrameType) -> None:
+        """Trace the frame again from the middle of its current statement (its line event was
+        missed while tracing was off)."""
+        if frame.f_trace is None:
+            frame.f_trace = self.local_trace
+        stmt = self.plans[frame.f_code.co_filename].statement_of_line.get(frame.f_lineno - 1)
+        if stmt is not None and stmt.binds:
+            self._pending_statement[id(frame)] = (frame, stmt)
 
     def _record_return(self, frame: FrameType, value: Any) -> None:
         """What a function returns, on its `return` line (`return self.fc2(x)` binds no name)."""
@@ -424,8 +440,11 @@ class RecordingMode(TorchFunctionMode):
         # Torch calls made while another one runs (inside Python decompositions, e.g. batch norm
         # on meta: ~5 per layer) belong to it: no retargeting, recording or tracking for them.
         self._depth = 0
+        self._library_init = recorder.library_init
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self._library_init.pending is not None:  # tracing is off around a library constructor
+            self._library_init.torch_called_from(sys._getframe(1))
         kwargs = dict(kwargs or {})
         if _loading_depth or self._depth:
             return func(*args, **kwargs)
