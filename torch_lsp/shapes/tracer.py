@@ -229,19 +229,23 @@ class Recorder:
             line = frame.f_lineno - 1
             if self.on_line is not None:
                 self.on_line(frame.f_code.co_filename, line)
-            stmt = self.plans[frame.f_code.co_filename].statement_of_line.get(line)
-            if stmt is not None and stmt.binds:
-                self._pending_statement[id(frame)] = (frame, stmt)
+            self._begin_statement(frame, line)
         elif event == "return":
             self._flush_statement(frame)
             self._record_return(frame, arg)
         elif event == "exception":
             # The statement did not complete: its targets still hold their old values.
-            self._pending_statement.pop(id(frame), None)
+            self.forget_statement(frame)
         return self.local_trace
 
+    def _begin_statement(self, frame: FrameType, line: int) -> None:
+        """The frame starts the statement at `line`: its targets are recorded when it is left."""
+        stmt = self.plans[frame.f_code.co_filename].statement_of_line.get(line)
+        if stmt is not None and stmt.binds:
+            self._pending_statement[id(frame)] = (frame, stmt)
+
     def forget_statement(self, frame: FrameType) -> None:
-        """The statement the frame was in did not complete (seen without its exception event)."""
+        """The statement the frame was in did not complete."""
         self._pending_statement.pop(id(frame), None)
 
     def rejoin(self, frame: FrameType) -> None:
@@ -249,9 +253,7 @@ class Recorder:
         missed while tracing was off)."""
         if frame.f_trace is None:
             frame.f_trace = self.local_trace
-        stmt = self.plans[frame.f_code.co_filename].statement_of_line.get(frame.f_lineno - 1)
-        if stmt is not None and stmt.binds:
-            self._pending_statement[id(frame)] = (frame, stmt)
+        self._begin_statement(frame, frame.f_lineno - 1)
 
     def _record_return(self, frame: FrameType, value: Any) -> None:
         """What a function returns, on its `return` line (`return self.fc2(x)` binds no name)."""
