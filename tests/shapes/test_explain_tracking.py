@@ -101,7 +101,9 @@ def test_hooks_are_removed_and_stack_is_empty_after_normal_calls():
     with torch.device("meta"), track_calls() as tracker:
         nn.Sequential(nn.Linear(4, 4), nn.ReLU())(torch.randn(2, 4))
         assert tracker.stack == []
-        assert tracker.last_call is not None
+        with pytest.raises(RuntimeError) as failed:  # the function mode was on: failures are recorded
+            torch.cat([torch.randn(1, 2), torch.randn(2, 3)])
+        assert tracker.call_at_failure(failed.value).name == "cat"
     after = len(nn_module._global_forward_hooks), len(nn_module._global_forward_pre_hooks)
     assert after == hooks_before
 
@@ -157,11 +159,10 @@ def test_an_engines_own_function_mode_can_feed_the_tracker():
             self.tracker = tracker
 
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            call = self.tracker.record_call(func, args, kwargs)
             try:
                 return func(*args, **(kwargs or {}))
             except Exception as exc:
-                self.tracker.record_failure(exc, call)
+                self.tracker.record_failure(exc, func, args, kwargs)
                 raise
 
     with torch.device("meta"), track_calls(function_calls=False) as tracker:

@@ -192,6 +192,45 @@ def test_user_code_that_torch_calls_back_is_still_recorded(run_meta):
     assert scaled.values[0].shape == (4, 5)
 
 
+CPU_TENSORS = """
+import numpy as np
+import torch
+import torch.nn as nn
+table = torch.from_numpy(np.ones((4, 6), dtype=np.float32))  # created on the CPU whatever the device
+layer = nn.Linear(6, 3)
+rows = torch.cat([table, layer.weight.detach()], dim=0)
+mixed = layer(table) + torch.zeros(3)
+pair = torch.stack((table[0], torch.ones(6)))
+size = table.size(0) + table.shape[1] + table.dim()
+leaf = layer.weight.is_leaf and table.grad_fn is None
+"""
+
+
+def test_tensors_made_on_the_cpu_are_moved_to_the_job_device_and_read_as_they_are(run_meta):
+    report = run_meta(CPU_TENSORS)
+    assert report.errors == [] and report.stopped is None, report
+    assert_same_as_cpu(report, cpu_run(CPU_TENSORS), "table", "rows", "mixed", "pair")
+
+
+def test_metadata_reads_pass_the_recording_mode_untouched():
+    import torch
+
+    from torch_lsp.analysis.plan import build_plan
+    from torch_lsp.shapes.tracer import Recorder, RecordingMode
+
+    recorder = Recorder(build_plan("x = 1\n", "/nowhere/job.py"), torch.device("meta"))
+    handled = []
+    recorder.record_output = lambda output, module=None: handled.append(output)
+    on_cpu = torch.ones(2, 5)
+    with torch.device("meta"), RecordingMode(recorder):
+        assert on_cpu.shape == (2, 5) and on_cpu.dim() == 2 and on_cpu.size(1) == 5
+        with torch.no_grad():
+            assert on_cpu.dtype == torch.float32 and on_cpu.is_leaf and on_cpu.grad_fn is None
+        assert handled == []  # neither recorded nor moved to meta
+        moved = on_cpu + torch.ones(5)  # a computation is: the CPU tensor joins the job's device
+    assert moved.device.type == "meta" and [tuple(out.shape) for out in handled] == [(5,), (2, 5)]
+
+
 def test_library_frames_inside_a_torch_call_are_not_traced():
     """The cost this saves: on meta, batch norm is a Python decomposition (tens of frames a
     call); the job's line tracer used to be called for each of them."""

@@ -52,7 +52,6 @@ class CallTracker:
 
     def __init__(self) -> None:
         self.stack: list[ModuleCall] = []
-        self.last_call: TorchCall | None = None
         # Keyed by id(exc); the exception is stored too so its id cannot be reused.
         self._modules_at: dict[int, tuple[BaseException, tuple[ModuleCall, ...]]] = {}
         self._call_at: dict[int, tuple[BaseException, TorchCall]] = {}
@@ -66,15 +65,12 @@ class CallTracker:
         entry = self._call_at.get(id(exc))
         return entry[1] if entry and entry[0] is exc else None
 
-    # The engine's own TorchFunctionMode can feed these instead of ours (track_calls(False)).
-    def record_call(self, func: Any, args: tuple, kwargs: dict | None) -> TorchCall:
-        self.last_call = TorchCall(func, args, kwargs or {})
-        return self.last_call
-
-    def record_failure(self, exc: BaseException, call: TorchCall) -> None:
+    # The engine's own TorchFunctionMode can feed this instead of ours (track_calls(False)).
+    # Only failures are recorded: a call that returns costs the tracker nothing.
+    def record_failure(self, exc: BaseException, func: Any, args: tuple, kwargs: dict | None) -> None:
         # The innermost failing call is recorded first; outer ones must not overwrite it.
-        if len(self._call_at) < _MAX_REMEMBERED:
-            self._call_at.setdefault(id(exc), (exc, call))
+        if len(self._call_at) < _MAX_REMEMBERED and id(exc) not in self._call_at:
+            self._call_at[id(exc)] = (exc, TorchCall(func, args, kwargs or {}))
 
     def _push(self, module: Any, inputs: tuple) -> None:
         self.stack.append(ModuleCall(module, inputs))
@@ -116,11 +112,10 @@ def _function_mode_class():
             self.tracker = tracker
 
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            call = self.tracker.record_call(func, args, kwargs)
             try:
                 return func(*args, **(kwargs or {}))
             except Exception as exc:
-                self.tracker.record_failure(exc, call)
+                self.tracker.record_failure(exc, func, args, kwargs)
                 raise
 
     return CallRecorder
