@@ -1,0 +1,68 @@
+"""What a shape job adds to torch's own work, in process: resnet50 built and run on meta, bare
+and as a shape job (`run_job`: line tracer, recording mode, module hooks, explain's tracker).
+
+    python bench/bench_job_overhead.py [--runs 15] [--rounds 1]
+
+Each round times both, interleaved in one warm interpreter (load drift on a shared machine
+hits both alike), and prints the medians and their ratio; `--rounds` repeats that and prints
+the median ratio too. No fork, no worker: `bench_shapes.py` measures the job as the editor
+runs it (in a fork of the warm worker). To compare two versions, run this file of each from
+its own checkout with `PYTHONPATH=<checkout>`, alternating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torchvision
+
+from explain_overhead import interleaved_medians_ms  # bench/ is the script's directory
+from torch_lsp.analysis.plan import build_plan
+from torch_lsp.shapes.job import run_job
+from torch_lsp.shapes.worker import prepare, warm_up
+
+JOB = """
+import torch
+import torchvision
+model = torchvision.models.resnet50(weights=None)
+out = model(torch.randn(1, 3, 224, 224))
+"""
+
+
+def bare() -> None:
+    with torch.device("meta"):
+        model = torchvision.models.resnet50(weights=None)
+        model(torch.randn(1, 3, 224, 224))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    prepare()  # as the worker does before its first job
+    warm_up()
+    edits = iter(range(10**9))
+    filename = str(Path(__file__).with_name("resnet_job.py"))
+
+    def job() -> None:  # a new text each time, as after an edit: nothing cached
+        report = run_job(build_plan(JOB + f"\n# edit {next(edits)}\n", filename), "meta", 60.0)
+        assert not report.errors and report.stopped is None, report
+
+    ratios = []
+    for round_ in range(args.rounds):
+        medians = interleaved_medians_ms({"bare build + forward": bare, "shape job": job}, args.runs)
+        ratio = medians["shape job"] / medians["bare build + forward"]
+        ratios.append(ratio)
+        print(f"round {round_ + 1}: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in medians.items())
+              + f", ratio {ratio:.3f}", flush=True)
+    if args.rounds > 1:
+        print(f"median ratio {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
