@@ -50,3 +50,29 @@ async def test_every_device_setting_gives_the_cpu_shapes(engine, tmp_path, devic
     assert report.reran_on_cpu == (expected_device == "meta")
     reference = cpu_run(SOURCE)
     assert variable(report, "logits").values[0].shape == shape_of(reference["logits"])
+
+
+DEFAULT_CUDA = textwrap.dedent("""
+    import torch
+    import torch.nn as nn
+    torch.set_default_device("cuda")  # common in scripts written for a GPU box
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    batch = torch.randn(4, 8)
+    logits = model(batch)
+""")
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+async def test_a_script_that_sets_a_default_device_runs_on_the_jobs_device(engine, tmp_path, device):
+    import torch
+
+    path = tmp_path / "gpu_script.py"
+    path.write_text(DEFAULT_CUDA)
+    report = await engine.analyse(f"default-{device}", build_plan(DEFAULT_CUDA, str(path)), JobSettings(device=device))
+    assert report.errors == [] and report.stopped is None, report  # no "no NVIDIA driver" on a CPU box
+    assert report.device == device
+    try:
+        reference = cpu_run(DEFAULT_CUDA.replace('"cuda"', '"cpu"'))
+    finally:
+        torch.set_default_device(None)
+    assert variable(report, "logits").values[0].shape == shape_of(reference["logits"])

@@ -212,6 +212,33 @@ def test_tensors_made_on_the_cpu_are_moved_to_the_job_device_and_read_as_they_ar
     assert_same_as_cpu(report, cpu_run(CPU_TENSORS), "table", "rows", "mixed", "pair")
 
 
+DEFAULT_DEVICE = """
+import torch
+import torch.nn as nn
+torch.set_default_device("cuda")
+model = nn.Linear(4, 2)
+x = torch.randn(3, 4)
+with torch.device("cuda"):
+    steps = torch.arange(5)
+y = model(x) + steps[:2]
+"""
+
+
+def test_a_default_device_the_user_sets_does_not_take_the_job_off_its_device(run_meta):
+    import torch
+
+    report = run_meta(DEFAULT_DEVICE)  # no GPU here: a cuda tensor would fail
+    assert getattr(torch._GLOBAL_DEVICE_CONTEXT, "device_context", None) is None  # not kept past the job
+    assert torch.zeros(1).device.type == "cpu"
+    assert report.errors == [] and report.stopped is None, report
+    assert report.device == "meta"
+    try:
+        reference = cpu_run(DEFAULT_DEVICE.replace('"cuda"', '"cpu"'))
+    finally:
+        torch.set_default_device(None)  # the reference ran the user's line in this process
+    assert_same_as_cpu(report, reference, "x", "steps", "y")
+
+
 def test_metadata_reads_pass_the_recording_mode_untouched():
     import torch
 

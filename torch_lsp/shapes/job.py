@@ -90,6 +90,9 @@ def _execute(spec: JobSpec, device: torch.device, timeout_s: float, on_line) -> 
     job_context.activate(context)
     active = observers.create(spec.observers, context)
     modules_before = set(sys.modules)
+    # A user's `torch.set_default_device(...)` is torch's per-thread state: not kept past the job
+    # (a forked job exits anyway; tests and the warm-up run jobs in process).
+    default_device = getattr(torch._GLOBAL_DEVICE_CONTEXT, "device_context", None)
     finder = imports.install(sources)
     # What the plans' edits call, in every planned module (the driver and imported project files).
     builtins.__torch_lsp__ = inputs.Helper(device)
@@ -126,6 +129,7 @@ def _execute(spec: JobSpec, device: torch.device, timeout_s: float, on_line) -> 
             if not _library_module(sys.modules.get(name)):  # torch registers ops once per process
                 sys.modules.pop(name, None)
         job_context.activate(None)
+        torch._GLOBAL_DEVICE_CONTEXT.device_context = default_device
     reports = _reports(spec, device, recorder, context, drivers, active)
     if error is None:
         return reports, False

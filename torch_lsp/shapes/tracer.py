@@ -10,10 +10,10 @@ Two recorders, both filtered to the user's file:
   ``self.conv1(x)`` and ``F.relu(...)`` on one line get separate shapes. Torch calls nested in
   one user expression (every layer inside ``resnet(x)``) collapse to the last, outermost one.
 
-The same mode also keeps the job on one device: explicit ``device=`` arguments, ``.to(...)``,
-``.cuda()`` and ``.cpu()`` are retargeted to the execution device, and tensors from another
-device (e.g. a CPU batch from a DataLoader) are moved to it, because shapes do not depend on
-where a tensor lives.
+The same mode also keeps the job on one device: explicit ``device=`` arguments, factories under
+a default device the user set, ``.to(...)``, ``.cuda()`` and ``.cpu()`` are retargeted to the
+execution device, and tensors from another device (e.g. a CPU batch from a DataLoader) are
+moved to it, because shapes do not depend on where a tensor lives.
 """
 
 from __future__ import annotations
@@ -477,7 +477,7 @@ class RecordingMode(TorchFunctionMode):
             return _placeholder_value(args[0])
         if func in _TO_HOST_OR_CUDA:
             return to_device(args[0], device)
-        if kwargs.get("device") is not None:
+        if kwargs.get("device") is not None or func in _FACTORIES:
             kwargs = {**kwargs, "device": device}
         if func is _TENSOR_TO:
             args = tuple(device if _is_device_like(a) else a for a in args)
@@ -529,6 +529,15 @@ _METADATA_ONLY = {
     *(getattr(torch.Tensor, name).__get__ for name in ("shape", "dtype", "ndim", "grad_fn", "requires_grad", "is_leaf", "layout")),
 }
 _TENSOR_TO = torch.Tensor.to
+# What `torch.device(...)` as a default gives a device to. The job's own default sits below this
+# mode, but a user's `torch.set_default_device("cuda")` replaces it there (torch keeps one at the
+# bottom of the stack): factories the user's lines call get the job's device here, first.
+try:
+    from torch.utils._device import _device_constructors
+
+    _FACTORIES = frozenset(_device_constructors())
+except (ImportError, AttributeError):  # pragma: no cover - a torch without default devices
+    _FACTORIES = frozenset()
 _TO_HOST_OR_CUDA = {torch.Tensor.cuda, torch.Tensor.cpu}
 _VALUE_READS = {torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.__int__}
 # Torch calls that run Python callbacks: autograd Functions' backward, tensor hooks.
