@@ -174,6 +174,61 @@ def test_storage_calls_are_no_ops_on_meta(tmp_path):
     assert shape(report, "y") == (3, 2)
 
 
+GPU_SCRIPT = """
+    import torch
+    import torch.nn as nn
+
+    torch.backends.cudnn.benchmark = True
+    device = torch.device("cuda:0")
+    props = torch.cuda.get_device_properties(0)
+    batch_size = 16 if props.total_memory > 40 * 2**30 else 4
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).to(device)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        batch = torch.randn(batch_size, 8).to(device, non_blocking=True)
+    torch.cuda.current_stream().wait_stream(stream)
+    batch.record_stream(torch.cuda.current_stream())
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.reset_peak_memory_stats()
+    start.record()
+    logits = model(batch)
+    end.record()
+    torch.cuda.synchronize()
+    took_ms = start.elapsed_time(end)
+    free, total = torch.cuda.mem_get_info()
+    major, minor = torch.cuda.get_device_capability()
+"""
+
+
+def test_gpu_streams_events_and_queries_have_stand_ins_without_a_gpu(tmp_path):
+    path = script(tmp_path, GPU_SCRIPT)
+    report, notes = run_in_fork(path)
+    assert report.errors == [] and report.stopped is None, report  # not "Found no NVIDIA driver"
+    assert shape(report, "batch") == (16, 8)  # the stand-in GPU has 80 GiB: the script's big-GPU branch
+    namespace: dict = {}
+    exec(compile(textwrap.dedent(GPU_SCRIPT).split("stream = ")[0].replace('"cuda:0"', '"cpu"')
+                 .replace("torch.cuda.get_device_properties(0)", "type('P', (), {'total_memory': 80 * 2**30})"),
+                 "<cpu reference>", "exec"), namespace)
+    import torch
+
+    assert shape(report, "logits") == tuple(namespace["model"](torch.randn(16, 8)).shape)
+    assert any("get_device_properties() answered a stand-in GPU (80 GiB" in m for m in notes_of(notes, "environment"))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a real GPU answers the call")
+def test_a_cuda_call_without_a_stand_in_stops_quietly_not_as_a_shape_error(tmp_path):
+    path = script(tmp_path, """
+        import torch
+        x = torch.randn(2, 3)
+        graph = torch.cuda.CUDAGraph()
+        y = x * 2
+    """)
+    report, _ = run_in_fork(path)
+    assert report.errors == [], report.errors
+    assert report.stopped.startswith("stopped at line 4: it needs a GPU, which shape analysis does not have here")
+    assert shape(report, "x") == (2, 3)
+
+
 # -- datasets -----------------------------------------------------------------------------------------
 
 

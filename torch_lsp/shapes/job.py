@@ -298,6 +298,9 @@ def _classify(error, reports, spec, plans, tracker, timeout_s, last_line, device
         return False
     elif isinstance(error, _ENVIRONMENT_ERRORS):
         stopped = f"stopped at {where_text}: {type(error).__name__}: {_first_line(error)}"
+    elif _needs_a_gpu(error):  # a CUDA call script_env has no stand-in for: the machine's, not a shape's
+        stopped = (f"stopped at {where_text}: it needs a GPU, which shape analysis does not have here "
+                   f"({_first_line(error)}); shapes up to there")
     elif _raised_by_torch(error, plans) and script_env.invented_inputs():
         # Found with command-line options torch-lsp made up: the sizes may be ours, not the user's.
         _, message = _explain(error, tracker)
@@ -315,6 +318,15 @@ def _classify(error, reports, spec, plans, tracker, timeout_s, last_line, device
     if stopped is not None:
         _stop_all(reports, stopped, where_file, where.line, timed_out)
     return False
+
+
+# What torch says when CUDA is asked for on a machine without a usable GPU.
+_NO_GPU = ("Found no NVIDIA driver", "CUDA driver version is insufficient", "Torch not compiled with CUDA enabled",
+           "No CUDA GPUs are available", "no CUDA-capable device is detected")
+
+
+def _needs_a_gpu(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in _NO_GPU)
 
 
 def _interpreter() -> str:

@@ -14,7 +14,9 @@ note (job_notes.py) at the user's line, and never turns into a shape finding:
   the first worker function in the job itself;
 - **GPUs that are not here**: `torch.cuda.device_count()` answers at least 2 to the project's
   own code (a script that exits "needs 2 GPUs" runs its multi-GPU path on meta; torch itself
-  still hears the truth), `set_device`, `synchronize` and `current_device` are harmless;
+  still hears the truth), `set_device`, `synchronize` and `current_device` are harmless, and
+  streams, events, memory statistics and the device's properties have stand-ins (a note says
+  what a script was told about the device);
 - **storage calls** that only make sense for CPU memory (`share_memory_()`, `pin_memory()`,
   `Module.share_memory()`) return the tensor unchanged when it is not on the CPU;
 - **missing data files**: opening a file that does not exist adds a note naming the file and
@@ -34,6 +36,7 @@ import multiprocessing.process
 import os
 import subprocess
 import sys
+import types
 from typing import Any
 
 import torch
@@ -286,6 +289,87 @@ def _patch_cuda(device: str) -> None:
         cuda.synchronize = lambda device=None: None
         cuda.current_device = lambda: 0
         cuda.get_device_name = lambda device=None: "meta (no GPU)"
+        _stand_in_for_the_gpu(cuda)
+
+
+# What scripts written on a GPU machine ask the GPU besides its count: timing with events, a
+# prefetching stream, memory statistics, the device's size. Without a GPU torch raises for each
+# ("Found no NVIDIA driver"), and the shapes after that line would be lost for no shape's sake.
+STAND_IN_GPU = {"name": "meta (no GPU)", "total_memory": 80 * 2**30, "major": 8, "minor": 0,
+                "multi_processor_count": 108}
+
+
+class _Event:
+    """torch.cuda.Event without a GPU: recorded and waited on at once; no time passes."""
+
+    def __init__(self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False) -> None:
+        pass
+
+    def record(self, stream=None) -> None:
+        pass
+
+    def wait(self, stream=None) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, end_event) -> float:
+        return 0.0
+
+
+class _Stream:
+    """torch.cuda.Stream without a GPU: nothing runs asynchronously, so there is nothing to order."""
+
+    def __init__(self, device=None, priority: int = 0, **kwargs) -> None:
+        self.device, self.priority = device, priority
+
+    def wait_stream(self, stream) -> None:
+        pass
+
+    def wait_event(self, event) -> None:
+        pass
+
+    def record_event(self, event=None) -> _Event:
+        return event if event is not None else _Event()
+
+    def query(self) -> bool:
+        return True
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _stand_in_for_the_gpu(cuda) -> None:
+    told: list[bool] = []
+
+    def properties(device=None):
+        if not told and job_notes.is_project_file(sys._getframe(1).f_code.co_filename):
+            told.append(True)
+            job_notes.note("environment", f"torch.cuda.get_device_properties() answered a stand-in GPU "
+                                         f"({STAND_IN_GPU['total_memory'] // 2**30} GiB, compute capability "
+                                         f"{STAND_IN_GPU['major']}.{STAND_IN_GPU['minor']}): shapes run on meta")
+        return types.SimpleNamespace(**STAND_IN_GPU)
+
+    cuda.Event, cuda.Stream = _Event, _Stream
+    cuda.current_stream = cuda.default_stream = lambda device=None: _Stream(device)
+    cuda.stream = lambda stream=None: contextlib.nullcontext()
+    cuda.get_device_properties = properties
+    cuda.get_device_capability = lambda device=None: (STAND_IN_GPU["major"], STAND_IN_GPU["minor"])
+    cuda.mem_get_info = lambda device=None: (STAND_IN_GPU["total_memory"], STAND_IN_GPU["total_memory"])
+    for name in ("reset_peak_memory_stats", "reset_max_memory_allocated", "reset_max_memory_cached",
+                 "reset_accumulated_memory_stats", "ipc_collect"):
+        setattr(cuda, name, lambda device=None: None)
+    cuda.memory_summary = lambda device=None, abbreviated=False: ""
+    real_record_stream = torch.Tensor.record_stream
+
+    def record_stream(self, stream):
+        return None if isinstance(stream, _Stream) else real_record_stream(self, stream)
+
+    torch.Tensor.record_stream = record_stream
 
 
 # -- storage calls on meta ------------------------------------------------------------------------
