@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from torch_lsp.analysis.drivers import CallSite, RunSpec
 from torch_lsp.shapes.report import Note, Range, ShapeError, ShapeReport, Value, VariableShapes
 from torch_lsp.shapes.why import Forward, explain
@@ -67,3 +69,41 @@ def test_the_drivers_stand_ins_are_said_in_the_document_once():
     explain("/p/model.py", reports, spec(), [NET])
     explain("/p/model.py", reports, spec(), [NET])
     assert report.notes == [Note("train.py:11: CIFAR10 replaced by FakeData", None, "stand-in")]
+
+
+class StoppingDriverEngine:
+    """A worker stand-in: the driver (train.py) stops before it builds the model, and the
+    document run on its own defines its classes and calls nothing, so no forward gets shapes."""
+
+    parallel = 1
+
+    def __init__(self, interpreter) -> None:
+        self.interpreter = interpreter
+
+    async def run(self, spec):
+        if spec.main.filename.endswith("train.py"):
+            return {spec.main.filename: ShapeReport(path=spec.main.filename, stopped="line 1: FileNotFoundError")}
+        return {spec.main.filename: ShapeReport(path=spec.main.filename)}
+
+
+async def test_the_reasons_are_shown_with_the_drivers_reports_when_no_synthesized_call_can_follow(tmp_path):
+    # The editor shows the driver's reports first, then the final ones. With synthesized calls off
+    # nothing can still give the forward shapes, so the first already says why: a note that
+    # blinked out and back on every edit (and a client that read the first report) was the bug.
+    from tests.conftest import FIXTURES
+    from torch_lsp.config import Settings
+    from torch_lsp.shapes.session import RunRequest, ShapeSession
+
+    shutil.copytree(FIXTURES / "projects" / "model_train", tmp_path, dirs_exist_ok=True)
+    model = tmp_path / "model.py"
+    for synthesize in (False, True):
+        settings = Settings()
+        settings.execution.synthesize = synthesize
+        session = ShapeSession(tmp_path, lambda: settings, engine_factory=StoppingDriverEngine)
+        shown = []  # the notes as the editor got them (the reports are completed in place later)
+        final = await session.analyse(RunRequest(str(model), model.read_text()),
+                                      on_driver=lambda first: shown.append(why_notes(first[str(model)])))
+        first_notes = shown[0]
+        assert [n.message.split(":")[0] for n in why_notes(final[str(model)])] == ["Net.forward has no shapes"]
+        # On: the synthesized call runs after the first reports, and its outcome is part of the reason.
+        assert first_notes == (why_notes(final[str(model)]) if not synthesize else [])

@@ -83,6 +83,11 @@ def _script_settings(settings) -> dict:
     return {"argv": list(getattr(shapes, "argv", None) or []), "env": dict(getattr(shapes, "env", None) or {})}
 
 
+def synthesis_on(settings) -> bool:
+    """`execution.synthesize`: whether classes no driver reaches get synthesized calls."""
+    return getattr(getattr(settings, "execution", None), "synthesize", True)
+
+
 def probes_for(path: str, text: str, settings=None, root: str | Path | None = None) -> list[Probe]:
     """Synthesized calls for the document's module classes (the worker skips those a driver
     ran); `execution.synthesize` off: none. `root`: the workspace, whose argparse defaults
@@ -91,7 +96,7 @@ def probes_for(path: str, text: str, settings=None, root: str | Path | None = No
     from torch_lsp.analysis.syntax import ParsedModule, parse
 
     shapes = getattr(settings, "shapes", None)
-    if not getattr(getattr(settings, "execution", None), "synthesize", True):
+    if not synthesis_on(settings):
         return []
     parsed = parse(text)
     if not isinstance(parsed, ParsedModule):
@@ -292,8 +297,10 @@ class ShapeSession:
                 return None
         loop = asyncio.get_running_loop()  # index queries and parses stay off the event loop
         if on_driver is not None:
-            # what the driver stood in for, shown already
-            await loop.run_in_executor(None, self.explain, request, reports, False)
+            # What the driver stood in for, shown already. The reasons too when no synthesized call
+            # can still give the forwards shapes: a why-note must not blink out while the user types.
+            reasons = not (synthesize and synthesis_on(self.settings_provider()))
+            await loop.run_in_executor(None, self.explain, request, reports, reasons)
             on_driver(reports)
         if synthesize:
             reports = await self.synthesize(request, reports, spec)
@@ -361,8 +368,8 @@ class ShapeSession:
         """Why-notes (`reasons`) and the driver's stand-ins, in the document's report."""
         with self._index_lock:
             forwards = why.forwards_of(self.index(request.path), request.path)
-        synthesize = getattr(getattr(self.settings_provider(), "execution", None), "synthesize", True)
-        why.explain(request.path, reports, self.runs.get(request.key or request.path), forwards, synthesize, reasons)
+        why.explain(request.path, reports, self.runs.get(request.key or request.path), forwards,
+                    synthesis_on(self.settings_provider()), reasons)
 
     def cancel(self, key: str) -> None:
         """Drop the document's jobs, its synthesized calls' jobs included."""
