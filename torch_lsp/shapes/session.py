@@ -126,6 +126,7 @@ class ShapeSession:
         # never reached the document: until that text changes, the document runs on its own.
         self._missed_drivers: dict[str, tuple[str, int, str | None]] = {}
         self._probe_keys: dict[str, set[str]] = {}  # document key -> its probe jobs' keys
+        self._reasons: dict[str, dict[str, str]] = {}  # document key -> class -> its last why-note
         self._interpreter_found: tuple[str | None, float, Interpreter] | None = None  # setting, when, what
 
     # the engine -------------------------------------------------------------------------------
@@ -298,7 +299,8 @@ class ShapeSession:
         loop = asyncio.get_running_loop()  # index queries and parses stay off the event loop
         if on_driver is not None:
             # What the driver stood in for, shown already. The reasons too when no synthesized call
-            # can still give the forwards shapes: a why-note must not blink out while the user types.
+            # can still give the forwards shapes; else the last run's, until this run's are known:
+            # a why-note must not blink out of the hover for the time of every run.
             reasons = not (synthesize and synthesis_on(self.settings_provider()))
             await loop.run_in_executor(None, self.explain, request, reports, reasons)
             on_driver(reports)
@@ -365,14 +367,21 @@ class ShapeSession:
         return reports, spec
 
     def explain(self, request: RunRequest, reports: Reports, reasons: bool = True) -> None:
-        """Why-notes (`reasons`) and the driver's stand-ins, in the document's report."""
+        """Why-notes and the driver's stand-ins, in the document's report. `reasons` False:
+        the synthesized calls are still to run; the last reasons stand in for this run's."""
+        key = request.key or request.path
         with self._index_lock:
             forwards = why.forwards_of(self.index(request.path), request.path)
-        why.explain(request.path, reports, self.runs.get(request.key or request.path), forwards,
-                    synthesis_on(self.settings_provider()), reasons)
+        why.explain(request.path, reports, self.runs.get(key), forwards, synthesis_on(self.settings_provider()),
+                    reasons)
+        if reasons:
+            self._reasons[key] = why.reasons_by_class(reports.get(request.path), forwards)
+        else:
+            why.keep_reasons(reports.get(request.path), forwards, self._reasons.get(key, {}))
 
     def cancel(self, key: str) -> None:
         """Drop the document's jobs, its synthesized calls' jobs included."""
+        self._reasons.pop(key, None)
         if self._engine is not None:
             self._engine.cancel(key)
             for probe_key in self._probe_keys.pop(key, set()):

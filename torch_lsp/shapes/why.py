@@ -2,7 +2,8 @@
 
 - Every `forward` of the document that got no shapes gets one information note on its `class`
   line: the reason in one sentence, and what to do (state an input with the pragma; the code
-  action on the class writes it). No silent nothing.
+  action on the class writes it). No silent nothing. While a run's synthesized calls are still
+  to come, the last run's reasons stay shown (`keep_reasons`).
 - When another file drove the document (train.py for model.py), what that file's run stood in
   for (a dataset replaced by FakeData, options filled in) is said in the document too: its
   shapes rest on it.
@@ -41,6 +42,8 @@ def explain(document: str, reports: dict[str, ShapeReport], run: RunSpec | None,
         return
     if run is not None and not run.runs_itself:
         _inherit_driver_notes(report, reports.get(run.driver), run)
+    if reasons:  # the last run's reasons, shown while this one's synthesized calls ran, are replaced
+        report.notes[:] = [n for n in report.notes if n.kind != WHY_KIND]
     for forward in forwards if reasons else ():
         if has_shapes(report, forward) or _has_error(report, forward):
             continue
@@ -50,6 +53,25 @@ def explain(document: str, reports: dict[str, ShapeReport], run: RunSpec | None,
         note = Note(f"{forward.cls}.forward has no shapes: {reason}. To see them, {fix}.", forward.class_line, WHY_KIND)
         if note not in report.notes:
             report.notes.append(note)
+
+
+def reasons_by_class(report: ShapeReport | None, forwards: list[Forward]) -> dict[str, str]:
+    """The report's why-notes by class name, to be shown again by `keep_reasons`."""
+    classes = {forward.class_line: forward.cls for forward in forwards}
+    return {classes[n.line]: n.message for n in (report.notes if report is not None else ())
+            if n.kind == WHY_KIND and n.line in classes}
+
+
+def keep_reasons(report: ShapeReport | None, forwards: list[Forward], last: dict[str, str]) -> None:
+    """While a run's synthesized calls are pending (its reasons are not known yet): the last
+    run's reason for each forward that still has no shapes, so that the hover does not lose it
+    for the time of every run. `explain` with reasons replaces them."""
+    for forward in forwards if report is not None else ():
+        message = last.get(forward.cls)
+        if message and not has_shapes(report, forward) and not _has_error(report, forward):
+            note = Note(message, forward.class_line, WHY_KIND)
+            if note not in report.notes:
+                report.notes.append(note)
 
 
 def has_shapes(report: ShapeReport, forward: Forward) -> bool:
