@@ -73,17 +73,21 @@ def test_the_drivers_stand_ins_are_said_in_the_document_once():
 
 class StoppingDriverEngine:
     """A worker stand-in: the driver (train.py) stops before it builds the model, and the
-    document run on its own defines its classes and calls nothing, so no forward gets shapes."""
+    document run on its own defines its classes and calls nothing, so no forward gets shapes.
+    Like the real engine's cache, the same job gives the same report objects again."""
 
     parallel = 1
 
     def __init__(self, interpreter) -> None:
         self.interpreter = interpreter
+        self.cache: dict = {}
 
     async def run(self, spec):
-        if spec.main.filename.endswith("train.py"):
-            return {spec.main.filename: ShapeReport(path=spec.main.filename, stopped="line 1: FileNotFoundError")}
-        return {spec.main.filename: ShapeReport(path=spec.main.filename)}
+        key = (spec.main.filename, spec.main.source, tuple(p.class_name for p in spec.probes))
+        if key not in self.cache:
+            stopped = "line 1: FileNotFoundError" if spec.main.filename.endswith("train.py") else None
+            self.cache[key] = {spec.main.filename: ShapeReport(path=spec.main.filename, stopped=stopped)}
+        return self.cache[key]
 
     def cancel(self, key: str) -> None:
         pass
@@ -113,7 +117,7 @@ async def test_the_reasons_stay_shown_while_a_run_is_pending(tmp_path):
         assert [[n.message.split(":")[0] for n in notes] for notes in final] == [["Net.forward has no shapes"]] * 2
         assert shown == ([final[0]] * 2 if not synthesize else [[], final[0]])
         assert final[0] == final[1]
-        # A closed document's reasons are not kept.
+        # A closed document's reasons are not kept (nor in the cached reports they were shown with).
         session.cancel("model")
         await session.analyse(RunRequest(str(model), model.read_text(), key="model"),
                               on_driver=lambda first: shown.append(why_notes(first[str(model)])))

@@ -42,8 +42,9 @@ def explain(document: str, reports: dict[str, ShapeReport], run: RunSpec | None,
         return
     if run is not None and not run.runs_itself:
         _inherit_driver_notes(report, reports.get(run.driver), run)
-    if reasons:  # the last run's reasons, shown while this one's synthesized calls ran, are replaced
-        report.notes[:] = [n for n in report.notes if n.kind != WHY_KIND]
+    # Said afresh each time: the report may be a cached one that was shown before, with the reasons
+    # of then (and the last run's, shown while this one's synthesized calls ran, are replaced).
+    report.notes[:] = [n for n in report.notes if n.kind != WHY_KIND]
     for forward in forwards if reasons else ():
         if has_shapes(report, forward) or _has_error(report, forward):
             continue
