@@ -264,6 +264,9 @@ async def test_a_driver_that_stops_leaves_the_model_to_a_synthesized_call(client
     expected = cpu_net_shapes(model, [batch, 7])
     assert shapes_at(report, logits, "logits") == [list(expected[batch]["logits"])]
     assert expected[7]["logits"] == (7, 10)
+    # The hover on the class says where the shapes came from, and not that nothing calls Net.
+    on_class = await hover(client, model.as_uri(), line_of(text, "class Net(nn.Module):"), 7)
+    assert "`Net()` with synthesized inputs (no script's run reached this class):" in on_class
 
 
 def cpu_shapes(source: Path, build: str, sizes: list[tuple]) -> list[list[int]]:

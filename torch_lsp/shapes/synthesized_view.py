@@ -64,8 +64,9 @@ def hover(report: "ShapeReport", line: int) -> str | None:
     if entry is None:
         return None
     stated = all(item.get("stated") for item in entry["inputs"]) and entry["inputs"]
-    how = "stated" if stated else "synthesized (nothing in the workspace calls this class)"
-    lines = [f"Shapes from a call torch-lsp made: `{entry.get('built_as', '')}` with {how} inputs:"]
+    # A call is made only for a class no run reached: nothing calls it, or its driver stopped first.
+    how = "stated inputs" if stated else "synthesized inputs (no script's run reached this class)"
+    lines = [f"Shapes from a call torch-lsp made: `{entry.get('built_as', '')}` with {how}:"]
     for item in entry["inputs"]:
         text = f"- `{input_text(item)}`"
         if item.get("source"):
