@@ -250,6 +250,28 @@ async def test_why_no_shapes_and_a_driver_changed_on_disk(client_without_synthes
     assert not any(n["kind"] == "why" for n in report["notes"])
 
 
+async def test_an_unsaved_buffer_that_starts_calling_the_model_becomes_its_driver(client_without_synthesis):
+    client = client_without_synthesis
+    model, train = client.root / "model.py", client.root / "train.py"
+    text, calling = model.read_text(), train.read_text()
+    logits = line_of(text, "logits = self.fc3(x)")
+    # On disk nothing calls Net any more (the watcher tells the server): model.py has no driver.
+    train.write_text("import torch\n\nprint(torch.zeros(2))\n")
+    client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(
+        changes=[types.FileEvent(uri=train.as_uri(), type=types.FileChangeType.Changed)]))
+    open_text(client, model.as_uri(), text)
+    report = await report_where(client, model.as_uri(), lambda r: any(n["kind"] == "why" for n in r["notes"]))
+    assert not shapes_at(report, logits, "logits")
+    # The editor's train.py calls it again, unsaved: model.py is run again, through it (model.py's
+    # last job did not run train.py; the index says train.py now calls its class).
+    open_text(client, train.as_uri(), calling)
+    report = await report_where(client, model.as_uri(), lambda r: shapes_at(r, logits, "logits"))
+    expected = cpu_net_shapes(model, [64, 1000])
+    assert shapes_at(report, logits, "logits") == [list(expected[64]["logits"]), list(expected[1000]["logits"])]
+    assert report["origin"]["kind"] == "driver" and report["origin"]["path"] == str(train)
+    assert not any(n["kind"] == "why" for n in report["notes"])
+
+
 async def test_a_driver_that_stops_leaves_the_model_to_a_synthesized_call(client):
     model, train = client.root / "model.py", client.root / "train.py"
     text = model.read_text()

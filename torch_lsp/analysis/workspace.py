@@ -134,8 +134,10 @@ class WorkspaceIndex:
                 if name.endswith(".py"):
                     yield os.path.join(folder, name)
 
-    def update(self, path: str | os.PathLike, source: str) -> None:
-        """A file's new text (an open buffer's, unsaved, or the disk's after a change)."""
+    def update(self, path: str | os.PathLike, source: str) -> bool:
+        """A file's new text (an open buffer's, unsaved, or the disk's after a change). True
+        when what other files see of it changed (its classes, functions, imports, bindings);
+        False for typing inside a function, whose facts hold for the other files."""
         path = str(Path(path).resolve())
         old = self.files.get(path)
         if len(source) > self.limits.max_file_bytes or "\x00" in source:
@@ -143,10 +145,13 @@ class WorkspaceIndex:
         else:
             self._store(path, source)
         new = self.files.get(path)
+        if old is None and new is None:
+            return False
         if old is not None and new is not None and old.signature() == new.signature():
-            self._memo.forget(path)  # typing inside a function: other files' facts still hold
-        else:
-            self._memo = _Memo()
+            self._memo.forget(path)
+            return False
+        self._memo = _Memo()
+        return True
 
     def remove(self, path: str | os.PathLike) -> None:
         self.files.pop(str(Path(path).resolve()), None)

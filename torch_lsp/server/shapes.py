@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -137,32 +138,36 @@ class ShapeService:
             return
         # Older versions' jobs are not cancelled here: the worker decides whether a running one
         # finishes first (shapes/scheduling.py), and its results are shown until newer ones come.
-        self._schedule(state.uri, state.version)
-        path = ls.workspace.get_text_document(state.uri).path
-        self._rerun_dependents({path} if path else set(), changed=state.uri)
+        # The documents that ran this one re-run too, once its text is indexed.
+        self._schedule(state.uri, state.version, analysed=True)
 
-    def _schedule(self, uri: str, version: int | None) -> None:
-        task = asyncio.ensure_future(self._analyse(uri, version))
+    def _schedule(self, uri: str, version: int | None, analysed: bool = False) -> None:
+        task = asyncio.ensure_future(self._analyse(uri, version, analysed))
         tasks = self._tasks.setdefault(uri, set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def _rerun_dependents(self, paths: set[str], changed: str | None = None) -> None:
-        """Re-run the open documents whose last job ran one of `paths` (not `changed` itself)."""
-        for uri, inputs in list(self._inputs.items()):
-            state = self.ls.documents.get(uri)
-            if uri != changed and state is not None and inputs & paths:
+    def _rerun_dependents(self, paths: set[str], changed: str | None = None, at: set[str] = frozenset()) -> None:
+        """Re-run the open documents whose last job ran one of `paths`, and those whose file is
+        one of `at` (resolved paths); not `changed` itself."""
+        for uri, state in list(self.ls.documents.states.items()):
+            if uri == changed:
+                continue
+            path = self.ls.workspace.get_text_document(uri).path if at else None
+            if self._inputs.get(uri, set()) & paths or (path and os.path.realpath(path) in at):
                 self._schedule(uri, state.version)
 
-    async def _analyse(self, uri: str, version: int | None) -> None:
+    async def _analyse(self, uri: str, version: int | None, analysed: bool = False) -> None:
         try:
-            await self._analyse_version(uri, version)
+            await self._analyse_version(uri, version, analysed)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - shapes failing must never take static features down
             log.exception("shape analysis failed for %s", uri)
 
-    async def _analyse_version(self, uri: str, version: int | None) -> None:
+    async def _analyse_version(self, uri: str, version: int | None, analysed: bool = False) -> None:
+        """`analysed`: the document's static analysis just ran: its text is indexed for the
+        other documents' choice of driver, and those it may concern re-run."""
         from torch_lsp.shapes.session import RunRequest
 
         settings = await self.ls.effective_settings()  # the client's configuration is in by now
@@ -179,6 +184,11 @@ class ShapeService:
         state = self.ls.documents.get(uri)
         if state is None or (state.analysis is not None and not state.analysis.ok):
             return  # the buffer does not parse now: the last shapes stay (static analysis says why)
+        if analysed:
+            # Indexed before the documents it concerns re-run: their jobs choose drivers with it.
+            concerned = await asyncio.get_running_loop().run_in_executor(
+                None, session.buffer_changed, path, source) if document.path else set()
+            self._rerun_dependents({path}, changed=uri, at=concerned)
         request = RunRequest(path=path, text=source, key=uri, open_documents=self._open_documents(uri),
                              observers=self.observers())
         self.jobs_sent += 1
@@ -251,7 +261,7 @@ class ShapeService:
 
     def files_changed(self, paths: list[str]) -> None:
         """Files changed on disk: the index re-reads them (open buffers win: they are indexed
-        with each job), cached reports are dropped, and the documents that ran them re-run."""
+        when analysed), cached reports are dropped, and the documents that ran them re-run."""
         session = self.session
         if session is None:
             return

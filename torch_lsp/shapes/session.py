@@ -184,34 +184,49 @@ class ShapeSession:
                 self._index.scan()
             return self._index
 
-    def file_changed(self, path: str, text: str | None = None) -> None:
-        """A file's new text (an editor buffer, or None: re-read from disk, or deleted)."""
+    def file_changed(self, path: str) -> None:
+        """A file changed on disk (or a buffer was closed): its text is read again; a deleted
+        file leaves the index."""
         with self._index_lock:
             if self._index is None:
                 return
-            if text is None:
-                try:
-                    with open(path, encoding="utf-8", errors="replace") as file:
-                        text = file.read()
-                except OSError:
-                    self._index.remove(path)
-                    self._indexed.pop(path, None)
-                    return
+            try:
+                with open(path, encoding="utf-8", errors="replace") as file:
+                    text = file.read()
+            except OSError:
+                self._index.remove(path)
+                self._indexed.pop(path, None)
+                return
             self._update(path, text)
 
-    def _update(self, path: str, text: str) -> None:
+    def _update(self, path: str, text: str) -> bool:
+        """Index `text` as `path`'s; True when what other files see of it changed."""
         digest = hash(text)
-        if self._indexed.get(path) != digest:
-            self._index.update(path, text)
-            self._indexed[path] = digest
+        if self._indexed.get(path) == digest:
+            return False
+        changed = self._index.update(path, text)
+        self._indexed[path] = digest
+        return changed
+
+    def buffer_changed(self, path: str, text: str) -> set[str]:
+        """An open document's analysed text, indexed for every job's choice of driver. Returns
+        the files whose documents may now get another driver, besides those whose last job ran
+        `path` (the server re-runs both): where the classes it runs are defined, when what
+        other files see of it changed (a new call of a class of theirs makes it their driver)."""
+        index = self.index(path)
+        with self._index_lock:
+            if not self._update(path, text):
+                return set()
+            return {use.cls.path for use in index.uses_in(path)} - {str(Path(path).resolve())}
 
     def run_for(self, request: RunRequest) -> RunSpec:
-        """Which file runs for this document (with the editor's unsaved texts indexed)."""
+        """Which file runs for this document, with its text indexed. The other open documents
+        were indexed when they were analysed (`buffer_changed`): indexing every open buffer
+        for every job made each job's cost grow with the number of open documents (30 typed
+        into at once: most of the server's time went there)."""
         index = self.index(request.path)
         with self._index_lock:
             self._update(request.path, request.text)
-            for path, text in request.open_documents.items():
-                self._update(path, text)
             return choose_driver(index, request.path)
 
     # jobs -------------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""Open documents in the workspace index (ShapeSession.buffer_changed, run_for): a buffer is
+indexed once per analysed text, not once per job of every other document; what it changes
+for the others is said, so that the server re-runs the documents it may now drive."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import FIXTURES
+from torch_lsp.shapes.session import RunRequest, ShapeSession
+
+PROJECT = FIXTURES / "projects" / "model_train"
+NOT_CALLING = "import torch\n\nprint(torch.zeros(2))\n"
+
+
+def session_on(tmp_path: Path) -> tuple[ShapeSession, Path, Path]:
+    root = tmp_path / "project"
+    shutil.copytree(PROJECT, root)
+    (root / "train.py").write_text(NOT_CALLING)  # on disk, nothing calls Net
+    return ShapeSession(root, lambda: None), (root / "model.py").resolve(), (root / "train.py").resolve()
+
+
+def test_a_buffer_that_starts_calling_a_class_names_the_file_that_defines_it(tmp_path):
+    session, model, train = session_on(tmp_path)
+    calling = (PROJECT / "train.py").read_text()
+    assert session.run_for(RunRequest(path=str(model), text=model.read_text())).driver == str(model)
+
+    assert session.buffer_changed(str(train), calling) == {str(model)}
+    assert session.run_for(RunRequest(path=str(model), text=model.read_text())).driver == str(train)
+    # The same text again, or typing inside a loop body: nothing changes for the other files.
+    assert session.buffer_changed(str(train), calling) == set()
+    typed = calling.replace("        loss.backward()\n", "        loss.backward()  # typing\n")
+    assert typed != calling and session.buffer_changed(str(train), typed) == set()
+    # It stops calling Net: no file is named (the server re-runs the documents whose last job
+    # ran train.py anyway), and model.py has no driver again.
+    assert session.buffer_changed(str(train), NOT_CALLING + "x = 1\n") == set()
+    assert session.run_for(RunRequest(path=str(model), text=model.read_text())).driver == str(model)
+
+
+def test_a_job_indexes_its_own_text_but_not_the_other_open_buffers(tmp_path):
+    session, model, train = session_on(tmp_path)
+    calling = (PROJECT / "train.py").read_text()
+    # The other buffers' texts travel with the job (imports see them), but only an analysis
+    # indexes them: a job of model.py with train.py's buffer calling Net keeps the indexed text.
+    request = RunRequest(path=str(model), text=model.read_text(), open_documents={str(train): calling})
+    assert session.run_for(request).driver == str(model)
+    session.buffer_changed(str(train), calling)
+    assert session.run_for(request).driver == str(train)
+    # The document's own text is indexed by its job: model.py renamed Net, train.py's call is
+    # no longer of a workspace class.
+    renamed = RunRequest(path=str(model), text=model.read_text().replace("class Net(", "class Other("))
+    assert session.run_for(renamed).driver == str(model)
