@@ -5,6 +5,7 @@ for the others is said, so that the server re-runs the documents it may now driv
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 from tests.conftest import FIXTURES
@@ -51,3 +52,30 @@ def test_a_job_indexes_its_own_text_but_not_the_other_open_buffers(tmp_path):
     # no longer of a workspace class.
     renamed = RunRequest(path=str(model), text=model.read_text().replace("class Net(", "class Other("))
     assert session.run_for(renamed).driver == str(model)
+
+
+def test_a_buffer_analysed_before_the_first_scan_waits_for_it_not_a_thread(tmp_path):
+    """The first scan holds the index for seconds on a large workspace: a buffer's text is kept
+    for its end instead of a thread of the server's shared pool waiting on it."""
+    session, model, train = session_on(tmp_path)
+    calling = (PROJECT / "train.py").read_text()
+    scanning, scan_may_end = threading.Event(), threading.Event()
+
+    def scan() -> None:  # holds the index's lock, as the first scan does
+        with session._index_lock:
+            scanning.set()
+            scan_may_end.wait(60)
+
+    holder = threading.Thread(target=scan)
+    holder.start()
+    assert scanning.wait(60)
+    answers: list = []
+    caller = threading.Thread(target=lambda: answers.append(session.buffer_changed(str(train), calling)))
+    caller.start()
+    caller.join(30)  # a generous ceiling: it returns at once, or waits for the "scan" forever
+    returned_first = answers == [set()]
+    scan_may_end.set()
+    holder.join()
+    caller.join()
+    assert returned_first
+    assert session.run_for(RunRequest(path=str(model), text=model.read_text())).driver == str(train)

@@ -120,6 +120,8 @@ class ShapeSession:
         # and kept current by `file_changed`; job_spec runs in executor threads, hence the lock.
         self._index: WorkspaceIndex | None = None
         self._indexed: dict[str, int] = {}  # path -> hash of the text the index holds
+        self._scanned = False  # the first scan is done (it holds the lock for seconds on a large workspace)
+        self._unindexed: dict[str, str] = {}  # open documents' texts waiting for that scan
         self._index_lock = threading.RLock()
         self.runs: dict[str, RunSpec] = {}  # the last run spec per job key
         # document -> (driver, hash of the driver's text, why it stopped) for drivers whose run
@@ -182,7 +184,15 @@ class ShapeSession:
                 root = self.root or (workspace_root(near) if near else Path.cwd())
                 self._index = WorkspaceIndex(root)
                 self._index.scan()
+                self._index_waiting()
+                self._scanned = True
             return self._index
+
+    def _index_waiting(self) -> None:
+        """Index the open documents' texts that came during the first scan (lock held)."""
+        while self._unindexed:
+            path, text = self._unindexed.popitem()
+            self._update(path, text)
 
     def file_changed(self, path: str) -> None:
         """A file changed on disk (or a buffer was closed): its text is read again; a deleted
@@ -213,11 +223,16 @@ class ShapeSession:
         the files whose documents may now get another driver, besides those whose last job ran
         `path` (the server re-runs both): where the classes it runs are defined, when what
         other files see of it changed (a new call of a class of theirs makes it their driver)."""
-        index = self.index(path)
+        self._unindexed[path] = text
+        if not self._scanned:
+            # The first scan holds the index: the text waits for its end (or the next job), not
+            # a thread of the shared pool (6 of them waiting for a scan left none for commands).
+            return set()
         with self._index_lock:
-            if not self._update(path, text):
+            text = self._unindexed.pop(path, None)
+            if text is None or not self._update(path, text):
                 return set()
-            return {use.cls.path for use in index.uses_in(path)} - {str(Path(path).resolve())}
+            return {use.cls.path for use in self._index.uses_in(path)} - {str(Path(path).resolve())}
 
     def run_for(self, request: RunRequest) -> RunSpec:
         """Which file runs for this document, with its text indexed. The other open documents
@@ -226,6 +241,7 @@ class ShapeSession:
         into at once: most of the server's time went there)."""
         index = self.index(request.path)
         with self._index_lock:
+            self._index_waiting()
             self._update(request.path, request.text)
             return choose_driver(index, request.path)
 
