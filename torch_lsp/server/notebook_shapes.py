@@ -112,7 +112,7 @@ class NotebookShapeService:
         if session is None:
             return
         request = RunRequest(path=state.path, text=program.source, key=state.uri, observers=self.ls.shapes.observers())
-        spec = await asyncio.get_running_loop().run_in_executor(None, session.job_spec, request)
+        spec = await session.spec_for(request)
         if isinstance(spec, str):
             return
         reports = await session.engine.run(spec)

@@ -23,6 +23,7 @@ No torch here (server process).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 import time
@@ -122,6 +123,8 @@ class ShapeSession:
         self._indexed: dict[str, int] = {}  # path -> hash of the text the index holds
         self._scanned = False  # the first scan is done (it holds the lock for seconds on a large workspace)
         self._unindexed: dict[str, str] = {}  # open documents' texts waiting for that scan
+        self._scan_started = False
+        self._scan_done: concurrent.futures.Future = concurrent.futures.Future()  # any thread, any loop awaits it
         self._index_lock = threading.RLock()
         self.runs: dict[str, RunSpec] = {}  # the last run spec per job key
         # document -> (driver, hash of the driver's text, why it stopped) for drivers whose run
@@ -179,14 +182,29 @@ class ShapeSession:
 
     def index(self, near: str | None = None) -> WorkspaceIndex:
         """The workspace index, scanned on first use (bounded: see analysis/workspace.py)."""
+        self._scan_started = True
         with self._index_lock:
             if self._index is None:
                 root = self.root or (workspace_root(near) if near else Path.cwd())
                 self._index = WorkspaceIndex(root)
-                self._index.scan()
-                self._index_waiting()
-                self._scanned = True
+                try:
+                    self._index.scan()
+                    self._index_waiting()
+                finally:  # a failed scan leaves what it indexed; nobody waits for it forever
+                    self._scanned = True
+                    self._scan_done.set_result(None)
             return self._index
+
+    async def scanned(self, near: str | None = None) -> None:
+        """Wait for the first scan on the event loop, not in a thread of the shared pool: it
+        holds the index for seconds on a large workspace, and job specs waiting for it there
+        (one per opened document) could take every thread a command's file reads need."""
+        if self._scan_done.done():
+            return
+        if not self._scan_started:  # nobody scans yet (the server starts it with its settings)
+            self._scan_started = True
+            asyncio.get_running_loop().run_in_executor(None, self.index, near)
+        await asyncio.wrap_future(self._scan_done)
 
     def _index_waiting(self) -> None:
         """Index the open documents' texts that came during the first scan (lock held)."""
@@ -246,6 +264,11 @@ class ShapeSession:
             return choose_driver(index, request.path)
 
     # jobs -------------------------------------------------------------------------------------
+
+    async def spec_for(self, request: RunRequest) -> JobSpec | str:
+        """`job_spec`, in the shared pool once the first scan is done."""
+        await self.scanned(request.path)
+        return await asyncio.get_running_loop().run_in_executor(None, self.job_spec, request)
 
     def job_spec(self, request: RunRequest) -> JobSpec | str:
         """What runs for this document; a string says why nothing can (e.g. a syntax error)."""
@@ -311,7 +334,7 @@ class ShapeSession:
         cancelled. A document that cannot run gets a report whose `stopped` says why.
         `on_driver` hears the driver's reports before the synthesized calls run; `synthesize`
         False: none run (`torch-lsp check`: synthesized calls never report errors)."""
-        spec = await asyncio.get_running_loop().run_in_executor(None, self.job_spec, request)
+        spec = await self.spec_for(request)
         if isinstance(spec, str):
             return {request.path: ShapeReport(path=request.path, stopped=spec)}
         reports = await self.engine.run(spec)
@@ -323,11 +346,12 @@ class ShapeSession:
         if run is not None and missed is not None and missed[0] == run.driver and spec.main.filename == request.path:
             # Ran on its own because the driver missed the document before: say why, as then.
             reports.setdefault(run.driver, ShapeReport(path=run.driver, stopped=missed[2]))
-        if run is not None and spec.main.filename == run.driver != request.path and self._driver_missed(request, reports):
+        loop = asyncio.get_running_loop()  # index queries and parses stay off the event loop
+        if (run is not None and spec.main.filename == run.driver != request.path
+                and await loop.run_in_executor(None, self._driver_missed, request, reports)):
             reports, spec = await self._run_on_its_own(request, run, reports)
             if reports is None:
                 return None
-        loop = asyncio.get_running_loop()  # index queries and parses stay off the event loop
         if on_driver is not None:
             # What the driver stood in for, shown already. The reasons too when no synthesized call
             # can still give the forwards shapes; else the last run's, until this run's are known:
@@ -387,7 +411,7 @@ class ShapeSession:
         remember it until the driver changes. Returns the reports and the job that ran."""
         driver = first.get(run.driver) or ShapeReport(path=run.driver)
         self._missed_drivers[request.path] = (run.driver, hash(_text_of(run.driver, request)), driver.stopped)
-        spec = await asyncio.get_running_loop().run_in_executor(None, self.job_spec, request)
+        spec = await self.spec_for(request)
         if isinstance(spec, str):
             return None, None
         reports = await self.engine.run(spec)

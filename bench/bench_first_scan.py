@@ -1,0 +1,132 @@
+"""Opening a large workspace: does the rest of the server wait for its first scan?
+
+    PYTHONPATH=. python bench/bench_first_scan.py [--copies 3] [--runs 3] [--documents 8]
+
+The shape session indexes the workspace once at start (classes, constructions and calls across
+files: analysis/workspace.py), off the event loop, for seconds on a large project. Shape jobs
+need that index; everything else (static diagnostics, code actions, commands) does not. Here a
+real `torch-lsp serve` starts on a workspace holding `--copies` copies of torchvision's Python
+sources (a large project) and `--documents` copies of the seed fixture, which the client opens
+at once, as an editor restoring its tabs does. Then, while the scan is still running:
+
+- a code action on the first document, the `torch-lsp.runs` command, and one more document
+  opened (time until its static diagnostics are published);
+
+each timed from this client. The same-run baseline: the same requests on a workspace of the
+seed copies alone (a scan of a few files). Medians of `--runs` fresh servers each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from lsp_client import StdioClient  # noqa: E402
+
+SEED = ROOT / "fixtures" / "cifar10_seed.py"
+
+
+def torchvision_sources() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchvision")  # located, not imported (no torch in this client)
+    return Path(spec.origin).parent
+
+
+def make_workspace(folder: Path, copies: int, documents: int) -> list[Path]:
+    folder.mkdir()
+    if copies:
+        sources = torchvision_sources()
+        for copy in range(copies):
+            shutil.copytree(sources, folder / f"vision{copy}", ignore=shutil.ignore_patterns("*.so", "*.pyc",
+                                                                                            "__pycache__", "*.pyd"))
+    paths = []
+    for number in range(documents + 1):
+        path = folder / f"seed{number}.py"
+        path.write_text(SEED.read_text() + f"\n# copy {number}\n")  # texts differ: each is analysed
+        paths.append(path)
+    return paths
+
+
+def published(client: StdioClient, uris: list[str], seen: dict[str, float], timeout: float = 300) -> None:
+    """Wait until each of `uris` has had diagnostics published; `seen`: uri -> first time."""
+    deadline = time.perf_counter() + timeout
+    while not all(uri in seen for uri in uris):
+        at, message = client.notifications.get(timeout=max(deadline - time.perf_counter(), 0.001))
+        if message.get("method") == "textDocument/publishDiagnostics":
+            seen.setdefault(message["params"]["uri"], at)
+
+
+def one_run(folder: Path, documents: list[Path]) -> dict[str, float]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(folder.parent / "cache")}
+    client = StdioClient([sys.executable, "-m", "torch_lsp", "serve"], cwd=folder, env=env)
+    try:
+        client.initialize(folder)
+        *opened, extra = documents
+        for path in opened:  # the editor restores its tabs
+            client.open(path)
+        seen: dict[str, float] = {}
+        published(client, [path.as_uri() for path in opened], seen)  # their diagnostics are shown
+        # Then at once, as a user who starts working: a code action, a command, one more document.
+        here = {"start": {"line": 10, "character": 0}, "end": {"line": 10, "character": 0}}
+        answered: dict[str, float] = {}
+        asked = [("code action (ms)", "textDocument/codeAction", {
+                      "textDocument": {"uri": opened[0].as_uri()}, "range": here, "context": {"diagnostics": []}}),
+                 ("torch-lsp.runs (ms)", "workspace/executeCommand", {"command": "torch-lsp.runs", "arguments": []})]
+        sent = time.perf_counter()
+        waiting = []
+        for name, method, params in asked:  # sent from this thread, answers awaited in others
+            client._next_id += 1
+            box = client._responses.setdefault(client._next_id, queue.Queue())
+            client._send({"jsonrpc": "2.0", "id": client._next_id, "method": method, "params": params})
+            waiting.append(threading.Thread(target=lambda name=name, box=box: (
+                box.get(timeout=300), answered.__setitem__(name, (time.perf_counter() - sent) * 1000))))
+            waiting[-1].start()
+        client.open(extra)
+        published(client, [extra.as_uri()], seen)
+        answered["one more document: static diagnostics (ms)"] = (seen[extra.as_uri()] - sent) * 1000
+        for thread in waiting:
+            thread.join(300)
+        return answered
+    finally:
+        client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--copies", type=int, default=8)
+    parser.add_argument("--documents", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="torch-lsp-first-scan-") as temporary:
+        large = make_workspace(Path(temporary) / "large", args.copies, args.documents)
+        small = make_workspace(Path(temporary) / "small", 0, args.documents)
+        files = sum(1 for _ in (Path(temporary) / "large").rglob("*.py"))
+        results: dict[str, list[dict[str, float]]] = {"large": [], "small": []}
+        for _ in range(args.runs):  # interleaved: both see the same load
+            results["small"].append(one_run(Path(temporary) / "small", small))
+            results["large"].append(one_run(Path(temporary) / "large", large))
+    print(f"Python {sys.version.split()[0]}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}; "
+          f"{args.documents} documents opened at once; medians of {args.runs} runs.\n")
+    print(f"| what | {args.documents + 1} seed copies (baseline) | with {args.copies} copies of torchvision "
+          f"({files} Python files) | ratio |")
+    print("|---|---:|---:|---:|")
+    for name in results["small"][0]:
+        small_ms = statistics.median(run[name] for run in results["small"])
+        large_ms = statistics.median(run[name] for run in results["large"])
+        print(f"| {name} | {small_ms:.0f} | {large_ms:.0f} | {large_ms / small_ms:.1f} x |")
+
+
+if __name__ == "__main__":
+    main()
