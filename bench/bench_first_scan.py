@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import shutil
 import statistics
 import sys
@@ -87,9 +86,7 @@ def one_run(folder: Path, documents: list[Path]) -> dict[str, float]:
         sent = time.perf_counter()
         waiting = []
         for name, method, params in asked:  # sent from this thread, answers awaited in others
-            client._next_id += 1
-            box = client._responses.setdefault(client._next_id, queue.Queue())
-            client._send({"jsonrpc": "2.0", "id": client._next_id, "method": method, "params": params})
+            box = client.ask(method, params)
             waiting.append(threading.Thread(target=lambda name=name, box=box: (
                 box.get(timeout=300), answered.__setitem__(name, (time.perf_counter() - sent) * 1000))))
             waiting[-1].start()

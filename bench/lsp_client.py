@@ -55,12 +55,16 @@ class StdioClient:
         self.process.stdin.flush()
 
     def request(self, method: str, params, timeout: float = 60) -> tuple[dict, float]:
+        started = time.perf_counter()
+        message = self.ask(method, params).get(timeout=timeout)
+        return message, (time.perf_counter() - started) * 1000
+
+    def ask(self, method: str, params) -> queue.Queue:
+        """Send a request without waiting: its answer will be put in the returned queue."""
         self._next_id += 1
         box = self._responses.setdefault(self._next_id, queue.Queue())
-        started = time.perf_counter()
         self._send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
-        message = box.get(timeout=timeout)
-        return message, (time.perf_counter() - started) * 1000
+        return box
 
     def notify(self, method: str, params) -> None:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})

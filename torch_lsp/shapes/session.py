@@ -198,7 +198,8 @@ class ShapeSession:
     async def scanned(self, near: str | None = None) -> None:
         """Wait for the first scan on the event loop, not in a thread of the shared pool: it
         holds the index for seconds on a large workspace, and job specs waiting for it there
-        (one per opened document) could take every thread a command's file reads need."""
+        (one per opened document) took every thread: static analyses and code actions queued
+        behind them until the scan ended (bench/bench_first_scan.py)."""
         if self._scan_done.done():
             return
         if not self._scan_started:  # nobody scans yet (the server starts it with its settings)
