@@ -306,6 +306,47 @@ def test_a_document_that_runs_its_own_classes_is_its_own_driver(tmp_path):
     assert spec.runs_itself and spec.reached == ("model.Net",)
 
 
+def test_a_file_that_starts_running_a_class_with_the_same_names_becomes_its_driver(tmp_path):
+    """An edit that keeps a file's names updates only that file's entry in the index of which
+    files run which classes (`runners_of`): the driver choice follows it both ways."""
+    project = write(tmp_path, {
+        "model.py": """
+            import torch.nn as nn
+            class Net(nn.Module):
+                def forward(self, x):
+                    return x
+        """,
+        "train.py": "from model import Net\n",
+    })
+    index = indexed(project)
+    model, train = str(project / "model.py"), str(project / "train.py")
+    assert choose_driver(index, model).runs_itself and index.runners_of(set(index.classes_in(model))) == set()
+    assert index.update(train, "from model import Net\n\nNet()(1)\n") is False  # the same names
+    assert index.runners_of(set(index.classes_in(model))) == {train}
+    assert choose_driver(index, model).driver == train
+    assert index.update(train, "from model import Net\n") is False
+    assert choose_driver(index, model).runs_itself and index.runners_of(set(index.classes_in(model))) == set()
+
+
+@pytest.mark.parametrize("project", ["model_train", "relative_pkg", "src_layout", "ddp_script", "trainer_class",
+                                     "synth_zoo"])
+def test_the_drivers_ranked_are_every_file_that_reaches_a_class(project, tmp_path):
+    """Ranking only `runners_of` chooses what ranking every file of the workspace chooses."""
+    from torch_lsp.analysis.drivers import _candidate, _rank
+
+    root = copy_project(project, tmp_path)
+    index = indexed(root)
+    documents = [path for path in index.files if index.classes_in(path)]
+    assert documents
+    for document in documents:
+        classes = set(index.classes_in(document))
+        everyone = [c for c in (_candidate(index, path, classes) for path in index.files)
+                    if c is not None and (c.reached or c.path == document)]
+        best = min(everyone, key=lambda c: _rank(c, document))
+        assert index.runners_of(classes) == {c.path for c in everyone if c.reached}
+        assert choose_driver(index, document).driver == (best.path if best.reached else document)
+
+
 def test_the_shortest_driver_without_data_wins(tmp_path):
     project = copy_project("model_train", tmp_path)
     write(project, {"smoke.py": """

@@ -10,6 +10,9 @@ types. The choice, in order:
 4. then the fewest statements before the first call (the shortest plan to the forward);
 5. then the file nearest to the document.
 
+Ranked are the document itself and the files whose live uses reach one of its classes (the
+index keeps them: `WorkspaceIndex.runners_of`); no other file could win rule 1.
+
 The result is a `RunSpec` the shape engine understands: the driver, how to run it (its package
 module for `python -m`-style runs, the `sys.path` roots, the working directory) and the call
 sites, which the server shows as `relatedInformation` and in the hover ("from train.py:42").
@@ -107,9 +110,11 @@ def _names(classes) -> tuple[str, ...]:
 
 
 def _driver_paths(index: WorkspaceIndex, document: str, classes: set[ClassRef]) -> list[str]:
+    """The document itself, and the files that run any of its classes (no other file can reach
+    one: it would be filtered out below)."""
     paths = [document] if document in index.files else []
     if classes:
-        paths += [p for p in index.files if p != document]
+        paths += sorted(index.runners_of(classes) - {document})
     return paths
 
 

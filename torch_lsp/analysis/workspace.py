@@ -87,12 +87,18 @@ class _Memo:
     uses: dict[str, list[Use]] = field(default_factory=dict)
     reach: dict[ClassRef, frozenset[ClassRef]] = field(default_factory=dict)
     live: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
+    package_roots: list[str] | None = None
+    # Which files run which classes (`runners_of`): built once from every file's live uses,
+    # then kept current file by file (`stale`: files forgotten since).
+    runners: dict[ClassRef, set[str]] | None = None
+    reached_from: dict[str, frozenset[ClassRef]] = field(default_factory=dict)
+    stale: set[str] = field(default_factory=set)
 
     def forget(self, path: str) -> None:
         """Drop what depends on `path`'s own positions and module-level code only."""
         self.uses.pop(path, None)
         self.live.pop(path, None)
-    package_roots: list[str] | None = None
+        self.stale.add(path)
 
 
 class WorkspaceIndex:
@@ -106,7 +112,8 @@ class WorkspaceIndex:
 
     def scan(self) -> ScanResult:
         """Index every Python file under the root (bounded; see ScanLimits). Run it off the
-        event loop: ~1,000 files a second here."""
+        event loop: ~2.3x a bare `ast.parse` of the same files, ~230 torchvision files a second
+        on this 2-core machine (docs/benchmarks.md)."""
         started = time.perf_counter()
         found, large, truncated = 0, 0, False
         for path in self._python_files():
@@ -159,6 +166,13 @@ class WorkspaceIndex:
 
     def contains(self, path: str | os.PathLike) -> bool:
         return str(Path(path).resolve()) in self.files
+
+    def _indexed_path(self, path: str | os.PathLike) -> str:
+        """The index's key for `path`: queries pass the index's own keys (already resolved) far
+        more often than editors' paths, and resolving costs a system call per folder."""
+        if isinstance(path, str) and path in self.files:
+            return path
+        return str(Path(path).resolve())
 
     def _store(self, path: str, source: str) -> None:
         module, is_package = self._module_name(path)
@@ -268,7 +282,7 @@ class WorkspaceIndex:
         return self.resolve(base, importer) in found
 
     def classes_in(self, path: str | os.PathLike) -> list[ClassRef]:
-        path = str(Path(path).resolve())
+        path = self._indexed_path(path)
         modules = self.module_classes()
         facts = self.files.get(path)
         if facts is None:
@@ -338,7 +352,7 @@ class WorkspaceIndex:
 
     def uses_in(self, path: str | os.PathLike) -> list[Use]:
         """Every place in `path` that runs a workspace module class, in line order."""
-        path = str(Path(path).resolve())
+        path = self._indexed_path(path)
         if path in self._memo.uses:
             return self._memo.uses[path]
         facts = self.files.get(path)
@@ -426,7 +440,7 @@ class WorkspaceIndex:
         """(path, qualname) of the functions and classes that run when `path` runs as a script:
         what its module-level code (the `__main__` block included) calls, transitively, across
         workspace files. A class that is constructed counts with all of its methods."""
-        path = str(Path(path).resolve())
+        path = self._indexed_path(path)
         if path in self._memo.live:
             return self._memo.live[path]
         facts = self.files.get(path)
@@ -452,8 +466,27 @@ class WorkspaceIndex:
         self._memo.live[path] = result
         return result
 
+    def runners_of(self, classes: set[ClassRef]) -> set[str]:
+        """The files whose live uses reach any of `classes`: the only drivers worth ranking for
+        a document defining them. Ranking every file of the workspace for every job cost ~140
+        ms per job on 1,480 files (bench/bench_workspace_index.py); the files that run each
+        class are found once, and an edit that keeps a file's names updates that file alone."""
+        memo = self._memo
+        if memo.runners is None:
+            memo.runners, memo.reached_from, memo.stale = {}, {}, set(self.files)
+        for path in memo.stale:
+            for cls in memo.reached_from.pop(path, ()):
+                memo.runners[cls].discard(path)
+            if path in self.files:
+                reached = frozenset().union(*(self.reach(use.cls) for use in self.live_uses(path)))
+                memo.reached_from[path] = reached
+                for cls in reached:
+                    memo.runners.setdefault(cls, set()).add(path)
+        memo.stale = set()
+        return set().union(*(memo.runners.get(cls, ()) for cls in classes))
+
     def live_uses(self, path: str | os.PathLike) -> list[Use]:
         """The uses of `path` that run when it runs as a script."""
-        path = str(Path(path).resolve())
+        path = self._indexed_path(path)
         live = self.live_scopes(path)
         return [u for u in self.uses_in(path) if not u.scope or (path, u.scope) in live]

@@ -1,8 +1,8 @@
 """What one file tells the workspace index: its classes, what it constructs, what it calls.
 
-Pure stdlib `ast`, one walk per file, no other file needed: every name is written as the
-absolute dotted name it resolves to through this file's imports (relative ones included), so
-the index (workspace.py) can join files by plain string lookups. `Net` defined here in module
+Pure stdlib `ast`, one walk per file (`_Inside`), no other file needed: every name is written
+as the absolute dotted name it resolves to through this file's imports (relative ones included),
+so the index (workspace.py) can join files by plain string lookups. `Net` defined here in module
 `pkg.models` is `pkg.models.Net`; `from .layers import Block` there is `pkg.layers.Block`
 (when `models` is a module of `pkg`).
 
@@ -16,9 +16,13 @@ checked by running them; nothing here is reported to the user as a finding.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
+from collections import deque
 from dataclasses import dataclass, field, replace
+
+from torch_lsp.analysis.syntax import without_cyclic_gc
 
 # Methods that return their receiver (or the same model): `Net().to(device).eval()`.
 _SELF_RETURNING = {"to", "cuda", "cpu", "eval", "train", "float", "half", "double", "bfloat16",
@@ -142,6 +146,11 @@ class FileFacts:
 def file_facts(path: str, module: str, source: str, is_package: bool = False) -> FileFacts:
     """Facts of one file. `module` is its dotted name (`pkg.mod`; a package's `__init__` is
     `pkg`); `is_package` says whether it is an `__init__.py` (relative imports start there)."""
+    with without_cyclic_gc():  # a burst of nodes and facts, none garbage yet (syntax.py)
+        return _file_facts(path, module, source, is_package)
+
+
+def _file_facts(path: str, module: str, source: str, is_package: bool) -> FileFacts:
     facts = FileFacts(path, module)
     try:
         tree = ast.parse(source)
@@ -149,11 +158,12 @@ def file_facts(path: str, module: str, source: str, is_package: bool = False) ->
         facts.error = f"{type(error).__name__}: {error}"
         return facts
     package = module if is_package else module.rpartition(".")[0]
-    _collect_imports(tree, package, facts)
+    inside = _Inside(tree)
+    _collect_imports(inside.imports, package, facts)
     for node in tree.body:  # local definitions shadow imports of the same name
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        if isinstance(node, _DEFINITIONS):
             facts.imports[node.name] = f"{module}.{node.name}"
-    _Collector(facts, source).visit_body(tree.body, scope="", qual=module)
+    _Collector(facts, source, inside).visit_body(tree.body, scope="", qual=module)
     facts.statement_lines.sort()
     _keep_resolvable(facts)
     return facts
@@ -173,8 +183,8 @@ def _keep_resolvable(facts: FileFacts) -> None:
     facts.passes = [passed for passed in facts.passes if passed.callee or resolvable(passed.scope, passed.name)]
 
 
-def _collect_imports(tree: ast.Module, package: str, facts: FileFacts) -> None:
-    for node in ast.walk(tree):
+def _collect_imports(imports: list[ast.Import | ast.ImportFrom], package: str, facts: FileFacts) -> None:
+    for node in imports:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
@@ -205,12 +215,72 @@ def _absolute_module(module: str | None, level: int, package: str) -> str | None
     return ".".join(base)
 
 
+_DEFINITIONS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+# Fields that never hold a node with a call inside (names, flags, `Load`/`Store` contexts).
+_SCALAR_FIELDS = {"ctx", "id", "attr", "arg", "name", "module", "level", "kind", "type_comment", "is_async",
+                  "conversion", "asname", "op", "ops", "names"}
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}  # node type -> its fields that may hold calls
+
+
+class _Inside:
+    """One walk of a file's tree, in `ast.walk`'s order: its imports (anywhere), the calls and
+    returns inside each class and function (nested ones included), and the calls of each
+    statement's own expressions (not those of its nested bodies, nor of an `except` clause's
+    or a `case`'s header). The facts of a class, of each of its methods and of each statement
+    read these lists: walking each definition and statement again made a file cost its
+    nesting depth times its size (a scan of 1,480 torchvision files: 15-16 s before, 7-8 s
+    with this walk; bench/bench_workspace_index.py)."""
+
+    __slots__ = ("imports", "calls", "returns", "own_calls")
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.imports: list[ast.Import | ast.ImportFrom] = []
+        self.calls: dict[ast.AST, list[ast.Call]] = {}  # definition -> calls inside it
+        self.returns: dict[ast.AST, list[ast.Return]] = {}
+        self.own_calls: dict[ast.stmt, list[ast.Call]] = {}  # statement -> its own calls
+        queue = deque([(tree, (), None)])
+        while queue:
+            node, enclosing, statement = queue.popleft()
+            if isinstance(node, ast.Call):
+                for definition in enclosing:
+                    self.calls[definition].append(node)
+                if statement is not None:
+                    self.own_calls.setdefault(statement, []).append(node)
+            elif isinstance(node, ast.stmt):
+                statement = node
+                if isinstance(node, _DEFINITIONS):
+                    self.calls[node], self.returns[node] = [], []
+                    enclosing = (*enclosing, node)
+                elif isinstance(node, ast.Return):
+                    for definition in enclosing:
+                        self.returns[definition].append(node)
+                elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                    self.imports.append(node)
+            elif isinstance(node, (ast.excepthandler, ast.match_case)):
+                statement = None  # a header between a statement and its nested body
+            fields = _CHILD_FIELDS.get(type(node))
+            if fields is None:
+                fields = _CHILD_FIELDS[type(node)] = tuple(f for f in node._fields if f not in _SCALAR_FIELDS)
+            for name in fields:  # ast.iter_child_nodes, without its generators and leaves
+                value = getattr(node, name, None)
+                if isinstance(value, ast.AST):
+                    queue.append((value, enclosing, statement))
+                elif isinstance(value, list):
+                    queue.extend((item, enclosing, statement) for item in value if isinstance(item, ast.AST))
+
+
 class _Collector:
-    def __init__(self, facts: FileFacts, source: str) -> None:
+    def __init__(self, facts: FileFacts, source: str, inside: _Inside) -> None:
         self.facts = facts
-        # Split where the tokenizer ends lines, once: ast.get_source_segment re-splits the whole
-        # source on every call (quadratic on a large file).
-        self.lines = re.split(r"(?<=\r\n)|(?<=\n)|(?<=\r)(?!\n)", source)
+        self.inside = inside
+        self.source = source
+
+    @functools.cached_property
+    def lines(self) -> list[str]:
+        """Split where the tokenizer ends lines, once, when an argument is first written out:
+        ast.get_source_segment re-splits the whole source on every call (quadratic on a large
+        file), and most files of a workspace bind no model at all."""
+        return re.split(r"(?<=\r\n)|(?<=\n)|(?<=\r)(?!\n)", self.source)
 
     # names -----------------------------------------------------------------------------------
 
@@ -289,7 +359,7 @@ class _Collector:
     def class_def(self, node: ast.ClassDef, qualname: str) -> None:
         forward = next((s for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))
                         and s.name == "forward"), None)
-        builds = sorted({c for c in (self.dotted(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)) if c})
+        builds = self.builds(node)
         self.facts.classes[qualname] = ClassFacts(
             qualname, node.lineno - 1, node.end_lineno - 1,
             tuple(b for b in (self.dotted(base) for base in node.bases) if b),
@@ -321,20 +391,23 @@ class _Collector:
         if cls is not None and params[:1] in (("self",), ("cls",)):
             params = params[1:]
         called = set()
-        for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+        for call in self.inside.calls[node]:
             name = _called_name(call)
             if name in params:
                 called.add(params.index(name))
-        builds = sorted({c for c in (self.dotted(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)) if c})
         self.facts.functions[qualname] = FunctionFacts(
-            qualname, node.lineno - 1, params, tuple(sorted(called)), self.returns(node), tuple(builds))
+            qualname, node.lineno - 1, params, tuple(sorted(called)), self.returns(node), self.builds(node))
         self.visit_body(node.body, qualname, qualname, cls)
+
+    def builds(self, definition: ast.AST) -> tuple[str, ...]:
+        """The callees of every call inside a class or function (nested ones included)."""
+        return tuple(sorted({c for c in (self.dotted(call.func) for call in self.inside.calls[definition]) if c}))
 
     def returns(self, function: ast.AST) -> tuple[tuple[str, ...], ...]:
         """What each position of the returned value may be: callees or local names (`=name`)."""
         positions: list[set[str]] = []
-        for node in ast.walk(function):
-            if not isinstance(node, ast.Return) or node.value is None:
+        for node in self.inside.returns[function]:
+            if node.value is None:
                 continue
             items = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
             for index, item in enumerate(items):
@@ -373,9 +446,7 @@ class _Collector:
 
     def expressions(self, statement: ast.stmt, scope: str, cls: str | None) -> None:
         """Calls in the statement itself (not in nested bodies, which are visited on their own)."""
-        for node in _own_nodes(statement):
-            if not isinstance(node, ast.Call):
-                continue
+        for node in self.inside.own_calls.get(statement, ()):
             callee = self.dotted(node.func)
             if callee is not None and not scope:
                 self.facts.module_calls.append(callee)
@@ -446,17 +517,3 @@ def _child_bodies(node: ast.stmt) -> list[list[ast.stmt]]:
     for case in getattr(node, "cases", []) or []:
         bodies.append(case.body)
     return bodies
-
-
-def _own_nodes(statement: ast.stmt):
-    """Nodes of a statement's own expressions: not inside its nested statement bodies, nor in
-    lambdas or comprehensions' own scopes (those are still expressions of this line: kept)."""
-    todo = [child for name, child in ast.iter_fields(statement)
-            if name not in ("body", "orelse", "finalbody", "handlers", "cases")]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, list):
-            todo.extend(item)
-        elif isinstance(item, ast.AST) and not isinstance(item, ast.stmt):
-            yield item
-            todo.extend(ast.iter_child_nodes(item))
