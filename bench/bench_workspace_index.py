@@ -3,15 +3,17 @@
     PYTHONPATH=. python bench/bench_workspace_index.py [ROOT ...] [--runs 5]
 
 For each workspace ROOT (default: each repository of ../shared/corpus, and torchvision's own
-package folder as a large one), medians of `--runs`:
+package folder as a large one; and a folder holding the generated 5,000-line module of
+bench_rules.py, `--long-module`), medians of `--runs`:
 
 - scan: index every file from disk (what the server does once, off the event loop);
 - baseline: `ast.parse` of the same files read in the same run, each tree dropped before the next
   (the index's floor: one parse);
 - drivers, cold: the driver of every file that defines a module class, right after the scan
   (every cross-file fact is resolved once here);
-- keystroke: an edit that leaves the file's names unchanged (here: a comment) + the edited document's
-  driver: what typing costs (its floor: one `ast.parse` of the edited file, shown next to it);
+- keystroke: the first model file open as a buffer, a comment typed at the end of a line inside a
+  body (the file's names stay) + the edited document's driver: what typing costs (its floor: one
+  `ast.parse` of the edited file, shown next to it);
 - new name: an edit that adds a class (every resolved fact is recomputed) + the document's driver.
 
 Wall and CPU time of this process are both reported: on a shared machine wall time is inflated.
@@ -21,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
+import inspect
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +52,27 @@ def parse_each(files: list[str]) -> None:
         ast.parse(Path(path).read_text(errors="replace"))
 
 
+def open_buffer(index: WorkspaceIndex):
+    """How the server indexes an open document's text (`update(..., buffer=True)`), or plain
+    `update` for code from before buffers were told apart (to compare with it)."""
+    if "buffer" in inspect.signature(index.update).parameters:
+        return functools.partial(index.update, buffer=True)
+    return index.update
+
+
+def typed_in_a_body(text: str, run: int) -> str:
+    """`text` with a comment typed at the end of an indented line from the middle on (inside a
+    function or class body): an edit that keeps the file's names, as most keystrokes do."""
+    lines = text.splitlines(keepends=True)
+    middle = len(lines) // 2
+    for at in [*range(middle, len(lines)), *range(middle)]:
+        line = lines[at]
+        if line[:1] in (" ", "\t") and line.strip() and not line.rstrip().endswith("\\"):
+            lines[at] = line.rstrip("\r\n") + f"  # edit {run}" + line[len(line.rstrip("\r\n")):]
+            return "".join(lines)
+    return text + f"\n# edit {run}\n"
+
+
 def bench(root: Path, runs: int) -> dict:
     rows: dict[str, list] = {"scan": [], "parse": [], "cold": [], "keystroke": [], "new name": [], "parse one": []}
     for run in range(runs):
@@ -58,9 +84,12 @@ def bench(root: Path, runs: int) -> dict:
         rows["cold"].append(timed(lambda: [choose_driver(index, d) for d in documents])[:2])
         edited = documents[0] if documents else files[0]
         text = Path(edited).read_text(errors="replace")
+        buffer = open_buffer(index)
+        buffer(edited, text)  # the document is open in the editor
+        typed = typed_in_a_body(text, run)
 
         def keystroke():
-            index.update(edited, text + f"\n# edit {run}\n")
+            buffer(edited, typed)
             return choose_driver(index, edited)
 
         def new_name():
@@ -79,8 +108,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("roots", nargs="*", type=Path)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--long-module", type=int, default=5000, metavar="LINES",
+                        help="also a workspace of one generated training module this long (0: none)")
     args = parser.parse_args()
-    roots = args.roots
+    roots = list(args.roots)
     for root in roots:
         if not root.is_dir():
             parser.error(f"{root}: not a folder")
@@ -89,6 +120,13 @@ def main() -> None:
 
         roots = sorted(p for p in CORPUS.iterdir() if p.is_dir() and not p.name.startswith(".")) \
             + [Path(torchvision.__file__).parent]
+    if args.long_module:
+        from bench_rules import generate  # bench/bench_rules.py: the static rules' 5,000-line module
+
+        folder = Path(tempfile.mkdtemp(prefix="torch-lsp-long-module-")) / f"long_module_{args.long_module}_lines"
+        folder.mkdir()
+        (folder / "train.py").write_text(generate(args.long_module))
+        roots.append(folder)
     print(f"load average {os.getloadavg()[0]:.1f}, medians of {args.runs} runs, wall / CPU ms\n")
     print("| workspace | files | module classes | scan | ast.parse only | ratio (CPU) | drivers, cold "
           "| keystroke + driver | ast.parse of the edited file | new name + driver |")

@@ -347,6 +347,24 @@ def test_the_drivers_ranked_are_every_file_that_reaches_a_class(project, tmp_pat
         assert choose_driver(index, document).driver == (best.path if best.reached else document)
 
 
+def test_an_open_buffers_statements_are_kept_between_versions_and_go_with_the_disks_text(tmp_path):
+    project = copy_project("model_train", tmp_path)
+    index = indexed(project)
+    model = str(project / "model.py")
+    text = (project / "model.py").read_text()
+    for version in range(3):  # typing into the open buffer
+        assert index.update(model, text + f"\nvalue = {version}\n", buffer=True) is False
+    fresh = WorkspaceIndex(project)
+    fresh.update(model, text + "\nvalue = 2\n")
+    assert index.files[model] == fresh.files[model]
+    assert model in index._parts  # what the next version reuses
+    index.update(model, text)  # closed: the disk's text, which will not be typed into
+    assert model not in index._parts
+    index.update(model, text + "\n", buffer=True)
+    index.remove(model)
+    assert model not in index._parts
+
+
 def test_the_shortest_driver_without_data_wins(tmp_path):
     project = copy_project("model_train", tmp_path)
     write(project, {"smoke.py": """

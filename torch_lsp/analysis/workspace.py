@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch_lsp.analysis.workspace_facts import ClassFacts, FileFacts, FunctionFacts, file_facts
+from torch_lsp.analysis.workspace_facts import ClassFacts, FileFacts, FunctionFacts, StatementParts, file_facts
 
 # Bases that make a class an nn.Module besides anything under torch.nn with a capitalised name.
 _MODULE_BASES = {"pytorch_lightning.LightningModule", "lightning.LightningModule",
@@ -106,14 +106,14 @@ class WorkspaceIndex:
         self.root = str(Path(root).resolve())
         self.limits = limits
         self.files: dict[str, FileFacts] = {}
+        self._parts: dict[str, StatementParts] = {}  # open buffers' statements (`update`)
         self._memo = _Memo()
 
     # maintenance ------------------------------------------------------------------------------
 
     def scan(self) -> ScanResult:
         """Index every Python file under the root (bounded; see ScanLimits). Run it off the
-        event loop: ~2.3x a bare `ast.parse` of the same files, ~230 torchvision files a second
-        on this 2-core machine (docs/benchmarks.md)."""
+        event loop: 2-2.7x a bare `ast.parse` of the same files (docs/benchmarks.md)."""
         started = time.perf_counter()
         found, large, truncated = 0, 0, False
         for path in self._python_files():
@@ -141,16 +141,25 @@ class WorkspaceIndex:
                 if name.endswith(".py"):
                     yield os.path.join(folder, name)
 
-    def update(self, path: str | os.PathLike, source: str) -> bool:
+    def update(self, path: str | os.PathLike, source: str, buffer: bool = False) -> bool:
         """A file's new text (an open buffer's, unsaved, or the disk's after a change). True
         when what other files see of it changed (its classes, functions, imports, bindings);
-        False for typing inside a function, whose facts hold for the other files."""
+        False for typing inside a function, whose facts hold for the other files.
+
+        `buffer`: the text of an open document, which will change again: what each of its
+        top-level statements adds to the facts is kept, so that the next version walks only
+        the statements an edit changed (workspace_facts.StatementParts)."""
         path = str(Path(path).resolve())
         old = self.files.get(path)
+        if buffer:
+            parts = self._parts.setdefault(path, StatementParts())
+        else:  # the disk's text: what a buffer of it kept goes
+            self._parts.pop(path, None)
+            parts = None
         if len(source) > self.limits.max_file_bytes or "\x00" in source:
             self.files.pop(path, None)
         else:
-            self._store(path, source)
+            self._store(path, source, parts)
         new = self.files.get(path)
         if old is None and new is None:
             return False
@@ -162,6 +171,7 @@ class WorkspaceIndex:
 
     def remove(self, path: str | os.PathLike) -> None:
         self.files.pop(str(Path(path).resolve()), None)
+        self._parts.pop(str(Path(path).resolve()), None)
         self._memo = _Memo()
 
     def contains(self, path: str | os.PathLike) -> bool:
@@ -174,9 +184,9 @@ class WorkspaceIndex:
             return path
         return str(Path(path).resolve())
 
-    def _store(self, path: str, source: str) -> None:
+    def _store(self, path: str, source: str, parts: StatementParts | None = None) -> None:
         module, is_package = self._module_name(path)
-        self.files[path] = file_facts(path, module, source, is_package)
+        self.files[path] = file_facts(path, module, source, is_package, parts)
 
     def _module_name(self, path: str) -> tuple[str, bool]:
         folder, name = os.path.split(path)
@@ -468,7 +478,7 @@ class WorkspaceIndex:
 
     def runners_of(self, classes: set[ClassRef]) -> set[str]:
         """The files whose live uses reach any of `classes`: the only drivers worth ranking for
-        a document defining them. Ranking every file of the workspace for every job cost ~140
+        a document defining them. Ranking every file of the workspace for every job cost ~130
         ms per job on 1,480 files (bench/bench_workspace_index.py); the files that run each
         class are found once, and an edit that keeps a file's names updates that file alone."""
         memo = self._memo

@@ -1,8 +1,8 @@
 """What one file tells the workspace index: its classes, what it constructs, what it calls.
 
-Pure stdlib `ast`, one walk per file (`_Inside`), no other file needed: every name is written
-as the absolute dotted name it resolves to through this file's imports (relative ones included),
-so the index (workspace.py) can join files by plain string lookups. `Net` defined here in module
+Pure stdlib `ast`, one walk per top-level statement (`_Inside`), no other file needed: every
+name is written as the absolute dotted name it resolves to through this file's imports
+(relative ones included), so the index (workspace.py) can join files by plain string lookups. `Net` defined here in module
 `pkg.models` is `pkg.models.Net`; `from .layers import Block` there is `pkg.layers.Block`
 (when `models` is a module of `pkg`).
 
@@ -143,14 +143,29 @@ class FileFacts:
                 self.error is None)
 
 
-def file_facts(path: str, module: str, source: str, is_package: bool = False) -> FileFacts:
+def file_facts(path: str, module: str, source: str, is_package: bool = False,
+               parts: StatementParts | None = None) -> FileFacts:
     """Facts of one file. `module` is its dotted name (`pkg.mod`; a package's `__init__` is
-    `pkg`); `is_package` says whether it is an `__init__.py` (relative imports start there)."""
+    `pkg`); `is_package` says whether it is an `__init__.py` (relative imports start there).
+
+    `parts`, for a file whose successive versions are indexed (an open buffer): what each
+    top-level statement of the last version added, reused for every statement whose text,
+    first line and file imports are unchanged, then replaced by this version's."""
     with without_cyclic_gc():  # a burst of nodes and facts, none garbage yet (syntax.py)
-        return _file_facts(path, module, source, is_package)
+        return _file_facts(path, module, source, is_package, parts)
 
 
-def _file_facts(path: str, module: str, source: str, is_package: bool) -> FileFacts:
+@dataclass(slots=True)
+class StatementParts:
+    """What each top-level statement of one version of a file added to its facts, by the
+    statement's first line and text, valid for one module name and set of imports. An edit
+    inside one function of a 5,000-line buffer then walks that function alone."""
+
+    context: tuple = ()
+    by_statement: dict[tuple[int, str], FileFacts] = field(default_factory=dict)
+
+
+def _file_facts(path: str, module: str, source: str, is_package: bool, parts: StatementParts | None) -> FileFacts:
     facts = FileFacts(path, module)
     try:
         tree = ast.parse(source)
@@ -158,15 +173,63 @@ def _file_facts(path: str, module: str, source: str, is_package: bool) -> FileFa
         facts.error = f"{type(error).__name__}: {error}"
         return facts
     package = module if is_package else module.rpartition(".")[0]
-    inside = _Inside(tree)
-    _collect_imports(inside.imports, package, facts)
+    _collect_imports(_imports_in_walk_order(tree), package, facts)
     for node in tree.body:  # local definitions shadow imports of the same name
         if isinstance(node, _DEFINITIONS):
             facts.imports[node.name] = f"{module}.{node.name}"
-    _Collector(facts, source, inside).visit_body(tree.body, scope="", qual=module)
+    text = _Text(source)
+    reused: dict[tuple[int, str], FileFacts] = {}
+    if parts is not None:
+        context = (module, tuple(facts.imports.items()), tuple(facts.star_imports))
+        if parts.context != context:
+            parts.context, parts.by_statement = context, {}
+    for statement in tree.body:
+        key = None
+        if parts is not None:
+            first = min([statement.lineno, *(d.lineno for d in getattr(statement, "decorator_list", ()))])
+            key = (first, "".join(text.lines[first - 1:statement.end_lineno]))
+        part = parts.by_statement.get(key) if key is not None else None
+        if part is None:
+            part = FileFacts(path, module, imports=facts.imports, star_imports=facts.star_imports)
+            _Collector(part, text, _Inside(statement)).statement(statement, "", module, None)
+        if key is not None:
+            reused[key] = part
+        _add(facts, part)
+    if parts is not None:
+        parts.by_statement = reused
     facts.statement_lines.sort()
     _keep_resolvable(facts)
     return facts
+
+
+def _add(facts: FileFacts, part: FileFacts) -> None:
+    """`part`'s facts (one statement's) after those of the statements before it."""
+    facts.classes.update(part.classes)
+    facts.functions.update(part.functions)
+    facts.bindings += part.bindings
+    facts.name_calls += part.name_calls
+    facts.direct_calls += part.direct_calls
+    facts.passes += part.passes
+    facts.statement_lines += part.statement_lines
+    facts.data_lines += part.data_lines
+    facts.module_calls += part.module_calls
+
+
+def _imports_in_walk_order(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """The file's imports in `ast.walk`'s order (which decides between two imports of one name),
+    walking statements only: an import is a statement, and the headers between a statement and
+    its nested bodies (`except ...:`, `case ...:`) are a level of the walk of their own."""
+    found = []
+    queue = deque([tree])
+    while queue:
+        node = queue.popleft()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+            continue
+        for name in node._fields:
+            if name in _BODIES:
+                queue.extend(item for item in getattr(node, name) if isinstance(item, _STATEMENT_LEVELS))
+    return found
 
 
 def _keep_resolvable(facts: FileFacts) -> None:
@@ -216,6 +279,8 @@ def _absolute_module(module: str | None, level: int, package: str) -> str | None
 
 
 _DEFINITIONS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_BODIES = {"body", "handlers", "orelse", "finalbody", "cases"}  # fields holding nested statements
+_STATEMENT_LEVELS = (ast.stmt, ast.excepthandler, ast.match_case)
 # Fields that never hold a node with a call inside (names, flags, `Load`/`Store` contexts).
 _SCALAR_FIELDS = {"ctx", "id", "attr", "arg", "name", "module", "level", "kind", "type_comment", "is_async",
                   "conversion", "asname", "op", "ops", "names"}
@@ -223,18 +288,16 @@ _CHILD_FIELDS: dict[type, tuple[str, ...]] = {}  # node type -> its fields that 
 
 
 class _Inside:
-    """One walk of a file's tree, in `ast.walk`'s order: its imports (anywhere), the calls and
-    returns inside each class and function (nested ones included), and the calls of each
-    statement's own expressions (not those of its nested bodies, nor of an `except` clause's
-    or a `case`'s header). The facts of a class, of each of its methods and of each statement
-    read these lists: walking each definition and statement again made a file cost its
-    nesting depth times its size (a scan of 1,480 torchvision files: 15-16 s before, 7-8 s
-    with this walk; bench/bench_workspace_index.py)."""
+    """One walk of a top-level statement's tree: the calls and returns inside each class and
+    function (nested ones included), and the calls of each statement's own expressions (not
+    those of its nested bodies, nor of an `except` clause's or a `case`'s header). The facts of
+    a class, of each of its methods and of each statement read these lists: walking each
+    definition and statement again made a file cost its nesting depth times its size (a scan
+    of 1,480 torchvision files: 15-18 s before, 8 s with this walk; bench/bench_workspace_index.py)."""
 
-    __slots__ = ("imports", "calls", "returns", "own_calls")
+    __slots__ = ("calls", "returns", "own_calls")
 
-    def __init__(self, tree: ast.Module) -> None:
-        self.imports: list[ast.Import | ast.ImportFrom] = []
+    def __init__(self, tree: ast.AST) -> None:
         self.calls: dict[ast.AST, list[ast.Call]] = {}  # definition -> calls inside it
         self.returns: dict[ast.AST, list[ast.Return]] = {}
         self.own_calls: dict[ast.stmt, list[ast.Call]] = {}  # statement -> its own calls
@@ -254,8 +317,6 @@ class _Inside:
                 elif isinstance(node, ast.Return):
                     for definition in enclosing:
                         self.returns[definition].append(node)
-                elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                    self.imports.append(node)
             elif isinstance(node, (ast.excepthandler, ast.match_case)):
                 statement = None  # a header between a statement and its nested body
             fields = _CHILD_FIELDS.get(type(node))
@@ -269,18 +330,25 @@ class _Inside:
                     queue.extend((item, enclosing, statement) for item in value if isinstance(item, ast.AST))
 
 
-class _Collector:
-    def __init__(self, facts: FileFacts, source: str, inside: _Inside) -> None:
-        self.facts = facts
-        self.inside = inside
+class _Text:
+    """A file's source, split into lines on first use, for all the statements' collectors."""
+
+    def __init__(self, source: str) -> None:
         self.source = source
 
     @functools.cached_property
     def lines(self) -> list[str]:
-        """Split where the tokenizer ends lines, once, when an argument is first written out:
-        ast.get_source_segment re-splits the whole source on every call (quadratic on a large
-        file), and most files of a workspace bind no model at all."""
+        """Split where the tokenizer ends lines, once, when first needed: ast.get_source_segment
+        re-splits the whole source on every call (quadratic on a large file), and most files
+        of a workspace bind no model at all."""
         return re.split(r"(?<=\r\n)|(?<=\n)|(?<=\r)(?!\n)", self.source)
+
+
+class _Collector:
+    def __init__(self, facts: FileFacts, text: _Text, inside: _Inside) -> None:
+        self.facts = facts
+        self.inside = inside
+        self.text = text
 
     # names -----------------------------------------------------------------------------------
 
@@ -301,13 +369,13 @@ class _Collector:
 
     def code(self, node: ast.expr) -> str:
         first, last = node.lineno - 1, node.end_lineno - 1
-        if last >= len(self.lines):
+        if last >= len(self.text.lines):
             return ast.unparse(node)
         if first == last:
-            return self.lines[first].encode()[node.col_offset:node.end_col_offset].decode(errors="replace")
-        head = self.lines[first].encode()[node.col_offset:].decode(errors="replace")
-        tail = self.lines[last].encode()[:node.end_col_offset].decode(errors="replace")
-        return "".join([head, *self.lines[first + 1:last], tail])
+            return self.text.lines[first].encode()[node.col_offset:node.end_col_offset].decode(errors="replace")
+        head = self.text.lines[first].encode()[node.col_offset:].decode(errors="replace")
+        tail = self.text.lines[last].encode()[:node.end_col_offset].decode(errors="replace")
+        return "".join([head, *self.text.lines[first + 1:last], tail])
 
     def constructed(self, value: ast.AST) -> tuple[str | None, str | None, ast.Call | None]:
         """(callee, alias, call) for the value of an assignment, seeing through wrappers."""

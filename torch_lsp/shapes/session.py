@@ -226,14 +226,15 @@ class ShapeSession:
                 self._index.remove(path)
                 self._indexed.pop(path, None)
                 return
-            self._update(path, text)
+            self._update(path, text, buffer=False)
 
-    def _update(self, path: str, text: str) -> bool:
-        """Index `text` as `path`'s; True when what other files see of it changed."""
+    def _update(self, path: str, text: str, buffer: bool = True) -> bool:
+        """Index `text` as `path`'s (an open document's, unless `buffer` is False: the disk's);
+        True when what other files see of it changed."""
         digest = hash(text)
-        if self._indexed.get(path) == digest:
-            return False
-        changed = self._index.update(path, text)
+        if buffer and self._indexed.get(path) == digest:
+            return False  # (the disk's text is indexed again: a closed buffer's statements go)
+        changed = self._index.update(path, text, buffer)
         self._indexed[path] = digest
         return changed
 
