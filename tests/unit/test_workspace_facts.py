@@ -147,7 +147,8 @@ def _edited(text: str, rng: random.Random) -> str:
     elif choice < 0.75:
         lines.insert(at, rng.choice(["x = 1\n", "import numpy as np\n", "    model = Net()\n", "model(x)\n", "\n",
                                      "def helper():\n    return Net()\n", "    import torch.nn as nn\n", "@decorator\n",
-                                     "class Extra(nn.Module):\n    pass\n", "        y = self.fc(x)\n", "if x:\n"]))
+                                     "class Extra(nn.Module):\n    pass\n", "        y = self.fc(x)\n", "if x:\n",
+                                     "from other import Net\n", "def model(x):\n    return x\n"]))
     else:
         del lines[at]
     return "".join(lines)
@@ -173,6 +174,12 @@ def test_an_edit_inside_one_function_walks_that_function_alone():
     kept = [key for key in parts.by_statement if parts.by_statement[key] is before.get(key)]
     assert len(kept) == len(before) - 1  # every statement but `def factory` reused as it was
     assert facts == file_facts("/project/pkg/model.py", "pkg.model", edited)
-    # A new import can change what any statement's names resolve to: nothing is reused.
-    file_facts("/project/pkg/model.py", "pkg.model", edited + "import numpy as np\n", parts=parts)
-    assert not any(part is before.get(key) for key, part in parts.by_statement.items())
+    # `nn` imported again, from elsewhere: the statements that read `nn` are walked again, the
+    # others kept (the `__main__` block reads `Net`, `loader` and `net`, not `nn`).
+    before = dict(parts.by_statement)
+    rebound = edited + "import mylib.nn as nn\n"
+    facts = file_facts("/project/pkg/model.py", "pkg.model", rebound, parts=parts)
+    walked = {key[1].split("\n")[0] for key, part in parts.by_statement.items() if part is not before.get(key)}
+    assert walked == {"@register(make_registry())", "import mylib.nn as nn"}  # (the first import reads no name)
+    assert facts == file_facts("/project/pkg/model.py", "pkg.model", rebound)
+    assert "mylib.nn.Module" in facts.classes["pkg.model.Net"].bases

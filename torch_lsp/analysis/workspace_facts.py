@@ -150,19 +150,28 @@ def file_facts(path: str, module: str, source: str, is_package: bool = False,
 
     `parts`, for a file whose successive versions are indexed (an open buffer): what each
     top-level statement of the last version added, reused for every statement whose text,
-    first line and file imports are unchanged, then replaced by this version's."""
+    first line and the meaning of the names it read are unchanged, then replaced by this
+    version's."""
     with without_cyclic_gc():  # a burst of nodes and facts, none garbage yet (syntax.py)
         return _file_facts(path, module, source, is_package, parts)
 
 
 @dataclass(slots=True)
+class _Part:
+    facts: FileFacts  # what one top-level statement adds to its file's facts
+    names: tuple[tuple[str, str | None], ...]  # the file's names it read, and what they meant
+
+
+@dataclass(slots=True)
 class StatementParts:
     """What each top-level statement of one version of a file added to its facts, by the
-    statement's first line and text, valid for one module name and set of imports. An edit
-    inside one function of a 5,000-line buffer then walks that function alone."""
+    statement's first line and text; each is reused while the file's names it read (imports,
+    top-level definitions) mean the same. An edit inside one function of a 5,000-line buffer
+    then walks that function alone, and typing a new function's name walks only the
+    statements that use it."""
 
-    context: tuple = ()
-    by_statement: dict[tuple[int, str], FileFacts] = field(default_factory=dict)
+    module: str = ""
+    by_statement: dict[tuple[int, str], _Part] = field(default_factory=dict)
 
 
 def _file_facts(path: str, module: str, source: str, is_package: bool, parts: StatementParts | None) -> FileFacts:
@@ -178,23 +187,24 @@ def _file_facts(path: str, module: str, source: str, is_package: bool, parts: St
         if isinstance(node, _DEFINITIONS):
             facts.imports[node.name] = f"{module}.{node.name}"
     text = _Text(source)
-    reused: dict[tuple[int, str], FileFacts] = {}
-    if parts is not None:
-        context = (module, tuple(facts.imports.items()), tuple(facts.star_imports))
-        if parts.context != context:
-            parts.context, parts.by_statement = context, {}
+    if parts is not None and parts.module != module:
+        parts.module, parts.by_statement = module, {}
+    reused: dict[tuple[int, str], _Part] = {}
     for statement in tree.body:
-        key = None
+        key = part = None
         if parts is not None:
             first = min([statement.lineno, *(d.lineno for d in getattr(statement, "decorator_list", ()))])
             key = (first, "".join(text.lines[first - 1:statement.end_lineno]))
-        part = parts.by_statement.get(key) if key is not None else None
+            part = parts.by_statement.get(key)
+            if part is not None and any(facts.imports.get(name) != meant for name, meant in part.names):
+                part = None
         if part is None:
-            part = FileFacts(path, module, imports=facts.imports, star_imports=facts.star_imports)
-            _Collector(part, text, _Inside(statement)).statement(statement, "", module, None)
+            collector = _Collector(FileFacts(path, module, imports=facts.imports), text, _Inside(statement))
+            collector.statement(statement, "", module, None)
+            part = _Part(collector.facts, tuple(collector.names_read.items()))
         if key is not None:
             reused[key] = part
-        _add(facts, part)
+        _add(facts, part.facts)
     if parts is not None:
         parts.by_statement = reused
     facts.statement_lines.sort()
@@ -349,6 +359,7 @@ class _Collector:
         self.facts = facts
         self.inside = inside
         self.text = text
+        self.names_read: dict[str, str | None] = {}  # the file's names looked up, and their meaning
 
     # names -----------------------------------------------------------------------------------
 
@@ -359,8 +370,8 @@ class _Collector:
             node = node.value
         if not isinstance(node, ast.Name):
             return None
-        base = self.facts.imports.get(node.id, node.id)
-        return sys.intern(".".join([base, *reversed(parts)]))  # the same callees recur in every file
+        meant = self.names_read[node.id] = self.facts.imports.get(node.id)
+        return sys.intern(".".join([node.id if meant is None else meant, *reversed(parts)]))  # the same callees recur in every file
 
     def arguments(self, call: ast.Call) -> str:
         pieces = [self.code(a) for a in call.args]
