@@ -119,3 +119,71 @@ async def test_job_specs_wait_for_the_first_scan_on_the_loop_not_in_the_pool(tmp
     results = await asyncio.wait_for(asyncio.gather(*specs), 60)
     pool.shutdown(wait=True)
     assert all(isinstance(spec, JobSpec) and spec.main.filename == str(model) for spec in results)
+
+
+def held_scan(session: ShapeSession, monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """The first scan of a large workspace, held until the test lets it end."""
+    scanning, scan_may_end = threading.Event(), threading.Event()
+    scan = WorkspaceIndex.scan
+
+    def slow_scan(index, *args, **kwargs):
+        scanning.set()
+        scan_may_end.wait(60)
+        return scan(index, *args, **kwargs)
+
+    monkeypatch.setattr(WorkspaceIndex, "scan", slow_scan)
+    threading.Thread(target=session.index, daemon=True).start()
+    assert scanning.wait(60)
+    return scanning, scan_may_end
+
+
+async def test_a_document_that_runs_its_own_classes_does_not_wait_for_the_first_scan(tmp_path, monkeypatch):
+    """Its driver is itself whatever the workspace holds: its job starts while the workspace is
+    scanned; a model file whose driver may be elsewhere waits, and then gets train.py."""
+    session, model, train = session_on(tmp_path)
+    seed = (FIXTURES / "cifar10_seed.py").read_text()
+    seed_path = (model.parent / "seed.py").resolve()
+    seed_path.write_text(seed)
+    train.write_text((PROJECT / "train.py").read_text())
+    _, scan_may_end = held_scan(session, monkeypatch)
+    try:
+        early = await asyncio.wait_for(session.spec_for(RunRequest(path=str(seed_path), text=seed)), 30)
+        waiting = asyncio.ensure_future(session.spec_for(RunRequest(path=str(model), text=model.read_text())))
+        # The why-notes of the early job read the document's own index, not the scanned one.
+        forwards = await asyncio.wait_for(asyncio.to_thread(
+            session._forwards, RunRequest(path=str(seed_path), text=seed)), 30)
+        assert [f.cls for f in forwards] == ["Net"]
+        await asyncio.sleep(0)
+        assert not waiting.done()
+    finally:
+        scan_may_end.set()
+    assert isinstance(early, JobSpec) and early.main.filename == str(seed_path) and early.record == [str(seed_path)]
+    assert session.runs[str(seed_path)].runs_itself and session.runs[str(seed_path)].reached == ("seed.Net",)
+    later = await asyncio.wait_for(waiting, 60)
+    assert isinstance(later, JobSpec) and later.main.filename == str(train)
+    # Once scanned, the same document's spec is the workspace's, and the same job.
+    again = session.job_spec(RunRequest(path=str(seed_path), text=seed))
+    assert (again.main.filename, again.record, again.roots) == (early.main.filename, early.record, early.roots)
+
+
+def test_a_file_changed_or_closed_during_the_first_scan_waits_for_its_end_not_a_thread(tmp_path, monkeypatch):
+    """Closing a buffer or a change on disk while the workspace is scanned: noted at once (the
+    server calls this on the event loop), indexed after the scan, the newest note winning."""
+    session, model, train = session_on(tmp_path)
+    calling = (PROJECT / "train.py").read_text()
+    _, scan_may_end = held_scan(session, monkeypatch)
+    answers: list = []
+    caller = threading.Thread(target=lambda: answers.append(session.file_changed(str(train))))
+    caller.start()
+    caller.join(30)  # a generous ceiling: it returns at once, or waits for the "scan" forever
+    returned_first = answers == [None]
+    # train.py closed unsaved, then opened again with the calling text: the buffer's text wins.
+    session.text_changed(str(train), None)
+    session.text_changed(str(train), calling)
+    scan_may_end.set()
+    caller.join()
+    assert returned_first
+    assert session.run_for(RunRequest(path=str(model), text=model.read_text())).driver == str(train)
+    # Closed again: the disk's text (calling nothing) counts.
+    session.file_changed(str(train))
+    assert session.run_for(RunRequest(path=str(model), text=model.read_text())).driver == str(model)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
-from torch_lsp.analysis.drivers import RunSpec, choose_driver
+from torch_lsp.analysis.drivers import RunSpec, choose_driver, choose_driver_alone
 from torch_lsp.analysis.project import package_context, workspace_root
 from torch_lsp.analysis.workspace import ClassRef, ScanLimits, WorkspaceIndex
 
@@ -345,6 +345,99 @@ def test_the_drivers_ranked_are_every_file_that_reaches_a_class(project, tmp_pat
         best = min(everyone, key=lambda c: _rank(c, document))
         assert index.runners_of(classes) == {c.path for c in everyone if c.reached}
         assert choose_driver(index, document).driver == (best.path if best.reached else document)
+
+
+def alone(root: Path, document: Path) -> WorkspaceIndex:
+    """An index holding `document` alone, as a job has it before the first scan ends."""
+    index = WorkspaceIndex(root)
+    index.update(document, document.read_text())
+    return index
+
+
+def test_a_driver_chosen_from_the_document_alone_is_the_one_the_workspace_chooses(tmp_path):
+    """Wherever the document alone decides (a script, or a file that runs every module class it
+    defines), the whole workspace's index chooses the same: the document, reaching the same
+    classes. Checked on every file of every fixture project."""
+    decided, undecided = 0, 0
+    for project in sorted(p.name for p in PROJECTS.iterdir() if p.is_dir()):
+        root = copy_project(project, tmp_path)
+        index = indexed(root)
+        for document in sorted(index.files):
+            early = choose_driver_alone(alone(root, Path(document)), document)
+            if early is None:
+                undecided += 1
+                continue
+            decided += 1
+            full = choose_driver(index, document)
+            assert (early.driver, early.reached, early.unreached, early.module, early.roots) == \
+                (full.driver, full.reached, full.unreached, full.module, full.roots), document
+            assert set(early.call_sites) <= set(full.call_sites)
+    assert decided >= 10 and undecided >= 10, (decided, undecided)
+
+
+def test_the_document_alone_does_not_decide_where_other_files_could_change_the_choice(tmp_path):
+    root = write(tmp_path, {
+        "base.py": """
+            import torch.nn as nn
+            class Base(nn.Module):
+                pass
+        """,
+        # Net is a module only through base.py: alone it looks like a plain class, and the
+        # document like a script that runs no module at all; train.py is its driver.
+        "model.py": """
+            import torch
+            from base import Base
+            class Net(Base):
+                def forward(self, x):
+                    return x
+            class Plain(object):
+                pass
+        """,
+        "train.py": """
+            import torch
+            from model import Net
+            Net()(torch.zeros(2))
+        """,
+        # Names a star import may bring could be workspace classes too.
+        "starred.py": """
+            from base import *
+            class Net(Base):
+                pass
+            Net()
+        """,
+        # The standard library's, builtins' and the document's own bases decide alone.
+        "alone.py": """
+            import enum
+            import torch
+            import torch.nn as nn
+            class Kind(enum.Enum):
+                A = 1
+            class Block(nn.Module):
+                def forward(self, x):
+                    return x
+            class Deeper(Block):
+                pass
+            class Error(ValueError):
+                pass
+            Deeper()(torch.zeros(2))
+        """,
+        "script.py": """
+            import torch
+            print(torch.zeros(2))
+        """,
+    })
+    index = indexed(root)
+    model, starred = root / "model.py", root / "starred.py"
+    assert choose_driver(index, model).driver == str((root / "train.py").resolve())
+    assert choose_driver_alone(alone(root, model), model) is None
+    assert choose_driver_alone(alone(root, starred), starred) is None
+    for name in ("alone.py", "script.py"):
+        document = root / name
+        early = choose_driver_alone(alone(root, document), document)
+        assert early is not None and early == choose_driver(index, document)
+    # A module class the document defines but does not run: its driver may be elsewhere.
+    (root / "alone.py").write_text((root / "alone.py").read_text().replace("Deeper()(torch.zeros(2))", ""))
+    assert choose_driver_alone(alone(root, root / "alone.py"), root / "alone.py") is None
 
 
 def test_an_open_buffers_statements_are_kept_between_versions_and_go_with_the_disks_text(tmp_path):

@@ -17,16 +17,22 @@ The result is a `RunSpec` the shape engine understands: the driver, how to run i
 module for `python -m`-style runs, the `sys.path` roots, the working directory) and the call
 sites, which the server shows as `relatedInformation` and in the hover ("from train.py:42").
 Classes that no driver reaches are listed in `unreached`: synthesized calls are tried for them.
+
+`choose_driver_alone` makes the same choice from an index of the document alone, where no other
+file can change it (the document runs every class it defines): jobs then need not wait for the
+workspace's first scan.
 """
 
 from __future__ import annotations
 
+import builtins
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from torch_lsp.analysis.project import package_context, workspace_root
-from torch_lsp.analysis.workspace import ClassRef, Use, WorkspaceIndex
+from torch_lsp.analysis.workspace import ClassRef, Use, WorkspaceIndex, is_torch_module_base
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,36 @@ def choose_driver(index: WorkspaceIndex, document: str | os.PathLike) -> RunSpec
         return run_spec(document, document, index.root, unreached=classes)
     return run_spec(document, best.path, index.root, best.uses, best.reached, classes - best.reached,
                     best.loads_data, best.statements_before)
+
+
+def choose_driver_alone(index: WorkspaceIndex, document: str | os.PathLike) -> RunSpec | None:
+    """`choose_driver`'s answer when `index` holds the document alone and that answer cannot
+    depend on the rest of the workspace; None when it could. It cannot when which of the
+    document's classes are nn.Modules is decided by the document itself and it runs all of
+    them: other files only add uses, so the document keeps reaching them all, and it wins the
+    tie (rule 2). Its call sites may then lack uses through other files' functions."""
+    document = str(Path(document).resolve())
+    facts = index.files.get(document)
+    if facts is None or facts.error or not all(
+            _base_decided_alone(index, document, base) for cls in facts.classes.values() for base in cls.bases):
+        return None
+    run = choose_driver(index, document)
+    return run if run.runs_itself and not run.unreached else None
+
+
+def _base_decided_alone(index: WorkspaceIndex, document: str, base: str) -> bool:
+    """Is the base an nn.Module, or not, whatever other files of the workspace hold? torch's own
+    bases, the document's own classes, the standard library's and builtins' are; a name of
+    another module, or one a star import may bring, could be a workspace class."""
+    if is_torch_module_base(base):
+        return True
+    found = index.resolve(base, document)
+    if isinstance(found, ClassRef):
+        return found.path == document
+    top, dot, _ = base.partition(".")
+    if dot:
+        return top == "torch" or top in sys.stdlib_module_names
+    return not index.files[document].star_imports and hasattr(builtins, base)
 
 
 def run_spec(document: str, driver: str, root: str | None = None, uses=(), reached=frozenset(),

@@ -27,6 +27,11 @@ _SKIPPED_DIRS = {"site-packages", "node_modules", "__pycache__", "build", "dist"
                  "wandb", "outputs", "lightning_logs"}
 
 
+def is_torch_module_base(base: str) -> bool:
+    """An nn.Module base of torch or Lightning, whatever the workspace holds."""
+    return base in _MODULE_BASES or (base.startswith("torch.nn.") and base.rpartition(".")[2][:1].isupper())
+
+
 @dataclass(frozen=True)
 class ScanLimits:
     max_files: int = 5000
@@ -286,10 +291,7 @@ class WorkspaceIndex:
         return self._memo.module_classes
 
     def _is_module_base(self, base: str, importer: str, found: set[ClassRef]) -> bool:
-        last = base.rpartition(".")[2]
-        if base in _MODULE_BASES or (base.startswith("torch.nn.") and last[:1].isupper()):
-            return True
-        return self.resolve(base, importer) in found
+        return is_torch_module_base(base) or self.resolve(base, importer) in found
 
     def classes_in(self, path: str | os.PathLike) -> list[ClassRef]:
         path = self._indexed_path(path)

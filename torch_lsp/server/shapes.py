@@ -186,8 +186,10 @@ class ShapeService:
             return  # the buffer does not parse now: the last shapes stay (static analysis says why)
         if analysed:
             # Indexed before the documents it concerns re-run: their jobs choose drivers with it.
-            concerned = await asyncio.get_running_loop().run_in_executor(
-                None, session.buffer_changed, path, source) if document.path else set()
+            concerned = set()
+            if document.path:
+                session.text_changed(path, source)  # noted here, in the order the editor said it
+                concerned = await asyncio.get_running_loop().run_in_executor(None, session.index_changes, path)
             self._rerun_dependents({path}, changed=uri, at=concerned)
         request = RunRequest(path=path, text=source, key=uri, open_documents=self._open_documents(uri),
                              observers=self.observers())
@@ -268,7 +270,8 @@ class ShapeService:
         open_paths = {self.ls.workspace.get_text_document(u).path for u in self.ls.documents.states}
         for path in paths:
             if path not in open_paths:
-                session.file_changed(path)
+                session.text_changed(path, None)
+        self._index_changes_soon(session)
         session.files_changed()
         self._rerun_dependents(set(paths))
 
@@ -280,7 +283,16 @@ class ShapeService:
         self._latest.pop(uri, None)
         self._moved.pop(uri, None)
         if self.session is not None and path:
-            self.session.file_changed(path)
+            self.session.text_changed(path, None)
+            self._index_changes_soon(self.session)
+
+    @staticmethod
+    def _index_changes_soon(session: "ShapeSession") -> None:
+        """Index noted disk texts in the pool: reading and parsing a file, or waiting for the
+        first scan's lock (seconds on a large workspace), never on the event loop. A job's
+        choice of driver indexes what is still noted first anyway."""
+        future = asyncio.get_running_loop().run_in_executor(None, session.index_changes)
+        future.add_done_callback(_log_failure)
 
     def _refresh_inlay_hints(self) -> None:
         workspace = self.ls.client_capabilities.workspace
@@ -315,6 +327,11 @@ class ShapeService:
 def _newer(a: int | None, b: int | None) -> bool:
     """Is version `a` newer than `b`? (Clients may send no versions at all.)"""
     return a is not None and b is not None and a > b
+
+
+def _log_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("indexing a changed file failed", exc_info=future.exception())
 
 
 def register(ls: "TorchLanguageServer") -> ShapeService:

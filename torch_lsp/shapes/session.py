@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import threading
 import time
@@ -31,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch_lsp.analysis.drivers import RunSpec, choose_driver
+from torch_lsp.analysis.drivers import RunSpec, choose_driver, choose_driver_alone
 from torch_lsp.analysis.plan import ExecutionPlan, build_plan
 from torch_lsp.analysis.project import workspace_root
 from torch_lsp.analysis.workspace import WorkspaceIndex
@@ -118,11 +119,16 @@ class ShapeSession:
         self._engine: ShapeEngine | None = None
         self._closed = False  # closed sessions start no worker (a start may still be queued)
         # The workspace index (classes, constructions, calls across files), built on first use
-        # and kept current by `file_changed`; job_spec runs in executor threads, hence the lock.
+        # and kept current by `text_changed`; job_spec runs in executor threads, hence the lock.
         self._index: WorkspaceIndex | None = None
         self._indexed: dict[str, int] = {}  # path -> hash of the text the index holds
         self._scanned = False  # the first scan is done (it holds the lock for seconds on a large workspace)
-        self._unindexed: dict[str, str] = {}  # open documents' texts waiting for that scan
+        # path -> the newest text the index should hold (None: the disk's), noted in the order
+        # the editor said it and indexed later by whichever thread comes (`index_changes`).
+        self._pending: dict[str, str | None] = {}
+        # document key -> the index of the document alone its last job chose its driver with,
+        # before the first scan ended (`_spec_alone`): its why-notes read the same index.
+        self._alone: dict[str, WorkspaceIndex] = {}
         self._scan_started = False
         self._scan_done: concurrent.futures.Future = concurrent.futures.Future()  # any thread, any loop awaits it
         self._index_lock = threading.RLock()
@@ -189,7 +195,7 @@ class ShapeSession:
                 self._index = WorkspaceIndex(root)
                 try:
                     self._index.scan()
-                    self._index_waiting()
+                    self._index_pending()
                 finally:  # a failed scan leaves what it indexed; nobody waits for it forever
                     self._scanned = True
                     self._scan_done.set_result(None)
@@ -207,26 +213,44 @@ class ShapeSession:
             asyncio.get_running_loop().run_in_executor(None, self.index, near)
         await asyncio.wrap_future(self._scan_done)
 
-    def _index_waiting(self) -> None:
-        """Index the open documents' texts that came during the first scan (lock held)."""
-        while self._unindexed:
-            path, text = self._unindexed.popitem()
-            self._update(path, text)
+    def text_changed(self, path: str, text: str | None) -> None:
+        """Note the text the index is to hold for `path`: an open document's analysed text, or
+        None for the disk's (a buffer closed, a file changed on disk). Takes no lock: the event
+        loop calls it as the editor's messages come, so that the newest note wins whichever
+        thread indexes it (`index_changes`); the first scan holds the index for seconds."""
+        self._pending[path] = text
 
-    def file_changed(self, path: str) -> None:
-        """A file changed on disk (or a buffer was closed): its text is read again; a deleted
-        file leaves the index."""
+    def index_changes(self, path: str | None = None) -> set[str]:
+        """Index the noted texts (a thread of the pool: it takes the index's lock). During the
+        first scan it returns at once and they wait for the scan's end (or the next job): six
+        threads waiting for a scan left none for commands. Returns, for `path`, the files
+        whose documents may now get another driver (`buffer_changed`)."""
+        if not self._scanned:
+            return set()
         with self._index_lock:
-            if self._index is None:
-                return
-            try:
-                with open(path, encoding="utf-8", errors="replace") as file:
-                    text = file.read()
-            except OSError:
-                self._index.remove(path)
-                self._indexed.pop(path, None)
-                return
-            self._update(path, text, buffer=False)
+            return self._index_pending(path)
+
+    def _index_pending(self, path: str | None = None) -> set[str]:
+        """Index the noted texts (lock held); for `path`, what `index_changes` returns."""
+        concerned: set[str] = set()
+        while self._pending:
+            noted, text = self._pending.popitem()
+            if text is None:
+                self._reread(noted)
+            elif self._update(noted, text) and noted == path:
+                concerned = {use.cls.path for use in self._index.uses_in(noted)} - {str(Path(noted).resolve())}
+        return concerned
+
+    def _reread(self, path: str) -> None:
+        """The disk's text counts again: read it; a deleted file leaves the index."""
+        try:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                text = file.read()
+        except OSError:
+            self._index.remove(path)
+            self._indexed.pop(path, None)
+            return
+        self._update(path, text, buffer=False)
 
     def _update(self, path: str, text: str, buffer: bool = True) -> bool:
         """Index `text` as `path`'s (an open document's, unless `buffer` is False: the disk's);
@@ -239,20 +263,19 @@ class ShapeSession:
         return changed
 
     def buffer_changed(self, path: str, text: str) -> set[str]:
-        """An open document's analysed text, indexed for every job's choice of driver. Returns
-        the files whose documents may now get another driver, besides those whose last job ran
-        `path` (the server re-runs both): where the classes it runs are defined, when what
-        other files see of it changed (a new call of a class of theirs makes it their driver)."""
-        self._unindexed[path] = text
-        if not self._scanned:
-            # The first scan holds the index: the text waits for its end (or the next job), not
-            # a thread of the shared pool (6 of them waiting for a scan left none for commands).
-            return set()
-        with self._index_lock:
-            text = self._unindexed.pop(path, None)
-            if text is None or not self._update(path, text):
-                return set()
-            return {use.cls.path for use in self._index.uses_in(path)} - {str(Path(path).resolve())}
+        """An open document's analysed text, indexed for every job's choice of driver (the
+        server notes it on the event loop and indexes it in the pool: `text_changed`,
+        `index_changes`). Returns the files whose documents may now get another driver,
+        besides those whose last job ran `path` (the server re-runs both): where the classes it
+        runs are defined, when what other files see of it changed (a new call of a class of
+        theirs makes it their driver)."""
+        self.text_changed(path, text)
+        return self.index_changes(path)
+
+    def file_changed(self, path: str) -> None:
+        """A file changed on disk or a buffer was closed: the disk's text counts again."""
+        self.text_changed(path, None)
+        self.index_changes()
 
     def run_for(self, request: RunRequest) -> RunSpec:
         """Which file runs for this document, with its text indexed. The other open documents
@@ -261,24 +284,44 @@ class ShapeSession:
         into at once: most of the server's time went there)."""
         index = self.index(request.path)
         with self._index_lock:
-            self._index_waiting()
+            self._index_pending()
             self._update(request.path, request.text)
             return choose_driver(index, request.path)
 
     # jobs -------------------------------------------------------------------------------------
 
     async def spec_for(self, request: RunRequest) -> JobSpec | str:
-        """`job_spec`, in the shared pool once the first scan is done."""
+        """`job_spec`, in the shared pool once the first scan is done; before, when the
+        document's driver is itself whatever the workspace holds (`_spec_alone`)."""
+        loop = asyncio.get_running_loop()
+        if not self._scan_done.done():
+            spec = await loop.run_in_executor(None, self._spec_alone, request)
+            if spec is not None:
+                return spec
         await self.scanned(request.path)
-        return await asyncio.get_running_loop().run_in_executor(None, self.job_spec, request)
+        return await loop.run_in_executor(None, self.job_spec, request)
 
-    def job_spec(self, request: RunRequest) -> JobSpec | str:
-        """What runs for this document; a string says why nothing can (e.g. a syntax error)."""
+    def _spec_alone(self, request: RunRequest) -> JobSpec | str | None:
+        """The job spec from an index of the document alone, when no other file could change
+        its choice of driver (analysis/drivers.py, `choose_driver_alone`: a script, or a file
+        that runs every module class it defines): its job need not wait for the first scan,
+        ~10 s for 1,500 files. None: the choice needs the whole workspace."""
+        alone = WorkspaceIndex(self.root or workspace_root(request.path))
+        alone.update(request.path, request.text)
+        run = choose_driver_alone(alone, request.path)
+        if run is None:
+            return None
+        self._alone[request.key or request.path] = alone
+        return self.job_spec(request, (run, alone))
+
+    def job_spec(self, request: RunRequest, alone: tuple[RunSpec, WorkspaceIndex] | None = None) -> JobSpec | str:
+        """What runs for this document; a string says why nothing can (e.g. a syntax error).
+        `alone`: the run and the index of the document alone it was chosen with."""
         plan = build_plan(request.text, request.path)
         if plan.error:
             return plan.error
         settings = JobSettings.from_settings(self.settings_provider())
-        run = self.run_for(request)
+        run, index = alone if alone is not None else (self.run_for(request), None)
         itself = os.path.realpath(run.driver) == os.path.realpath(request.path)
         main = plan if itself or self._missed_before(request, run) else self._driver_plan(run.driver, request)
         if main is None:  # the driver does not parse: the document runs itself
@@ -293,7 +336,7 @@ class ShapeSession:
             overlay[request.path] = request.text  # the driver imports the document as it is now
         settings_object = self.settings_provider()
         return JobSpec(
-            key=request.key or request.path, main=main, record=self._recorded(request.path, run), overlay=overlay,
+            key=request.key or request.path, main=main, record=self._recorded(request.path, run, index), overlay=overlay,
             roots=layout.roots, workspace=str(layout.workspace) if layout.workspace else None,
             module=layout.module, cwd=os.path.dirname(main.filename), **_script_settings(settings_object),
             observers=list(request.observers), options=dict(request.options),
@@ -308,10 +351,13 @@ class ShapeSession:
         missed = self._missed_drivers.get(request.path)
         return missed is not None and missed[:2] == (run.driver, hash(_text_of(run.driver, request)))
 
-    def _recorded(self, document: str, run: RunSpec) -> list[str]:
+    def _recorded(self, document: str, run: RunSpec, index: WorkspaceIndex | None = None) -> list[str]:
+        """The document, its driver, and the files defining the classes the driver runs (as
+        `index` knows them; the workspace's by default). Project files the job imports are
+        recorded anyway when they run (shapes/imports.py): these are planned ahead."""
         files = [document] + ([run.driver] if not run.runs_itself else [])
-        with self._index_lock:
-            defining = {use.cls.path for use in self.index().live_uses(run.driver)}
+        with self._index_lock if index is None else contextlib.nullcontext():
+            defining = {use.cls.path for use in (index or self.index()).live_uses(run.driver)}
         return files + sorted(defining - set(files))[:MAX_CLASS_FILES]
 
     def probe_spec(self, request: RunRequest, probes: list[Probe], key: str) -> JobSpec:
@@ -403,8 +449,7 @@ class ShapeSession:
     def _driver_missed(self, request: RunRequest, reports: Reports) -> bool:
         """Did the driver's run never reach the document's forwards (nothing shown, no error)?"""
         report = reports[request.path]
-        with self._index_lock:
-            forwards = why.forwards_of(self.index(request.path), request.path)
+        forwards = self._forwards(request)
         return bool(forwards) and not report.errors and not any(why.has_shapes(report, f) for f in forwards)
 
     async def _run_on_its_own(self, request: RunRequest, run: RunSpec,
@@ -423,12 +468,22 @@ class ShapeSession:
         reports.setdefault(run.driver, driver)
         return reports, spec
 
+    def _forwards(self, request: RunRequest) -> list:
+        """The document's forwards, from the index its last job's driver was chosen with: the
+        workspace's, or, while the first scan runs, the document's alone (which module classes
+        it defines is then the same in both: `choose_driver_alone`)."""
+        alone = self._alone.get(request.key or request.path)
+        if alone is not None and not self._scanned:
+            return why.forwards_of(alone, request.path)
+        self._alone.clear()
+        with self._index_lock:
+            return why.forwards_of(self.index(request.path), request.path)
+
     def explain(self, request: RunRequest, reports: Reports, reasons: bool = True) -> None:
         """Why-notes and the driver's stand-ins, in the document's report. `reasons` False:
         the synthesized calls are still to run; the last reasons stand in for this run's."""
         key = request.key or request.path
-        with self._index_lock:
-            forwards = why.forwards_of(self.index(request.path), request.path)
+        forwards = self._forwards(request)
         why.explain(request.path, reports, self.runs.get(key), forwards, synthesis_on(self.settings_provider()),
                     reasons)
         if reasons:
