@@ -10,7 +10,8 @@ sources (a large project) and `--documents` copies of the seed fixture, which th
 at once, as an editor restoring its tabs does. Then, while the scan is still running:
 
 - a code action on the first document, the `torch-lsp.runs` command, and one more document
-  opened (time until its static diagnostics are published);
+  opened (time until its static diagnostics are published); then one document is closed and a
+  hover asked at once;
 
 each timed from this client; and the time from `initialize` until all the opened seed copies
 show shapes (each runs its own model: its job need not wait for the scan, shapes/session.py),
@@ -118,8 +119,15 @@ def one_run(folder: Path, documents: list[Path]) -> dict[str, float]:
         answered["one more document: static diagnostics (ms)"] = (seen[extra.as_uri()] - sent) * 1000
         for thread in waiting:
             thread.join(300)
+        # Closing a tab while the scan runs: the disk's text counts again for the index.
+        closed, kept = opened[-1], opened[1:-1]
+        sent = time.perf_counter()
+        client.notify("textDocument/didClose", {"textDocument": {"uri": closed.as_uri()}})
+        client.request("textDocument/hover", {"textDocument": {"uri": opened[1].as_uri()},
+                                              "position": {"line": 10, "character": 4}})
+        answered["a hover right after a tab is closed (ms)"] = (time.perf_counter() - sent) * 1000
         # What the scan does delay: the shapes of a document whose driver may be another file.
-        answered["shapes of the opened seed copies (ms)"] = (shapes_shown(client, opened[1:]) - started) * 1000
+        answered["shapes of the opened seed copies (ms)"] = (shapes_shown(client, kept) - started) * 1000
         answered["shapes of model.py, run by train.py (ms)"] = (shapes_shown(client, [model]) - started) * 1000
         return answered
     finally:

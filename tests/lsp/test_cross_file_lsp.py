@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import FIXTURES
+from tests.lsp import held_scan_server
 from tests.lsp.conftest import SERVER, handle_code_lens_refresh, open_text, replace_text
 
 pytestmark = pytest.mark.slow  # server and shape worker processes
@@ -45,6 +47,14 @@ async def client_without_synthesis(lsp_client: LanguageClient, tmp_path):
 async def scripts_client(lsp_client: LanguageClient, tmp_path):
     """A workspace of scripts as repositories write them: a DDP script, required options."""
     yield await _start(lsp_client, tmp_path, {}, {"ddp_script": "ddp", "required_args": "cli"})
+    await lsp_client.shutdown_session()
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[
+        sys.executable, str(Path(__file__).with_name("held_scan_server.py"))]))
+async def held_scan_client(lsp_client: LanguageClient, tmp_path):
+    """The model + train.py project, on a server whose first scan waits for `.scan-may-end`."""
+    yield await _start(lsp_client, tmp_path, {"synthesize": False})
     await lsp_client.shutdown_session()
 
 
@@ -270,6 +280,59 @@ async def test_an_unsaved_buffer_that_starts_calling_the_model_becomes_its_drive
     assert shapes_at(report, logits, "logits") == [list(expected[64]["logits"]), list(expected[1000]["logits"])]
     assert report["origin"]["kind"] == "driver" and report["origin"]["path"] == str(train)
     assert not any(n["kind"] == "why" for n in report["notes"])
+
+
+SELF_RUNNING = """import torch
+import torch.nn as nn
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y
+
+
+net = Tiny()
+out = net(torch.randn(3, 12))
+"""
+
+
+async def test_a_script_that_runs_its_own_model_does_not_wait_for_the_first_scan(held_scan_client):
+    """While the workspace's first scan runs (held here): a file that runs every module class it
+    defines gets its shapes (its driver is itself whatever other files hold); model.py, whose
+    driver can only be found in the whole index, waits; closing a tab does not stop the server.
+    Once the scan ends, model.py gets train.py's shapes."""
+    client = held_scan_client
+    script, model = client.root / "tiny.py", client.root / "model.py"
+    script.write_text(SELF_RUNNING)
+    open_text(client, model.as_uri(), model.read_text())
+    open_text(client, script.as_uri(), SELF_RUNNING)
+    y = line_of(SELF_RUNNING, "y = self.fc(x)")
+    report = await report_where(client, script.as_uri(), lambda r: shapes_at(r, y, "y"))
+    import torch
+
+    namespace: dict = {}
+    exec(compile(SELF_RUNNING, str(script), "exec"), namespace)
+    assert shapes_at(report, y, "y") == [list(namespace["net"].fc(torch.randn(3, 12)).shape)]
+    assert not (client.root / held_scan_server.GATE).exists()  # still scanning
+    assert await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.shapeReport", arguments=[model.as_uri()])) is None
+    # A tab closed during the scan: the server notes it and answers the next request at once
+    # (it used to wait on the event loop for the scan's lock).
+    client.text_document_did_close(types.DidCloseTextDocumentParams(
+        text_document=types.TextDocumentIdentifier(uri=script.as_uri())))
+    assert await asyncio.wait_for(client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[])), 30)
+    (client.root / held_scan_server.GATE).write_text("")
+    logits = line_of(model.read_text(), "logits = self.fc3(x)")
+    report = await report_where(client, model.as_uri(), lambda r: shapes_at(r, logits, "logits"))
+    expected = cpu_net_shapes(model, [64, 1000])
+    assert shapes_at(report, logits, "logits") == [list(expected[64]["logits"]), list(expected[1000]["logits"])]
+    assert report["origin"]["path"] == str(client.root / "train.py")
 
 
 async def test_a_driver_that_stops_leaves_the_model_to_a_synthesized_call(client):

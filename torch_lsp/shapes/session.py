@@ -198,6 +198,7 @@ class ShapeSession:
                     self._index_pending()
                 finally:  # a failed scan leaves what it indexed; nobody waits for it forever
                     self._scanned = True
+                    self._alone.clear()  # jobs choose with the workspace's index from now on
                     self._scan_done.set_result(None)
             return self._index
 
@@ -475,7 +476,7 @@ class ShapeSession:
         alone = self._alone.get(request.key or request.path)
         if alone is not None and not self._scanned:
             return why.forwards_of(alone, request.path)
-        self._alone.clear()
+        self._alone.clear()  # scanned: none is read again (one may have come after the scan's end)
         with self._index_lock:
             return why.forwards_of(self.index(request.path), request.path)
 
