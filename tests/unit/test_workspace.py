@@ -435,6 +435,15 @@ def test_the_document_alone_does_not_decide_where_other_files_could_change_the_c
         document = root / name
         early = choose_driver_alone(alone(root, document), document)
         assert early is not None and early == choose_driver(index, document)
+    # In torch's own repository, `torch.*` names workspace files: a base there may be a module.
+    (root / "torch" / "nn").mkdir(parents=True)
+    (root / "torch" / "__init__.py").write_text("")
+    assert choose_driver_alone(alone(root, root / "alone.py"), root / "alone.py") is not None  # torch.nn.Module
+    subclass = "import torch\nclass Quantized(torch.ao.Linear):\n    pass\nQuantized()\n"
+    (root / "quantized.py").write_text(subclass)
+    assert choose_driver_alone(alone(root, root / "quantized.py"), root / "quantized.py") is None
+    shutil.rmtree(root / "torch")
+    assert choose_driver_alone(alone(root, root / "quantized.py"), root / "quantized.py") is not None
     # A module class the document defines but does not run: its driver may be elsewhere.
     (root / "alone.py").write_text((root / "alone.py").read_text().replace("Deeper()(torch.zeros(2))", ""))
     assert choose_driver_alone(alone(root, root / "alone.py"), root / "alone.py") is None

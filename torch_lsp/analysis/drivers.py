@@ -116,8 +116,9 @@ def choose_driver_alone(index: WorkspaceIndex, document: str | os.PathLike) -> R
 
 def _base_decided_alone(index: WorkspaceIndex, document: str, base: str) -> bool:
     """Is the base an nn.Module, or not, whatever other files of the workspace hold? torch's own
-    bases, the document's own classes, the standard library's and builtins' are; a name of
-    another module, or one a star import may bring, could be a workspace class."""
+    bases, the document's own classes, the standard library's and builtins' are (unless the
+    workspace holds a module of that name: torch's own repository); a name of another module,
+    or one a star import may bring, could be a workspace class."""
     if is_torch_module_base(base):
         return True
     found = index.resolve(base, document)
@@ -125,8 +126,15 @@ def _base_decided_alone(index: WorkspaceIndex, document: str, base: str) -> bool
         return found.path == document
     top, dot, _ = base.partition(".")
     if dot:
-        return top == "torch" or top in sys.stdlib_module_names
+        return (top == "torch" or top in sys.stdlib_module_names) and not _workspace_has_module(index, document, top)
     return not index.files[document].star_imports and hasattr(builtins, base)
+
+
+def _workspace_has_module(index: WorkspaceIndex, document: str, top: str) -> bool:
+    """Does `import top` reach a workspace file from `document` (its folder, the root, `src/`)?"""
+    folders = {os.path.dirname(document), index.root, os.path.join(index.root, "src")}
+    return any(os.path.exists(os.path.join(folder, top)) or os.path.exists(os.path.join(folder, top + ".py"))
+               for folder in folders)
 
 
 def run_spec(document: str, driver: str, root: str | None = None, uses=(), reached=frozenset(),
