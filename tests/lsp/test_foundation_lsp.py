@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 from lsprotocol import types
 
@@ -142,7 +143,7 @@ async def test_garbage_input_never_crashes(client):
     assert info["pid"] > 0
 
 
-async def test_server_process_never_imports_torch(client):
+async def test_server_process_never_imports_torch_or_openssl(client):
     open_text(client, URI, MISSING.read_text())
     await diagnostics_for(client, URI, version=1)
     await client.text_document_code_action_async(types.CodeActionParams(
@@ -152,6 +153,9 @@ async def test_server_process_never_imports_torch(client):
     info = await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[]))
     assert info["torchImported"] is False
+    maps = Path(f"/proc/{info['pid']}/maps")  # Linux: the shared libraries the process mapped
+    if maps.exists():  # ~4.5 MiB of the server's memory (cli._without_openssl)
+        assert "libssl" not in maps.read_text() and "libcrypto" not in maps.read_text()
 
 
 async def test_shutdown_and_exit_promptly():

@@ -11,6 +11,7 @@ import pytest_asyncio
 from tests.shapes.helpers import cpu_run, shape_of, variable
 from torch_lsp.analysis.plan import build_plan
 from torch_lsp.shapes.engine import JobSettings, ShapeEngine
+from torch_lsp.shapes.report import Note
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]  # a real worker process
 
@@ -167,8 +168,12 @@ async def test_a_newer_version_lets_a_job_within_its_usual_time_finish(engine, t
 async def test_same_plan_is_served_from_the_cache(engine, tmp_path):
     plan = plan_for(tmp_path, "import torch\nw = torch.ones(3, 3)\n")
     first = await engine.analyse("cache", plan)
+    notes = list(first.notes)
+    first.notes.append(Note("added by a caller"))  # callers add to their result (session.analyse)
     again = await engine.analyse("cache", plan)
-    assert again is first
+    assert again.duration_ms == first.duration_ms  # the worker's answer of the first run: not run again
+    assert variable(again, "w").values[0].shape == (3, 3)
+    assert again.notes == notes and again is not first  # kept as the worker sent it, not as changed
 
 
 async def test_side_effects_are_neutralised(engine, tmp_path):

@@ -77,11 +77,11 @@ class ExecutionPlan:
 
     @cached_property
     def hash(self) -> str:
-        digest = hashlib.sha256()
+        digest = hashlib.blake2b(digest_size=16)  # fast without OpenSSL too (cli._without_openssl)
         digest.update(self.filename.encode())
         digest.update(b"\0")
         digest.update(self.source.encode())
-        return digest.hexdigest()[:32]
+        return digest.hexdigest()
 
     def to_dict(self) -> dict:
         """JSON-ready form, for sending the plan to the worker process."""

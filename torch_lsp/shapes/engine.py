@@ -5,7 +5,8 @@ Never imports torch (the worker does, in the project's interpreter: shapes/inter
 (a newer job for the same document replaced it before it started, or killed it).
 
 - Cache: results by `JobSpec.cache_key()` (the plans, overlays, settings); an edit that does not
-  change the plan costs a dictionary lookup. `invalidate()` drops it when files change on disk.
+  change the plan costs a dictionary lookup and a decode. `invalidate()` drops it when files
+  change on disk.
 - Supersession: a newer job for a document is sent at once; the worker decides whether the
   running one finishes first (shapes/scheduling.py). Its result still reaches its caller, who
   knows which version it describes.
@@ -21,6 +22,7 @@ import contextlib
 import itertools
 import logging
 import shutil
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -28,7 +30,7 @@ from torch_lsp.analysis.plan import ExecutionPlan
 from torch_lsp.shapes import early_start
 from torch_lsp.shapes.interpreter import Interpreter, find_interpreter, worker_command
 from torch_lsp.shapes.protocol import encode_frame, read_frame
-from torch_lsp.shapes.report import ReportError, ShapeReport, reports_from_json
+from torch_lsp.shapes.report import ReportError, ShapeReport, reports_from_json, reports_to_json
 from torch_lsp.shapes.spec import BACKGROUND_WALL_FACTOR, JobSpec
 from torch_lsp.shapes.texts import SentTexts
 
@@ -61,6 +63,7 @@ class _Pending:
     started: asyncio.Event
     attempts: int = 1
     background: bool = False
+    reports_json: str | None = None  # the result as the worker sent it (for the cache)
 
 
 Reports = dict[str, ShapeReport]
@@ -71,7 +74,7 @@ class ShapeEngine:
         self.interpreter = interpreter or find_interpreter()
         self.parallel = max(1, parallel)
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, Reports] = OrderedDict()
+        self._cache: OrderedDict[str, bytes] = OrderedDict()  # cache key -> _packed(result)
         self._process: asyncio.subprocess.Process | None = None
         self._ready: asyncio.Event | None = None
         self._reader: asyncio.Task | None = None
@@ -183,7 +186,8 @@ class ShapeEngine:
     # jobs -----------------------------------------------------------------------------------
 
     def cached(self, spec: JobSpec) -> Reports | None:
-        return self._cache.get(spec.cache_key())
+        packed = self._cache.get(spec.cache_key())
+        return None if packed is None else _unpacked(packed)
 
     def invalidate(self) -> None:
         """Files on disk changed: results that read them may be out of date."""
@@ -207,14 +211,15 @@ class ShapeEngine:
         cache_key = spec.cache_key()
         if cache_key in self._cache:
             self._cache.move_to_end(cache_key)
-            return self._cache[cache_key]
+            return _unpacked(self._cache[cache_key])
         if not await self.wait_ready():
             return self._stopped(spec, self.startup_error or "the shape worker did not start")
         job_id = next(self._ids)
         message = {"type": "job", "id": job_id, "key": spec.key, "spec": spec.to_dict()}
         future = asyncio.get_running_loop().create_future()
         self._supersede(spec.key)
-        self._pending[job_id] = _Pending(spec.key, message, future, asyncio.Event(), background=spec.background)
+        pending = self._pending[job_id] = _Pending(spec.key, message, future, asyncio.Event(),
+                                                   background=spec.background)
         self._send(message)
         await self._notify()
         # Jobs run `parallel` at a time: those queued ahead may each take their whole timeout
@@ -231,7 +236,7 @@ class ShapeEngine:
         finally:
             self._pending.pop(job_id, None)
         if reports is not None:
-            self._cache[cache_key] = reports
+            self._cache[cache_key] = _packed(reports, pending.reports_json)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return reports
@@ -343,10 +348,12 @@ class ShapeEngine:
     @staticmethod
     def _parse(message: dict, pending: _Pending) -> Reports:
         try:
-            return reports_from_json(message.get("reports_json") or "")
+            reports = reports_from_json(message.get("reports_json") or "")
         except (ReportError, TypeError, ValueError, KeyError):
             spec = JobSpec.from_dict(pending.message["spec"])
             return ShapeEngine._stopped(spec, "the shape worker sent an unreadable report")
+        pending.reports_json = message["reports_json"]
+        return reports
 
     async def _restart(self) -> None:
         self.restarts += 1
@@ -414,3 +421,17 @@ class _AdoptedProcess:
 
     async def wait(self) -> int:
         return await asyncio.get_running_loop().run_in_executor(None, self._popen.wait)
+
+
+def _packed(reports: Reports, reports_json: str | None) -> bytes:
+    """A result as the cache keeps it: its JSON, compressed (~3 KB where the report objects take
+    ~50-80 KB; 64 results held that way were 3-4 MiB of the server's memory). `reports_json`:
+    the worker's own text of it, when it sent one (a stopped job's reports are made here)."""
+    return zlib.compress((reports_json or reports_to_json(reports)).encode(), 1)
+
+
+def _unpacked(packed: bytes) -> Reports:
+    """A cached result, decoded (~0.5 ms for a large model's): new objects on every hit, so a
+    caller that adds to them (session.analyse adds the document's own report) changes nothing
+    that is cached."""
+    return reports_from_json(zlib.decompress(packed))

@@ -99,5 +99,5 @@ class JobSpec:
         data = self._plain_fields(skip=("key", "overlay"))
         data["main"] = {"hash": self.main.hash}
         data["overlay"] = {path: text_digest(text) for path, text in self.overlay.items()}  # cached per text
-        digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode())
-        return digest.hexdigest()[:32]
+        digest = hashlib.blake2b(json.dumps(data, sort_keys=True, default=str).encode(), digest_size=16)
+        return digest.hexdigest()
