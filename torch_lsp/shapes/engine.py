@@ -424,14 +424,14 @@ class _AdoptedProcess:
 
 
 def _packed(reports: Reports, reports_json: str | None) -> bytes:
-    """A result as the cache keeps it: its JSON, compressed (~3 KB where the report objects take
+    """A result as the cache keeps it: its JSON, compressed (1-3 KB where the report objects take
     ~50-80 KB; 64 results held that way were 3-4 MiB of the server's memory). `reports_json`:
     the worker's own text of it, when it sent one (a stopped job's reports are made here)."""
     return zlib.compress((reports_json or reports_to_json(reports)).encode(), 1)
 
 
 def _unpacked(packed: bytes) -> Reports:
-    """A cached result, decoded (~0.5 ms for a large model's): new objects on every hit, so a
+    """A cached result, decoded (0.15-0.2 ms for the seed's): new objects on every hit, so a
     caller that adds to them (session.analyse adds the document's own report) changes nothing
     that is cached."""
     return reports_from_json(zlib.decompress(packed))
