@@ -12,8 +12,11 @@ bench_rules.py, `--long-module`), medians of `--runs`:
 - drivers, cold: the driver of every file that defines a module class, right after the scan
   (every cross-file fact is resolved once here);
 - keystroke: the first model file open as a buffer, a comment typed at the end of a line inside a
-  body (the file's names stay) + the edited document's driver: what typing costs (its floor: one
-  `ast.parse` of the edited file, shown next to it);
+  body (the file's names stay) + the edited document's driver: what typing costs (one
+  `ast.parse` of the edited file is shown next to it: the floor before the edited statements
+  were parsed alone);
+- new line: a statement typed on a new line in the same body (every line below moves) + the
+  driver;
 - new name: an edit of the open buffer that adds a class (every resolved fact is recomputed) + the
   document's driver.
 
@@ -61,21 +64,26 @@ def open_buffer(index: WorkspaceIndex):
     return index.update
 
 
-def typed_in_a_body(text: str, run: int) -> str:
+def typed_in_a_body(text: str, run: int, new_line: bool = False) -> str:
     """`text` with a comment typed at the end of an indented line from the middle on (inside a
-    function or class body): an edit that keeps the file's names, as most keystrokes do."""
+    function or class body): an edit that keeps the file's names, as most keystrokes do. With
+    `new_line`, a statement on a new line above that line instead: every line below moves."""
     lines = text.splitlines(keepends=True)
     middle = len(lines) // 2
     for at in [*range(middle, len(lines)), *range(middle)]:
         line = lines[at]
-        if line[:1] in (" ", "\t") and line.strip() and not line.rstrip().endswith("\\"):
-            lines[at] = line.rstrip("\r\n") + f"  # edit {run}" + line[len(line.rstrip("\r\n")):]
+        if line[:1] in (" ", "\t") and line.strip() and not line.rstrip().endswith(("\\", ",", "(", "[", "{")):
+            if new_line:
+                lines.insert(at, f"{line[:len(line) - len(line.lstrip())]}step_{run} = {run}\n")
+            else:
+                lines[at] = line.rstrip("\r\n") + f"  # edit {run}" + line[len(line.rstrip("\r\n")):]
             return "".join(lines)
     return text + f"\n# edit {run}\n"
 
 
 def bench(root: Path, runs: int) -> dict:
-    rows: dict[str, list] = {"scan": [], "parse": [], "cold": [], "keystroke": [], "new name": [], "parse one": []}
+    rows: dict[str, list] = {"scan": [], "parse": [], "cold": [], "keystroke": [], "new line": [], "new name": [],
+                             "parse one": []}
     for run in range(runs):
         index = WorkspaceIndex(root)
         rows["scan"].append(timed(index.scan)[:2])
@@ -93,12 +101,18 @@ def bench(root: Path, runs: int) -> dict:
             buffer(edited, typed)
             return choose_driver(index, edited)
 
+        def new_line():
+            buffer(edited, typed_in_a_body(text, run, new_line=True))
+            return choose_driver(index, edited)
+
         def new_name():
             buffer(edited, text + f"\n\nclass _Bench{run}:\n    pass\n")
             return choose_driver(index, edited)
 
         rows["parse one"].append(timed(lambda: ast.parse(text))[:2])
         rows["keystroke"].append(timed(keystroke)[:2])
+        buffer(edited, text)
+        rows["new line"].append(timed(new_line)[:2])
         rows["new name"].append(timed(new_name)[:2])
     result = {key: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for key, v in rows.items()}
     result.update(root=root, files=len(index.files), classes=len(index.module_classes()), documents=len(documents))
@@ -130,17 +144,18 @@ def main() -> None:
         roots.append(folder)
     print(f"load average {os.getloadavg()[0]:.1f}, medians of {args.runs} runs, wall / CPU ms\n")
     print("| workspace | files | module classes | scan | ast.parse only | ratio (CPU) | drivers, cold "
-          "| keystroke + driver | ast.parse of the edited file | new name + driver |")
-    print("| --- | ---: | ---: | --- | --- | ---: | --- | --- | --- | --- |")
+          "| keystroke + driver | new line + driver | ast.parse of the edited file | new name + driver |")
+    print("| --- | ---: | ---: | --- | --- | ---: | --- | --- | --- | --- | --- |")
     for root in roots:
         if not any(root.rglob("*.py")):
-            print(f"| {root.name} | 0 | | no Python files | | | | | | |")
+            print(f"| {root.name} | 0 | | no Python files | | | | | | | |")
             continue
         r = bench(root, args.runs)
         ratio = r["scan"][1] / r["parse"][1] if r["parse"][1] else float("nan")
         cell = lambda key: f"{r[key][0]:.0f} / {r[key][1]:.0f}"  # noqa: E731
         print(f"| {root.name} | {r['files']} | {r['classes']} | {cell('scan')} | {cell('parse')} | {ratio:.2f}x | "
               f"{cell('cold')} ({r['documents']} files) | {r['keystroke'][0]:.1f} / {r['keystroke'][1]:.1f} | "
+              f"{r['new line'][0]:.1f} / {r['new line'][1]:.1f} | "
               f"{r['parse one'][0]:.1f} / {r['parse one'][1]:.1f} | {cell('new name')} |")
 
 

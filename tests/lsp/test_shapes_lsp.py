@@ -15,6 +15,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import FIXTURES, ROOT
 from tests.lsp.conftest import SERVER, diagnostics_for, handle_code_lens_refresh, open_text, replace_text
+from torch_lsp.server.documents import INCREMENTAL_FROM_LINES
 
 pytestmark = pytest.mark.slow  # server, shape worker and jedi helper processes
 
@@ -190,6 +191,28 @@ async def test_shape_error_published_at_the_failing_line_and_cleared_when_fixed(
     assert tuple(x["values"][0]["shape"]) == tuple(torch.nn.Linear(1024, 512)(torch.rand(10, 1024)).shape)
     hover_text = await hover(shapes_client, uri, 4, 0)
     assert "Tensor[10, 512] float32" in hover_text
+
+
+async def test_a_large_document_edited_gets_the_shapes_of_its_new_version(shapes_client):
+    """From INCREMENTAL_FROM_LINES lines on, an edit is analysed incrementally and the shape job
+    plans the new version from that analysis's parse (ShapeSession.prepare): the shapes shown
+    are the edited text's, on lines the edit moved, as the same model gives on CPU."""
+    head, _, rest = SEED.read_text().partition("\nclass Net(")
+    helpers = "".join(f"\n\ndef helper_{i}(x):\n    y = x * {i}\n    return y + 1\n" for i in range(260))
+    text = head + helpers + "\n\nclass Net(" + rest
+    assert text.count("\n") >= INCREMENTAL_FROM_LINES
+    uri = (ROOT / "scratch_long_seed.py").as_uri()
+    open_text(shapes_client, uri, text)
+    first = await named_report(shapes_client, uri)
+    edited = text.replace("    y = x * 7\n", "    y = x * 7\n    z = y - 1\n")  # above Net: its lines move
+    replace_text(shapes_client, uri, edited, version=2)
+    report = await named_report(shapes_client, uri, newer_than=first["plan_hash"])
+    assert report["errors"] == [] and report["stopped"] is None
+    expected = seed_reference_shapes()
+    line = line_index(edited, "x = self.pool(F.relu(self.conv1(x)))")
+    assert line == line_index(text, "x = self.pool(F.relu(self.conv1(x)))") + 1
+    shown = await hover(shapes_client, uri, line, edited.splitlines()[line].index("x ="))
+    assert f"Tensor[{', '.join(str(d) for d in expected['after_first'])}] float32" in shown
 
 
 async def test_execution_disabled_runs_nothing_but_static_rules_work(no_execution_client):

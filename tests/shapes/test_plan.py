@@ -83,3 +83,21 @@ def test_plan_round_trips_through_json_form():
 def test_syntax_error_gives_an_empty_plan_with_a_reason():
     plan = build_plan("def broken(:\n", "t.py")
     assert plan.error and "syntax error" in plan.error and plan.source == ""
+
+
+def test_a_call_inside_a_removed_call_is_left_to_it_and_later_calls_are_edited():
+    source = ('import torch\n'
+              'torch.save(torch.load("a.pt"), "b.pt"); w = torch.load("c.pt")\n'
+              'for batch in torch.load("batches.pt"):\n'
+              '    optimizer.step(torch.save(batch,\n'
+              '                              "d.pt"))\n'
+              'torch.save(w, "e.pt")\n')
+    plan = build_plan(source, "t.py")
+    lines = plan.source.splitlines()
+    assert lines[1] == ("__torch_lsp__.skipped('torch.save writes a file'); "
+                        'w = __torch_lsp__.load("c.pt")')
+    assert lines[2] == 'for batch in __torch_lsp__.once((__torch_lsp__.load("batches.pt"))):'
+    assert lines[3].startswith("    __torch_lsp__.skipped('optimizer step") and "torch.save(" not in plan.source
+    assert len(lines) == len(source.splitlines())
+    assert [n.line for n in plan.neutralised] == [1, 1, 2, 3, 5]
+    compile(plan.source, "t.py", "exec")

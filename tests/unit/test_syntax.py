@@ -1,4 +1,5 @@
-from torch_lsp.analysis.syntax import ParseFailure, parse
+from torch_lsp.analysis import syntax
+from torch_lsp.analysis.syntax import ParseFailure, _ParseCache, parse
 import ast
 
 
@@ -30,3 +31,29 @@ def test_spans_count_code_points_not_bytes():
     parsed = parse("s = 'héllo'; t = len(s)\n")
     call = next(parsed.walk(kind=ast.Call))
     assert parsed.span(call).start.col == "s = 'héllo'; t = ".__len__()
+
+
+def test_the_parse_cache_shares_a_version_and_is_bounded_by_the_sources_size():
+    cache = _ParseCache(entries=4, characters=10_000)
+    small = "x = 1\n"
+    assert cache.get(small) is cache.get(small)  # one version, one parse for every feature
+    large = ["y = 2\n" * 1_000 + f"z = {i}\n" for i in range(3)]  # ~6,000 characters each
+    parsed = [cache.get(text) for text in large]
+    assert cache.get(large[-1]) is parsed[-1]  # the newest stays
+    assert cache.get(large[0]) is not parsed[0]  # the oldest large one went: 2 would not fit
+    assert sum(map(len, cache._parses)) <= 10_000
+    huge = "w = 3\n" * 5_000  # larger than the budget alone: still kept, as the only entry
+    assert cache.get(huge) is cache.get(huge) and list(cache._parses) == [huge]
+    for i in range(6):
+        cache.get(f"v = {i}\n")
+    assert len(cache._parses) == 4
+
+
+def test_derived_facts_keep_their_modules_alive_only_within_the_same_bound(monkeypatch):
+    monkeypatch.setattr(syntax, "_DERIVED_CHARACTERS", 10_000)
+    modules = [syntax.parse_private("y = 2\n" * 1_000 + f"z = {i}\n") for i in range(3)]  # ~6,000 characters each
+    for number, module in enumerate(modules):
+        syntax.set_derived(module, "test", number)
+    assert list(syntax._DERIVED) == [modules[-1]]  # two would not fit: the newest stays
+    assert syntax.derived(modules[-1], "test", lambda whole: "rebuilt") == 2
+    assert syntax.derived(modules[0], "test", lambda whole: "rebuilt") == "rebuilt"

@@ -1,7 +1,8 @@
 """The workspace facts' one walk (`_Inside`) finds what a walk of each definition and of each
 statement's own expressions finds: the plain definitions, restated here, which the facts used
 before they were collected in one pass (a scan of 1,480 files took twice as long). And a
-buffer's facts built from the last version's statements (`StatementParts`) are its facts."""
+buffer's facts built from the last version's statements (`StatementParts`) are its facts, those
+of an edit parsed alone (lines moved below it) included."""
 
 from __future__ import annotations
 
@@ -183,3 +184,79 @@ def test_an_edit_inside_one_function_walks_that_function_alone():
     assert walked == {"@register(make_registry())", "import mylib.nn as nn"}  # (the first import reads no name)
     assert facts == file_facts("/project/pkg/model.py", "pkg.model", rebound)
     assert "mylib.nn.Module" in facts.classes["pkg.model.Net"].bases
+
+
+def _body_lines(lines: list[str]) -> list[int]:
+    return [i for i, line in enumerate(lines) if line.startswith(" ") and line.strip()
+            and not line.rstrip().endswith(("\\", ",", "(", "[", "{"))]
+
+
+def _typed_in_a_body(text: str, rng: random.Random) -> str:
+    """An edit that keeps the file's names: a comment typed, a blank line, a new statement or a
+    `pass` inside an indented block, a blank line deleted (the edits a buffer sees most)."""
+    lines = text.splitlines(keepends=True)
+    at = rng.choice(_body_lines(lines))
+    indent = lines[at][:len(lines[at]) - len(lines[at].lstrip())]
+    choice = rng.random()
+    if choice < 0.25:
+        lines[at] = lines[at].rstrip("\n") + "  # typed\n"
+    elif choice < 0.5:
+        lines.insert(at, "\n")
+    elif choice < 0.8:
+        lines.insert(at, indent + rng.choice(["model = Net()\n", "y = self.fc(x)\n", "out = model(x)\n",
+                                              "q = Other(a, b)(x)\n", "pass\n"]))
+    elif not lines[at - 1].strip():
+        del lines[at - 1]
+    return "".join(lines)
+
+
+class _Parses:
+    """The lengths of the texts `ast.parse` was given."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.lengths: list[int] = []
+        parse = ast.parse
+
+        def recorded(source, *args, **kwargs):
+            self.lengths.append(len(source))
+            return parse(source, *args, **kwargs)
+        monkeypatch.setattr(ast, "parse", recorded)
+
+
+@pytest.mark.parametrize("path", [p for p in sorted((FIXTURES / "projects").rglob("*.py"))[:12]
+                                  if _body_lines(p.read_text().splitlines())], ids=lambda p: p.name)
+def test_edits_inside_bodies_parsed_alone_give_the_fresh_facts(path, monkeypatch):
+    """Typing inside a body parses the edited statement alone (most of these edits) and moves
+    the facts below it; the facts equal those built from scratch, version after version."""
+    rng = random.Random(path.name)
+    text, parts = path.read_text(), StatementParts()
+    file_facts(str(path), "pkg.model", text, parts=parts)
+    parses = _Parses(monkeypatch)
+    alone = 0
+    for _ in range(30):
+        text = _typed_in_a_body(text, rng)
+        parses.lengths.clear()
+        incremental = file_facts(str(path), "pkg.model", text, parts=parts)
+        alone += all(length < len(text) for length in parses.lengths)
+        assert incremental == file_facts(str(path), "pkg.model", text)
+    assert alone >= 10
+
+
+def test_a_new_line_in_one_function_parses_it_alone_and_moves_what_follows(monkeypatch):
+    parts = StatementParts()
+    path = "/project/pkg/model.py"
+    text = TRICKY.replace("        import math\n", "")  # an import inside a statement: edits there parse the whole file
+    before = file_facts(path, "pkg.model", text, parts=parts)
+    parses = _Parses(monkeypatch)
+    edited = text.replace("            return self.f(g(x))", "            x = x + 1\n            return self.f(g(x))")
+    facts = file_facts(path, "pkg.model", edited, parts=parts)
+    assert len(parses.lengths) == 1 and parses.lengths[0] < len(edited)  # the class `Net` alone
+    assert facts == file_facts(path, "pkg.model", edited)
+    assert facts.functions["pkg.model.factory"].line == before.functions["pkg.model.factory"].line + 1
+    assert facts.classes["pkg.model.Net"].line == before.classes["pkg.model.Net"].line
+    assert facts.classes["pkg.model.Net"].end_line == before.classes["pkg.model.Net"].end_line + 1
+    # A name the file defines, edited: the whole file, as its other statements may read it.
+    parses.lengths.clear()
+    renamed = edited.replace("def factory(", "def make_factory(")
+    facts = file_facts(path, "pkg.model", renamed, parts=parts)
+    assert parses.lengths[-1] == len(renamed) and facts == file_facts(path, "pkg.model", renamed)

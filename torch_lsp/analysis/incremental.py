@@ -34,6 +34,7 @@ from torch_lsp.analysis import node_index
 from torch_lsp.analysis.check import Analysis, finish
 from torch_lsp.analysis.facts import Finding, Fix, Position, Span, TextEdit
 from torch_lsp.analysis.file_facts import FileFacts, StatementNames, statement_names
+from torch_lsp.analysis.line_edit import LineEdit, statement_span
 from torch_lsp.analysis.rules import Rule, RuleContext, load_rules
 from torch_lsp.analysis.rules.selection import RuleSelection
 from torch_lsp.analysis.syntax import (_OTHER_LINE_BREAKS, ParsedModule, ParseFailure, parse_private, set_derived,
@@ -122,19 +123,15 @@ class IncrementalAnalyzer:
         last = self._last
         if _OTHER_LINE_BREAKS.search(source) or len(source) > 2_000_000 or "\x00" in source:
             return None
-        edit = _Edit.between(last.lines, source.splitlines(keepends=True), last.parsed.tree.body)
+        old_body = last.parsed.tree.body
+        edit = LineEdit.between(last.lines, source.splitlines(keepends=True), [statement_span(s) for s in old_body])
         if edit is None or edit.first == 0:
             return None  # the first statement (docstring, `from __future__`) places imports fixes add
-        try:
-            region = ast.parse("".join(edit.new_lines[edit.start:edit.new_end]))
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None  # the whole file decides: maybe a syntax error, maybe not
-        if _imports(region) or _imports_in(last.parsed, edit.old_statements(last.parsed.tree.body)):
+        region = edit.parsed_region()
+        if region is None or _imports(region) or _imports_in(last.parsed, old_body[edit.first:edit.last + 1]):
             return None
-        ast.increment_lineno(region, edit.start)
         if last.names is None:
             last.names = {s: statement_names(last.parsed, s) for s in last.parsed.tree.body}
-        old_body = last.parsed.tree.body
         removed_statements = old_body[edit.first:edit.last + 1]
         new_tree = ast.Module(body=old_body[:edit.first] + region.body + old_body[edit.last + 1:],
                               type_ignores=last.parsed.tree.type_ignores)
@@ -194,56 +191,6 @@ class _Reuse:
     names: dict[ast.stmt, StatementNames]
 
 
-@dataclass
-class _Edit:
-    """Lines start..old_end of the old text became start..new_end of the new one (0-based,
-    end exclusive, cut at top-level statement boundaries); statements first..last (inclusive)
-    of the old module lie in that range."""
-
-    new_lines: list[str]
-    start: int
-    old_end: int
-    new_end: int
-    first: int
-    last: int
-
-    @property
-    def delta(self) -> int:
-        return self.new_end - self.old_end
-
-    def old_statements(self, body: list[ast.stmt]) -> list[ast.stmt]:
-        return body[self.first:self.last + 1]
-
-    @classmethod
-    def between(cls, old: list[str], new: list[str], body: list[ast.stmt]) -> "_Edit | None":
-        prefix = 0
-        limit = min(len(old), len(new))
-        while prefix < limit and old[prefix] == new[prefix]:
-            prefix += 1
-        suffix = 0
-        while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
-            suffix += 1
-        changed_end = max(len(old) - suffix, prefix)  # old lines prefix..changed_end changed
-        starts = [_first_line(s) for s in body]
-        ends = [(s.end_lineno or s.lineno) for s in body]  # exclusive, 0-based
-        first = bisect.bisect_right(starts, prefix) - 1  # the statement the change starts in or after
-        if first < 0:
-            return None  # before the first statement: docstring, imports, `from __future__`
-        if first > 0 and starts[first] == prefix:
-            first -= 1  # a new first line may continue the statement above (an indented line)
-        last = bisect.bisect_right(starts, changed_end) - 1  # up to one that starts right after it
-        start, old_end = starts[first], max(ends[last], changed_end)
-        new_end = old_end + len(new) - len(old)
-        if new_end < start:
-            return None
-        return cls(new, start, old_end, new_end, first, last)
-
-
-def _first_line(statement: ast.stmt) -> int:
-    decorators = getattr(statement, "decorator_list", ())
-    return min([statement.lineno] + [d.lineno for d in decorators]) - 1
-
-
 def _imports(tree: ast.AST) -> bool:
     return any(isinstance(node, (ast.Import, ast.ImportFrom)) for node in ast.walk(tree))
 
@@ -285,10 +232,10 @@ def _connected(body: list[ast.stmt], names: dict[ast.stmt, StatementNames], edit
 
 
 def _lines_of(statements: list[ast.stmt]) -> list[tuple[int, int]]:
-    return [(_first_line(s), (s.end_lineno or s.lineno) - 1) for s in statements]
+    return [(first, end - 1) for first, end in map(statement_span, statements)]
 
 
-def _kept_findings(last: _Version, edit: _Edit, affected_lines: list[tuple[int, int]],
+def _kept_findings(last: _Version, edit: LineEdit, affected_lines: list[tuple[int, int]],
                    delta: int) -> dict[str, list[Finding]] | None:
     """Statement-scoped rules' findings outside the affected statements, moved by the edit.
     None when one of them points into the edited lines (it cannot be moved)."""
@@ -322,7 +269,7 @@ def _lowest_line(finding: Finding) -> int:
     return max(lines)
 
 
-def _moved(finding: Finding, edit: _Edit, delta: int) -> Finding | None:
+def _moved(finding: Finding, edit: LineEdit, delta: int) -> Finding | None:
     def line(number: int) -> int:
         if number < edit.start:
             return number

@@ -18,7 +18,7 @@ import enum
 import functools
 from dataclasses import dataclass, field
 
-from torch_lsp.analysis.node_index import nodes
+from torch_lsp.analysis.node_index import breadth_first, nodes
 from torch_lsp.analysis.syntax import ParsedModule, derived
 
 _MODULE_BASES = {
@@ -186,7 +186,7 @@ class ModuleFacts:
         cls = self.classes.get(name)
         result = None
         if cls is not None and cls.forward is not None:
-            returns = [n.value for n in _breadth_first(self.parsed, nodes(self.parsed, ast.Return, cls.forward))
+            returns = [n.value for n in breadth_first(self.parsed, nodes(self.parsed, ast.Return, cls.forward))
                        if n.value is not None
                        and self.parsed.enclosing(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) is cls.forward]
             outputs = [self.output_of(value, cls) for value in returns]
@@ -251,11 +251,6 @@ class ModuleFacts:
             constructor = self.constructor_of(func)
             return self.output_of_constructed(constructor, func, owner) if constructor else None
         return None
-
-
-def _breadth_first(parsed: ParsedModule, found) -> list[ast.AST]:
-    """Index results (source order) in the order `ast.walk` meets them: shallower first."""
-    return sorted(found, key=lambda node: sum(1 for _ in parsed.ancestors(node)))
 
 
 def is_imported_name(parsed: ParsedModule, expr: ast.AST) -> bool:

@@ -128,6 +128,12 @@ def build(tree: ast.Module) -> NodeIndex:
     return index
 
 
+def breadth_first(parsed: "ParsedModule", found) -> list[ast.AST]:
+    """Index results (source order) in the order `ast.walk` meets them: shallower first (where a
+    later match overrides an earlier one, or the first few are kept)."""
+    return sorted(found, key=lambda node: sum(1 for _ in parsed.ancestors(node)))
+
+
 def nodes(parsed: "ParsedModule", kind: type[N] | tuple[type, ...], within: ast.AST | None = None) -> Iterator[N]:
     """Nodes of `kind` (or subclasses) in source order; with `within`, only that subtree's
     (`within` itself included). On a focused module (analysis/incremental.py) the whole-module

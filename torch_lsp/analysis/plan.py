@@ -28,6 +28,7 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from torch_lsp.analysis import node_index
 from torch_lsp.analysis.facts import Span
 from torch_lsp.analysis.syntax import ParsedModule, parse, target_key
 
@@ -113,9 +114,10 @@ class ExecutionPlan:
         return table
 
 
-def build_plan(source: str, filename: str = "<document>") -> ExecutionPlan:
-    """Source text -> plan. A file that does not parse yields a plan with `error` set."""
-    parsed = parse(source)
+def build_plan(source: str, filename: str = "<document>", parsed: ParsedModule | None = None) -> ExecutionPlan:
+    """Source text -> plan. A file that does not parse yields a plan with `error` set.
+    `parsed`: the source's parse when the caller holds one (else the shared cached parse)."""
+    parsed = parsed if parsed is not None else parse(source)
     if not isinstance(parsed, ParsedModule):
         return ExecutionPlan(filename, "", error=f"syntax error: {parsed.message} (line {parsed.line + 1})")
     collector = _PlanCollector(parsed, notebook=filename.endswith(".ipynb"))
@@ -145,6 +147,7 @@ class _Edit:
 _SIMPLE_STATEMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Expr, ast.Return, ast.Delete, ast.Pass,
                       ast.Raise, ast.Assert, ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal, ast.Break,
                       ast.Continue)
+_COLLECTED = (*_SIMPLE_STATEMENTS, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Call)
 
 
 def _bound_names(target: ast.AST) -> list[str]:
@@ -171,12 +174,13 @@ class _PlanCollector:
         self.optimizer_names: set[str] = set()
 
     def collect(self) -> None:
-        nodes = list(ast.walk(self.parsed.tree))
-        for node in nodes:  # first the names, so a loop before its loader's binding still counts
-            if isinstance(node, ast.Assign):
-                self._remember_kinds(node)
+        # The parse's node index, not ast.walk: a walk of a 5,000-line module costs ~30 ms, and
+        # a plan is built for every version that gets a shape job. Source order puts an
+        # enclosing call before the calls inside it, as the walk did (`skipped`).
+        for node in node_index.nodes(self.parsed, ast.Assign):  # first the names, so a loop
+            self._remember_kinds(node)  # before its loader's binding still counts
         skipped: list[Span] = []
-        for node in nodes:
+        for node in node_index.nodes(self.parsed, _COLLECTED):
             if isinstance(node, _SIMPLE_STATEMENTS):
                 self._statement(node, self._binds(node))
             elif isinstance(node, (ast.For, ast.AsyncFor)):
@@ -230,7 +234,7 @@ class _PlanCollector:
         if iterable is not None and self._iterates_loader(iterable):
             return True
         for statement in loop.body:
-            for node in ast.walk(statement):
+            for node in node_index.nodes(self.parsed, (ast.Call, ast.For, ast.AsyncFor), statement):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                         and node.func.attr in _TRAINING_METHODS:
                     return True
@@ -249,7 +253,7 @@ class _PlanCollector:
         redirect = _REDIRECTED_CALLS.get(self.parsed.qualified_name(node.func) or "")
         if redirect is not None:
             span = self.parsed.span(node.func)
-            if not any(outer.start <= span.start and span.end <= outer.end for outer in skipped):
+            if not _inside_last(span, skipped):
                 self.edits.append(_Edit(span.start.line, span.start.col, span.end.line, span.end.col,
                                         f"{HELPER}.{redirect[0]}"))
                 self.neutralised.append(Neutralised(span.start.line, redirect[1]))
@@ -258,7 +262,7 @@ class _PlanCollector:
         if reason is None:
             return
         span = self.parsed.span(node)
-        if any(outer.start <= span.start and span.end <= outer.end for outer in skipped):
+        if _inside_last(span, skipped):
             return  # inside a call that is already removed
         skipped.append(span)
         lines = self.parsed.lines
@@ -287,6 +291,13 @@ class _PlanCollector:
         self.edits.append(_Edit(span.end.line, span.end.col, span.end.line, span.end.col, after))
 
 
+def _inside_last(span: Span, skipped: list[Span]) -> bool:
+    """Whether `span` lies in a call already removed. Calls come in source order, so one that
+    encloses `span` is the last removed: every call between them lies inside it too, and a call
+    inside a removed one is never removed itself."""
+    return bool(skipped) and skipped[-1].start <= span.start and span.end <= skipped[-1].end
+
+
 def _root_name(func: ast.AST) -> str | None:
     """`display` for `display(...)`, `get_ipython` for `get_ipython().run_line_magic(...)`."""
     while isinstance(func, (ast.Attribute, ast.Call)):
@@ -296,7 +307,7 @@ def _root_name(func: ast.AST) -> str | None:
 
 def _bound_anywhere(parsed: ParsedModule) -> set[str]:
     names = set(parsed.imports)
-    for node in ast.walk(parsed.tree):
+    for node in node_index.nodes(parsed, (ast.Name, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names.add(node.id)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -315,12 +326,12 @@ def _apply_edits(source: str, edits: list[_Edit]) -> str:
     starts = [0]
     for text in lines:
         starts.append(starts[-1] + len(text))
-
-    def offset(line: int, col: int) -> int:
-        return starts[line] + col
-
-    out = source
-    # Apply from the end so earlier offsets stay valid; insertions at one point keep their order.
-    for index, edit in sorted(enumerate(edits), key=lambda p: (p[1].line, p[1].col, p[0]), reverse=True):
-        out = out[: offset(edit.line, edit.col)] + edit.text + out[offset(edit.end_line, edit.end_col):]
-    return out
+    # One pass from the start (slicing the whole text once per edit was quadratic); insertions
+    # at one point keep their order, and the edits never overlap.
+    pieces, done = [], 0
+    for _, edit in sorted(enumerate(edits), key=lambda p: (p[1].line, p[1].col, p[0])):
+        start = starts[edit.line] + edit.col
+        pieces += [source[done:start], edit.text]
+        done = max(done, starts[edit.end_line] + edit.end_col)
+    pieces.append(source[done:])
+    return "".join(pieces)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 
 from torch_lsp.analysis.modules import module_facts
+from torch_lsp.analysis.node_index import breadth_first, nodes
 from torch_lsp.analysis.stated_inputs import stated_inputs
 from torch_lsp.analysis.syntax import ParsedModule
 
@@ -39,7 +40,7 @@ def probe_hints(parsed: ParsedModule, settings_inputs: dict | None = None, works
         forward = cls.forward
         hints = {"size": cls.node.end_lineno - cls.node.lineno + 1, "end": cls.node.end_lineno - 1,
                  "forward": [forward.body[0].lineno - 1, forward.end_lineno - 1],
-                 "uses": sorted({n.id for n in ast.walk(cls.node) if isinstance(n, ast.Name) and n.id in names} - {cls.name}),
+                 "uses": sorted({n.id for n in nodes(parsed, ast.Name, cls.node) if n.id in names} - {cls.name}),
                  "inputs": {k: list(v) for k, v in stated_inputs(parsed.lines, cls.node, forward, settings_inputs).items()},
                  "sites": sites.get(cls.name, [])[:MAX_SITES], "argparse": defaults}
         out.append({"class_name": cls.name, "line": cls.node.lineno - 1, "hints": hints})
@@ -49,13 +50,13 @@ def probe_hints(parsed: ParsedModule, settings_inputs: dict | None = None, works
 def construction_sites(parsed: ParsedModule, classes: set[str]) -> dict[str, list[dict]]:
     """Class name -> calls that construct it: {"args": [source], "kwargs": {name: source}}."""
     out: dict[str, list[dict]] = {}
-    for node in ast.walk(parsed.tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in classes:
-            if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
-                continue
-            out.setdefault(node.func.id, []).append({
-                "args": [parsed.code(a) for a in node.args],
-                "kwargs": {k.arg: parsed.code(k.value) for k in node.keywords}})
+    calls = [n for n in nodes(parsed, ast.Call) if isinstance(n.func, ast.Name) and n.func.id in classes]
+    for node in breadth_first(parsed, calls):  # the order they always had: the first few are kept
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            continue
+        out.setdefault(node.func.id, []).append({
+            "args": [parsed.code(a) for a in node.args],
+            "kwargs": {k.arg: parsed.code(k.value) for k in node.keywords}})
     return out
 
 
@@ -63,9 +64,8 @@ def argparse_defaults(parsed: ParsedModule) -> dict:
     """`parser.add_argument('--batch-size', type=int, default=64)` -> {"batch_size": 64}: the
     literal defaults (and `False` for `store_true` flags) of every option the file declares."""
     out: dict = {}
-    for node in ast.walk(parsed.tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"):
-            continue
+    calls = [n for n in nodes(parsed, ast.Call) if isinstance(n.func, ast.Attribute) and n.func.attr == "add_argument"]
+    for node in breadth_first(parsed, calls):  # as ast.walk met them: a later option of one dest wins
         keywords = {k.arg: k.value for k in node.keywords if k.arg}
         flags = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
         dest = _literal(keywords.get("dest")) if "dest" in keywords else None
@@ -135,7 +135,7 @@ def workspace_argparse_defaults(root: str | None, document: str) -> dict:
 def _file_defaults(path: str) -> dict:
     import os
 
-    from torch_lsp.analysis.syntax import parse
+    from torch_lsp.analysis.syntax import parse_private
 
     try:
         stat = os.stat(path)
@@ -148,7 +148,8 @@ def _file_defaults(path: str) -> dict:
             text = file.read()
     except OSError:
         return {}
-    parsed = parse(text) if "add_argument" in text else None
+    # Not through parse's cache: up to 400 files, each read once per change, kept only as defaults.
+    parsed = parse_private(text) if "add_argument" in text else None
     defaults = argparse_defaults(parsed) if isinstance(parsed, ParsedModule) else {}
     _cache[path] = (stat.st_mtime, defaults)
     return defaults

@@ -117,11 +117,7 @@ class ParsedModule:
 
     @functools.cached_property
     def _segment_lines(self) -> list[str]:
-        # Split only where the tokenizer ends lines (not at \f, \v, U+2028... like str.splitlines).
-        if _OTHER_LINE_BREAKS.search(self.source) is None:  # str.splitlines agrees, ~10x faster
-            lines = self.source.splitlines(keepends=True)
-            return lines + [""] if not lines or lines[-1].endswith(("\n", "\r")) else lines
-        return re.split(r"(?<=\r\n)|(?<=\n)|(?<=\r)(?!\n)", self.source)
+        return tokenizer_lines(self.source)
 
     # -- tree navigation ----------------------------------------------------------------------
     def parent(self, node: ast.AST) -> ast.AST | None:
@@ -198,7 +194,9 @@ def _name_patterns(names: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, .
 
 _DERIVED: "collections.OrderedDict[ParsedModule, dict[str, object]]" = collections.OrderedDict()
 _DERIVED_LOCK = threading.Lock()
-_DERIVED_KEPT = 16  # modules whose facts are kept, like the parse cache's size
+# Modules whose facts are kept (each keeps its module alive): the parse cache's and an
+# incremental analysis's latest versions, bounded like the parse cache (`_ParseCache`).
+_DERIVED_KEPT, _DERIVED_CHARACTERS = 16, 500_000
 
 
 def derived(parsed: ParsedModule, name: str, build):
@@ -223,8 +221,17 @@ def set_derived(parsed: ParsedModule, name: str, value) -> None:
             facts = _DERIVED[parsed.whole] = {}
         facts[name] = value
         _DERIVED.move_to_end(parsed.whole)
-        while len(_DERIVED) > _DERIVED_KEPT:
-            _DERIVED.popitem(last=False)
+        _keep_newest(_DERIVED, _DERIVED_KEPT, _DERIVED_CHARACTERS, lambda module: len(module.source))
+
+
+def _keep_newest(kept: dict, entries: int, characters: int, size) -> None:
+    """Drop the oldest of `kept` (oldest first) until at most `entries` remain and their
+    `size`s add up to at most `characters`; the newest stays whatever its size."""
+    total = sum(map(size, kept))
+    while len(kept) > 1 and (len(kept) > entries or total > characters):
+        oldest = next(iter(kept))
+        total -= size(oldest)
+        del kept[oldest]
 
 
 def _depth_first(entry: tuple[int, int, ast.AST]) -> tuple[int, int]:
@@ -232,6 +239,15 @@ def _depth_first(entry: tuple[int, int, ast.AST]) -> tuple[int, int]:
 
 
 _OTHER_LINE_BREAKS = re.compile("[\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def tokenizer_lines(source: str) -> list[str]:
+    """`source` split where the tokenizer ends lines (not at \\f, \\v, U+2028... as
+    str.splitlines does), line ends kept; a last "" after a final line end."""
+    if _OTHER_LINE_BREAKS.search(source) is None:  # str.splitlines agrees, ~10x faster
+        lines = source.splitlines(keepends=True)
+        return lines + [""] if not lines or lines[-1].endswith(("\n", "\r")) else lines
+    return re.split(r"(?<=\r\n)|(?<=\n)|(?<=\r)(?!\n)", source)
 
 
 def _import_table(imports) -> dict[str, str]:
@@ -255,17 +271,41 @@ def _import_table(imports) -> dict[str, str]:
 
 
 def parse(source: str) -> ParsedModule | ParseFailure:
-    """Parse `source`; the last few results are cached by text."""
+    """Parse `source`; the last few results are cached by text (`_ParseCache`)."""
     if len(source) > MAX_SOURCE_CHARS:
         return ParseFailure(f"file too large to analyse ({len(source):,} characters)", 0, 0)
     if "\x00" in source:
         return ParseFailure("binary content (NUL bytes) is not Python source", 0, 0)
-    return _parse_cached(source)
+    return _CACHE.get(source)
 
 
-@functools.lru_cache(maxsize=16)
-def _parse_cached(source: str) -> ParsedModule | ParseFailure:
-    return parse_private(source)
+class _ParseCache:
+    """The last parses, by text, so that the features asking about one version share a parse
+    (a shape job's plan and its probes, a code action's analyses). Bounded by their sources'
+    size as well as their number: a parsed module holds ~130 bytes per character of source
+    (a 5,000-line file: ~20 MB), and sixteen versions of one large file, kept here and by
+    their derived facts (`derived`), held the server at ~420 MB after 16 shape jobs
+    (bench/bench_typing_long_file.py). The newest parse is kept whatever its size."""
+
+    def __init__(self, entries: int = 16, characters: int = 250_000) -> None:
+        self.entries, self.characters = entries, characters
+        self._parses: dict[str, ParsedModule | ParseFailure] = {}  # oldest first
+        self._lock = threading.Lock()  # parses run in the server's pool threads
+
+    def get(self, source: str) -> ParsedModule | ParseFailure:
+        with self._lock:
+            parsed = self._parses.pop(source, None)
+            if parsed is not None:
+                self._parses[source] = parsed  # the newest again
+                return parsed
+        parsed = parse_private(source)
+        with self._lock:
+            self._parses[source] = parsed
+            _keep_newest(self._parses, self.entries, self.characters, len)
+        return parsed
+
+
+_CACHE = _ParseCache()
 
 
 def parse_private(source: str) -> ParsedModule | ParseFailure:

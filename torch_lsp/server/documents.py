@@ -103,6 +103,12 @@ class AnalysedStore:
         self.server = server
         self.states: dict[str, DocState] = {}
         self.listeners: list[AnalysisListener] = []
+        # Called in a worker thread with (path, Python source, its parse) after a large
+        # document's incremental analysis is published, before the next one starts: that parse
+        # is valid only until the next version's analysis moves its nodes
+        # (analysis/incremental.py), so what else needs it is made from it then (the shape
+        # job's plan: server/shapes.py).
+        self.turn_listeners: list[Callable[[str, str, ParsedModule], None]] = []
 
     def __contains__(self, uri: str) -> bool:
         return uri in self.states
@@ -171,23 +177,39 @@ class DocumentStore(AnalysedStore):
             return None
         if state.analysis is not None and state.analysis_version == state.version:
             return state.analysis
+        loop = asyncio.get_running_loop()
         async with state.analysing:
             if state.analysis is not None and state.analysis_version == state.version:
                 return state.analysis  # made while we waited
             version, source = state.version, self.text(uri)
             if source is None:
                 return None
-            analysis = await asyncio.get_running_loop().run_in_executor(None, self._analyse, state, source)
-        if self.states.get(uri) is not state or state.version != version:
-            return None  # the buffer moved on while we worked: never publish for an old version
-        state.analysis, state.analysis_version = analysis, version
-        if analysis.ok:
+            analysis = await loop.run_in_executor(None, self._analyse, state, source)
+            if self.states.get(uri) is not state or state.version != version:
+                return None  # the buffer moved on while we worked: never publish for an old version
+            state.analysis, state.analysis_version = analysis, version
+            if not analysis.ok:
+                return analysis  # a syntax error publishes nothing: the last diagnostics stay
             state.last_good = analysis.parsed
             state.findings["static"], state.findings_version["static"] = analysis.findings, version
             self.server.publish(uri)
+            if state.analyzer is not None and self.turn_listeners:
+                # Still holding `analysing`: the next version's analysis, which moves this
+                # parse's nodes, waits for the listeners.
+                await loop.run_in_executor(None, self._tell_turn_listeners, state, analysis)
+        if self.states.get(uri) is state and state.version == version:
             self._notify(state)
-        # A syntax error publishes nothing: the last diagnostics stay until the code parses again.
         return analysis
+
+    def _tell_turn_listeners(self, state: DocState, analysis: Analysis) -> None:
+        path = self.server.workspace.get_text_document(state.uri).path
+        if not path:
+            return
+        for listener in self.turn_listeners:
+            try:
+                listener(path, analysis.source, analysis.parsed)
+            except Exception:  # noqa: BLE001 - a listener bug must not stop the analyses
+                log.exception("analysis turn listener failed for %s", state.uri)
 
     def _analyse(self, state: DocState, source: str) -> Analysis:
         """In a worker thread, one document at a time (`state.analysing`)."""

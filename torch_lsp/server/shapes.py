@@ -133,6 +133,13 @@ class ShapeService:
 
     # analysis -------------------------------------------------------------------------------
 
+    def prepare(self, path: str, source: str, parsed) -> None:
+        """In a large document's static analysis (a worker thread): its version's shape plan
+        from that analysis's parse (`ShapeSession.prepare`)."""
+        session = self.session
+        if session is not None and self.ls.settings.execution.enabled:
+            session.prepare(path, source, parsed)
+
     def on_analysis(self, ls: "TorchLanguageServer", state: "DocState") -> None:
         if ls.settings_known.is_set() and not ls.settings.execution.enabled:
             return
@@ -343,6 +350,7 @@ def register(ls: "TorchLanguageServer") -> ShapeService:
     ls.settings_listeners.append(service.on_settings)
     ls.shutdown_hooks.append(service.shutdown)
     ls.documents.listeners.append(service.on_analysis)
+    ls.documents.turn_listeners.append(service.prepare)
 
     @ls.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched_files(ls, params: types.DidChangeWatchedFilesParams):

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch_lsp.analysis.drivers import RunSpec, choose_driver, choose_driver_alone
 from torch_lsp.analysis.plan import ExecutionPlan, build_plan
@@ -42,9 +43,13 @@ from torch_lsp.shapes.interpreter import Interpreter, find_interpreter
 from torch_lsp.shapes.report import ShapeReport
 from torch_lsp.shapes.spec import JobSpec, Probe
 
+if TYPE_CHECKING:
+    from torch_lsp.analysis.syntax import ParsedModule
+
 Reports = dict[str, ShapeReport]
 # Files recorded besides the document and its driver: where the driver's classes are defined.
 MAX_CLASS_FILES = 8
+MAX_PREPARED = 8  # documents whose analysed version's plan is kept (`ShapeSession.prepare`)
 INTERPRETER_RECHECK_S = 5.0  # how stale the project interpreter's lookup may be (see interpreter())
 
 
@@ -90,22 +95,41 @@ def synthesis_on(settings) -> bool:
     return getattr(getattr(settings, "execution", None), "synthesize", True)
 
 
-def probes_for(path: str, text: str, settings=None, root: str | Path | None = None) -> list[Probe]:
+def probes_for(path: str, text: str, settings=None, root: str | Path | None = None,
+               prepared: list[dict] | None = None) -> list[Probe]:
     """Synthesized calls for the document's module classes (the worker skips those a driver
     ran); `execution.synthesize` off: none. `root`: the workspace, whose argparse defaults
-    the constructors may need (`build_backbone(args)`)."""
+    the constructors may need (`build_backbone(args)`). `prepared`: the text's probe hints
+    without those defaults (`ShapeSession.prepare`), else the text is parsed here."""
     from torch_lsp.analysis.probes import probe_hints, workspace_argparse_defaults
     from torch_lsp.analysis.syntax import ParsedModule, parse
 
-    shapes = getattr(settings, "shapes", None)
     if not synthesis_on(settings):
         return []
-    parsed = parse(text)
-    if not isinstance(parsed, ParsedModule):
-        return []
     defaults = workspace_argparse_defaults(str(root), path) if root is not None else {}
-    return [Probe(path, p["class_name"], p["line"], p["hints"])
-            for p in probe_hints(parsed, getattr(shapes, "inputs", None), defaults)]
+    if prepared is None:
+        parsed = parse(text)
+        if not isinstance(parsed, ParsedModule):
+            return []
+        hints = probe_hints(parsed, _stated_inputs(settings), defaults)
+    else:  # the file's own argparse defaults win over the workspace's, as in probe_hints
+        hints = [{**p, "hints": {**p["hints"], "argparse": {**defaults, **p["hints"]["argparse"]}}} for p in prepared]
+    return [Probe(path, p["class_name"], p["line"], p["hints"]) for p in hints]
+
+
+def _stated_inputs(settings) -> dict | None:
+    """`shapes.inputs`: the inputs the user stated per class, in the settings."""
+    return getattr(getattr(settings, "shapes", None), "inputs", None)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One version's plan and probe hints, made from its static analysis's parse (`prepare`)."""
+
+    text: str
+    plan: ExecutionPlan
+    hints: list[dict] | None  # probe_hints without the workspace's argparse defaults; None: synthesis off
+    inputs: dict | None  # the `shapes.inputs` setting the hints were made with
 
 
 class ShapeSession:
@@ -137,6 +161,8 @@ class ShapeSession:
         # never reached the document: until that text changes, the document runs on its own.
         self._missed_drivers: dict[str, tuple[str, int, str | None]] = {}
         self._probe_keys: dict[str, set[str]] = {}  # document key -> its probe jobs' keys
+        self._prepared: dict[str, _Prepared] = {}  # path -> its latest analysed version's (`prepare`)
+        self._prepared_lock = threading.Lock()
         self._reasons: dict[str, dict[str, str]] = {}  # document key -> class -> its last why-note
         self._interpreter_found: tuple[str | None, float, Interpreter] | None = None  # setting, when, what
 
@@ -315,10 +341,37 @@ class ShapeSession:
         self._alone[request.key or request.path] = alone
         return self.job_spec(request, (run, alone))
 
+    def prepare(self, path: str, text: str, parsed: ParsedModule) -> None:
+        """Called in a large document's static analysis (server/shapes.py), while the analysis's
+        own parse of `text` is valid (analysis/incremental.py moves its nodes for the next
+        version): the plan and probe hints of this version from that parse, so that its job
+        parses nothing (a parse and node index of a 5,000-line file: ~140 ms of CPU)."""
+        from torch_lsp.analysis.probes import probe_hints
+
+        settings = self.settings_provider()
+        inputs = _stated_inputs(settings)
+        prepared = _Prepared(text, build_plan(text, path, parsed),
+                             probe_hints(parsed, inputs, {}) if synthesis_on(settings) else None, inputs)
+        with self._prepared_lock:
+            self._prepared.pop(path, None)
+            self._prepared[path] = prepared
+            if len(self._prepared) > MAX_PREPARED:
+                del self._prepared[next(iter(self._prepared))]
+
+    def _prepared_for(self, request: RunRequest) -> _Prepared | None:
+        """What `prepare` made for this request's text, with the settings it has now."""
+        with self._prepared_lock:
+            prepared = self._prepared.get(request.path)
+        if prepared is None or prepared.text != request.text \
+                or prepared.inputs != _stated_inputs(self.settings_provider()):
+            return None
+        return prepared
+
     def job_spec(self, request: RunRequest, alone: tuple[RunSpec, WorkspaceIndex] | None = None) -> JobSpec | str:
         """What runs for this document; a string says why nothing can (e.g. a syntax error).
         `alone`: the run and the index of the document alone it was chosen with."""
-        plan = build_plan(request.text, request.path)
+        prepared = self._prepared_for(request)
+        plan = prepared.plan if prepared is not None else build_plan(request.text, request.path)
         if plan.error:
             return plan.error
         settings = JobSettings.from_settings(self.settings_provider())
@@ -423,9 +476,11 @@ class ShapeSession:
         key = request.key or request.path
         keys = self._probe_keys.setdefault(key, set())
         batched = asyncio.ensure_future(self._batch_variant(spec, reports, key, keys))
+        prepared = self._prepared_for(request)
         probes = await asyncio.get_running_loop().run_in_executor(
             None, probes_for, request.path, request.text, self.settings_provider(),
-            self.root or project.layout(request.path, None).roots[0])  # a parse: off the event loop
+            self.root or project.layout(request.path, None).roots[0],  # a parse: off the event loop
+            prepared.hints if prepared is not None else None)
         merged = reports
         if probe_jobs.unreached(probes, reports.get(request.path)):
             engine = self.engine
