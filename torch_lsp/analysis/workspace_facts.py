@@ -248,9 +248,11 @@ def _edited_facts(path: str, module: str, text: _Text, parts: StatementParts) ->
     edit = LineEdit.between(parts.lines, text.lines, [(s.first, s.end) for s in parts.statements])
     if edit is None:
         return None
-    region = edit.parsed_region()
     edited = parts.statements[edit.first:edit.last + 1]
-    if region is None or any(s.imports for s in edited) or _imports_in_walk_order(region):
+    if any(s.imports for s in edited):
+        return None  # checked before parsing the edited lines: the whole file is parsed anyway
+    region = edit.parsed_region()
+    if region is None or _imports_in_walk_order(region):
         return None
     defined = {statement.name for statement in region.body if isinstance(statement, _DEFINITIONS)}
     if defined != {s.defines for s in edited if s.defines is not None}:
