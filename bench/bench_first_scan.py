@@ -16,8 +16,8 @@ at once, as an editor restoring its tabs does. Then, while the scan is still run
 each timed from this client; and the time from `initialize` until all the opened seed copies
 show shapes (each runs its own model: its job need not wait for the scan, shapes/session.py),
 and until a model file opened with them shows shapes (`fixtures/projects/model_train`'s
-`model.py`, which only `train.py` runs: its job needs the whole index, so it waits for the
-scan). The same-run baseline: the same requests on a workspace of the seed copies and that
+`model.py`, which only `train.py` runs: its driver is chosen from the files that may import
+its classes, searched as text, and confirmed by the whole index when the scan ends). The same-run baseline: the same requests on a workspace of the seed copies and that
 project alone (a scan of a few files). Medians of `--runs` fresh servers each.
 """
 

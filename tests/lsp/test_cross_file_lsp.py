@@ -301,11 +301,11 @@ out = net(torch.randn(3, 12))
 """
 
 
-async def test_a_script_that_runs_its_own_model_does_not_wait_for_the_first_scan(held_scan_client):
+async def test_shapes_come_before_the_first_scan_ends(held_scan_client):
     """While the workspace's first scan runs (held here): a file that runs every module class it
-    defines gets its shapes (its driver is itself whatever other files hold); model.py, whose
-    driver can only be found in the whole index, waits; closing a tab does not stop the server.
-    Once the scan ends, model.py gets train.py's shapes."""
+    defines gets its shapes (its driver is itself whatever other files hold), and so does
+    model.py, from train.py, found among the files that import its classes; closing a tab does
+    not stop the server. Once the scan ends, the whole index confirms train.py: no second job."""
     client = held_scan_client
     script, model = client.root / "tiny.py", client.root / "model.py"
     script.write_text(SELF_RUNNING)
@@ -318,21 +318,54 @@ async def test_a_script_that_runs_its_own_model_does_not_wait_for_the_first_scan
     namespace: dict = {}
     exec(compile(SELF_RUNNING, str(script), "exec"), namespace)
     assert shapes_at(report, y, "y") == [list(namespace["net"].fc(torch.randn(3, 12)).shape)]
-    assert not (client.root / held_scan_server.GATE).exists()  # still scanning
-    assert await client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="torch-lsp.shapeReport", arguments=[model.as_uri()])) is None
-    # A tab closed during the scan: the server notes it and answers the next request at once
-    # (it used to wait on the event loop for the scan's lock).
-    client.text_document_did_close(types.DidCloseTextDocumentParams(
-        text_document=types.TextDocumentIdentifier(uri=script.as_uri())))
-    assert await asyncio.wait_for(client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[])), 30)
-    (client.root / held_scan_server.GATE).write_text("")
     logits = line_of(model.read_text(), "logits = self.fc3(x)")
     report = await report_where(client, model.as_uri(), lambda r: shapes_at(r, logits, "logits"))
     expected = cpu_net_shapes(model, [64, 1000])
     assert shapes_at(report, logits, "logits") == [list(expected[64]["logits"]), list(expected[1000]["logits"])]
     assert report["origin"]["path"] == str(client.root / "train.py")
+    assert not (client.root / held_scan_server.GATE).exists()  # still scanning
+    # A tab closed during the scan: the server notes it and answers the next request at once
+    # (it used to wait on the event loop for the scan's lock).
+    client.text_document_did_close(types.DidCloseTextDocumentParams(
+        text_document=types.TextDocumentIdentifier(uri=script.as_uri())))
+    info = await asyncio.wait_for(client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[])), 30)
+    jobs = info["shapeJobs"]
+    (client.root / held_scan_server.GATE).write_text("")
+    # A new document's job waits for nothing once the scan is done: when it has shapes, model.py's
+    # confirmation (which waited for the scan's end) has had its turn.
+    script.write_text(SELF_RUNNING)
+    open_text(client, script.as_uri(), SELF_RUNNING)
+    await report_where(client, script.as_uri(), lambda r: shapes_at(r, y, "y"))
+    info = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[]))
+    assert info["shapeJobs"] == jobs + 1  # tiny.py's; model.py ran once
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[
+        sys.executable, str(Path(__file__).with_name("held_scan_server.py")), "--search-misses"]))
+async def search_misses_client(lsp_client: LanguageClient, tmp_path):
+    """The held-scan server whose text search for the files importing a class finds none."""
+    yield await _start(lsp_client, tmp_path, {"synthesize": False})
+    await lsp_client.shutdown_session()
+
+
+async def test_a_driver_chosen_before_the_scan_ends_is_corrected_after_it(search_misses_client):
+    """The search misses train.py (as for a class reached through a name built at run time): the
+    job before the scan ends runs model.py itself; when the scan ends, the whole index chooses
+    train.py and the server runs model.py again, now with train.py's shapes."""
+    client = search_misses_client
+    model = client.root / "model.py"
+    open_text(client, model.as_uri(), model.read_text())
+    first = await report_where(client, model.as_uri(), lambda r: r.get("origin") is not None or r.get("stopped"))
+    assert (first.get("origin") or {}).get("path") != str(client.root / "train.py")
+    assert not (client.root / held_scan_server.GATE).exists()
+    (client.root / held_scan_server.GATE).write_text("")
+    logits = line_of(model.read_text(), "logits = self.fc3(x)")
+    report = await report_where(client, model.as_uri(), lambda r: shapes_at(r, logits, "logits")
+                                and r["origin"]["path"] == str(client.root / "train.py"))
+    expected = cpu_net_shapes(model, [64, 1000])
+    assert shapes_at(report, logits, "logits") == [list(expected[64]["logits"]), list(expected[1000]["logits"])]
 
 
 async def test_a_driver_that_stops_leaves_the_model_to_a_synthesized_call(client):

@@ -187,3 +187,50 @@ def test_a_file_changed_or_closed_during_the_first_scan_waits_for_its_end_not_a_
     # Closed again: the disk's text (calling nothing) counts.
     session.file_changed(str(train))
     assert session.run_for(RunRequest(path=str(model), text=model.read_text())).driver == str(model)
+
+
+async def test_a_model_run_from_elsewhere_gets_its_driver_before_the_first_scan_ends(tmp_path, monkeypatch):
+    """With provisional drivers (the server's session): a model file whose driver is train.py
+    gets train.py's job while the workspace is scanned, from the files that may import its
+    classes; once the scan ends the whole index confirms it."""
+    session, model, train = session_on(tmp_path)
+    train.write_text((PROJECT / "train.py").read_text())
+    session.provisional_drivers = True
+    request = RunRequest(path=str(model), text=model.read_text())
+    _, scan_may_end = held_scan(session, monkeypatch)
+    try:
+        spec = await asyncio.wait_for(session.spec_for(request), 30)
+        assert isinstance(spec, JobSpec) and spec.main.filename == str(train)
+        assert session.runs[str(model)].driver == str(train) and session.chose_before_scan(str(model))
+        # Its why-notes read the index it chose with (the scan's is still being built).
+        forwards = await asyncio.wait_for(asyncio.to_thread(session._forwards, request), 30)
+        assert [f.cls for f in forwards] == ["Net"]
+        confirmed = asyncio.ensure_future(session.driver_confirmed(request))
+        await asyncio.sleep(0)
+        assert not confirmed.done()  # it waits for the scan
+    finally:
+        scan_may_end.set()
+    assert await asyncio.wait_for(confirmed, 60) is True
+    assert not session.chose_before_scan(str(model))
+    # A session without provisional drivers (the CLI) waits for the scan: test above.
+
+
+async def test_a_provisional_driver_the_whole_index_disagrees_with_is_not_confirmed(tmp_path, monkeypatch):
+    """A class reached through a name the text search misses: the job before the scan runs the
+    document itself; after the scan the whole index chooses train.py, and the caller is told."""
+    from torch_lsp.shapes import session as session_module
+
+    session, model, train = session_on(tmp_path)
+    train.write_text((PROJECT / "train.py").read_text())
+    session.provisional_drivers = True
+    monkeypatch.setattr(session_module, "possible_runners", lambda document, texts: {document})
+    request = RunRequest(path=str(model), text=model.read_text())
+    _, scan_may_end = held_scan(session, monkeypatch)
+    try:
+        spec = await asyncio.wait_for(session.spec_for(request), 30)
+        assert spec.main.filename == str(model) and session.chose_before_scan(str(model))
+    finally:
+        scan_may_end.set()
+    assert await asyncio.wait_for(session.driver_confirmed(request), 60) is False
+    spec = await asyncio.wait_for(session.spec_for(request), 60)
+    assert spec.main.filename == str(train) and not session.chose_before_scan(str(model))

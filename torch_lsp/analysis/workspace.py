@@ -121,7 +121,7 @@ class WorkspaceIndex:
         event loop: 2-2.7x a bare `ast.parse` of the same files (docs/benchmarks.md)."""
         started = time.perf_counter()
         found, large, truncated = 0, 0, False
-        for path in self._python_files():
+        for path in python_files(self.root):
             if found >= self.limits.max_files:
                 truncated = True
                 break
@@ -137,14 +137,6 @@ class WorkspaceIndex:
             found += 1
         self._memo = _Memo()
         return ScanResult(found, large, truncated, time.perf_counter() - started)
-
-    def _python_files(self):
-        for folder, dirs, names in os.walk(self.root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS
-                             and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg")))
-            for name in sorted(names):
-                if name.endswith(".py"):
-                    yield os.path.join(folder, name)
 
     def update(self, path: str | os.PathLike, source: str, buffer: bool = False) -> bool:
         """A file's new text (an open buffer's, unsaved, or the disk's after a change). True
@@ -502,3 +494,14 @@ class WorkspaceIndex:
         path = self._indexed_path(path)
         live = self.live_scopes(path)
         return [u for u in self.uses_in(path) if not u.scope or (path, u.scope) in live]
+
+
+def python_files(root: str):
+    """The Python files under `root` that a scan indexes, in its order: hidden folders, virtual
+    environments and build folders are skipped."""
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS
+                         and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg")))
+        for name in sorted(names):
+            if name.endswith(".py"):
+                yield os.path.join(folder, name)

@@ -72,7 +72,8 @@ class ShapeService:
             if self.session is None:
                 from torch_lsp.shapes.session import ShapeSession
 
-                self.session = ShapeSession(ls.root_path, lambda: ls.settings)
+                # Drivers chosen before the first scan ends are confirmed after it (`_confirm_driver`).
+                self.session = ShapeSession(ls.root_path, lambda: ls.settings, provisional_drivers=True)
                 # The workspace index is scanned off the event loop, while torch imports.
                 asyncio.get_running_loop().run_in_executor(None, self.session.index)
             # One worker per server: started now, so torch imports while the user opens a file;
@@ -149,7 +150,11 @@ class ShapeService:
         self._schedule(state.uri, state.version, analysed=True)
 
     def _schedule(self, uri: str, version: int | None, analysed: bool = False) -> None:
-        task = asyncio.ensure_future(self._analyse(uri, version, analysed))
+        self._track(uri, self._analyse(uri, version, analysed))
+
+    def _track(self, uri: str, work) -> None:
+        """Run `work` as one of the document's tasks (cancelled when it closes)."""
+        task = asyncio.ensure_future(work)
         tasks = self._tasks.setdefault(uri, set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -206,6 +211,21 @@ class ShapeService:
         reports = await session.analyse(request, on_driver=lambda first: self._show(uri, version, path, source, first))
         if reports is not None:
             self._show(uri, version, path, source, reports)
+            if session.chose_before_scan(uri):
+                self._track(uri, self._confirm_driver(session, uri, version, request))
+
+    async def _confirm_driver(self, session: "ShapeSession", uri: str, version: int | None, request) -> None:
+        """The job took its driver from the files that may import the document's classes, while
+        the workspace was first scanned: once the scan ends, run the document again if the whole
+        index chooses another driver (and the document is still at this version)."""
+        try:
+            confirmed = await session.driver_confirmed(request)
+        except Exception:  # noqa: BLE001 - the shapes shown stay; the next edit's job chooses again
+            log.exception("checking the driver of %s failed", uri)
+            return
+        state = self.ls.documents.get(uri)
+        if not confirmed and state is not None and state.version == version and self.session is session:
+            self._schedule(uri, version)
 
     def _show(self, uri: str, version: int | None, path: str, source: str, reports: dict) -> bool:
         """Keep and publish `version`'s reports; False when the document was closed meanwhile or
