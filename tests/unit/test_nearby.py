@@ -100,3 +100,17 @@ def test_the_files_found_choose_the_whole_indexs_driver(project):
         compared += 1
     if project in ("model_train", "relative_pkg", "src_layout", "trainer_class"):
         assert compared  # these projects have model files run from elsewhere
+
+
+def test_the_bases_of_the_documents_bases_are_found_when_a_runner_imports_them_too(tmp_path):
+    """`detection/mask.py` builds on `faster.py`'s class, itself on `general.py`'s; the package's
+    `__init__.py` runs nothing but imports both (so `faster.py` is found through it first): the
+    bases' files are all kept, `general.py` too."""
+    texts = write(tmp_path, {
+        "detection/__init__.py": "from .faster import *\nfrom .mask import *\n",
+        "detection/general.py": "import torch.nn as nn\n\nclass General(nn.Module):\n    pass\n",
+        "detection/faster.py": "from .general import General\n\nclass Faster(General):\n    pass\n",
+        "detection/mask.py": "from .faster import Faster\n\nclass Mask(Faster):\n    pass\n",
+    })
+    assert found(tmp_path, texts, "detection/mask.py") == {
+        "detection/mask.py", "detection/faster.py", "detection/general.py", "detection/__init__.py"}

@@ -70,11 +70,12 @@ def _with_imports(found: set[str], document: str, texts: Mapping[str, str], max_
     by_module = _by_module_suffix(texts)
     for runner in found - {document}:
         found = found | _imported_files(runner, texts, by_module)
-    todo = [document]
+    todo, walked = [document], {document}  # a file found as a runner is walked here too
     while todo:
         for path in _imported_files(todo.pop(), texts, by_module):
-            if path not in found:
-                found.add(path)
+            found.add(path)
+            if path not in walked:
+                walked.add(path)
                 todo.append(path)
         if len(found) > max_files:
             return None
