@@ -138,6 +138,11 @@ class WorkspaceIndex:
         self._memo = _Memo()
         return ScanResult(found, large, truncated, time.perf_counter() - started)
 
+    def adopt(self, files: dict[str, FileFacts]) -> None:
+        """Take the facts of a scan made elsewhere (another process: shapes/scan_process.py)."""
+        self.files.update(files)
+        self._memo = _Memo()
+
     def update(self, path: str | os.PathLike, source: str, buffer: bool = False) -> bool:
         """A file's new text (an open buffer's, unsaved, or the disk's after a change). True
         when what other files see of it changed (its classes, functions, imports, bindings);

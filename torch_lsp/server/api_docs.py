@@ -22,6 +22,8 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass
 
+from torch_lsp.own_python import module_command
+
 log = logging.getLogger(__name__)
 
 _TORCH_PREFIXES = ("torch", "torchvision")
@@ -94,7 +96,7 @@ class ApiDocs:
         try:
             if self._helper is None or self._helper.poll() is not None:
                 self._helper = subprocess.Popen(
-                    [sys.executable, "-m", "torch_lsp.server.api_docs"], stdin=subprocess.PIPE,
+                    module_command("torch_lsp.server.api_docs"), stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self._helper.stdin.write(json.dumps(request) + "\n")
             self._helper.stdin.flush()

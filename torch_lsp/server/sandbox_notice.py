@@ -12,10 +12,11 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
+
+from torch_lsp.own_python import module_command
 
 if TYPE_CHECKING:
     from torch_lsp.server.app import TorchLanguageServer
@@ -26,7 +27,7 @@ CHECK_TIMEOUT_S = 60
 
 
 def run_check() -> dict | None:
-    command = [sys.executable, "-m", "torch_lsp.shapes.sandbox.check", "--json"]
+    command = module_command("torch_lsp.shapes.sandbox.check", "--json")
     # Tests leave layers out the way the worker does (shapes/worker.py), to see the warning.
     for layer in filter(None, os.environ.get("TORCH_LSP_SANDBOX_SKIP", "").split(",")):
         command += ["--skip", layer]

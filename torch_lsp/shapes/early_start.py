@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from torch_lsp.own_python import module_command
 from torch_lsp.shapes.interpreter import Interpreter, find_interpreter, worker_command
 
 PARALLEL_JOBS = 2  # the engine's default (shapes/engine.py)
@@ -33,7 +34,7 @@ def confined(command: list[str]) -> tuple[list[str], str | None]:
     if not sys.platform.startswith("linux"):
         return command, None
     scratch = tempfile.mkdtemp(prefix="torch-lsp-jobs-")
-    return [sys.executable, "-m", "torch_lsp.shapes.sandbox.launch", scratch, "--", *command], scratch
+    return module_command("torch_lsp.shapes.sandbox.launch", scratch, "--", *command), scratch
 
 
 def worker_environment(interpreter: Interpreter, parallel: int) -> dict[str, str]:

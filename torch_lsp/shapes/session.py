@@ -38,7 +38,7 @@ from torch_lsp.analysis.nearby import possible_runners, search_key
 from torch_lsp.analysis.plan import ExecutionPlan, build_plan
 from torch_lsp.analysis.project import workspace_root
 from torch_lsp.analysis.workspace import WorkspaceIndex, python_files
-from torch_lsp.shapes import batch_dims, probe_jobs, project, why
+from torch_lsp.shapes import batch_dims, probe_jobs, project, scan_process, why
 from torch_lsp.shapes.engine import JobSettings, ShapeEngine
 from torch_lsp.shapes.interpreter import Interpreter, find_interpreter
 from torch_lsp.shapes.report import ShapeReport
@@ -241,7 +241,7 @@ class ShapeSession:
                 root = self.root or (workspace_root(near) if near else Path.cwd())
                 self._index = WorkspaceIndex(root)
                 try:
-                    self._index.scan()
+                    scan_process.scan(self._index)  # a large workspace: in a child process
                     self._index_pending()
                 finally:  # a failed scan leaves what it indexed; nobody waits for it forever
                     self._scanned = True
