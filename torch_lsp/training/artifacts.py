@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch_lsp
+from torch_lsp.own_python import module_command
 from torch_lsp.training import store
 
 HELPER_TIMEOUT_S = 300.0  # the first matplotlib import builds its font cache
@@ -34,7 +35,7 @@ def _helper_command(run_dir: Path, title: str) -> tuple[list[str], dict[str, str
     package_root = str(Path(torch_lsp.__file__).resolve().parent.parent)
     env = {**os.environ, "MPLBACKEND": "Agg",
            "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
-    return [sys.executable, "-m", "torch_lsp.training.artifacts", str(run_dir), title], env
+    return module_command("torch_lsp.training.artifacts", str(run_dir), title), env
 
 
 def render_artifacts(run_dir: Path, title: str = "") -> dict:
