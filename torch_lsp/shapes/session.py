@@ -94,6 +94,37 @@ def _read(path: str) -> str | None:
         return None
 
 
+class _WorkspaceTexts(Mapping):
+    """The Python files a scan of the index's root would index, as path -> text: the editor's
+    texts first, else the disk's, read each time one is asked. The search reads every file once
+    per round; holding them all would cost the server ~20 KB a file (100 MB at the scan's cap)."""
+
+    def __init__(self, index: WorkspaceIndex, opened: dict[str, str]) -> None:
+        self._opened = opened
+        self._paths = dict.fromkeys(opened)
+        for number, path in enumerate(python_files(index.root)):
+            if number >= index.limits.max_files:
+                break
+            try:
+                if os.path.getsize(path) <= index.limits.max_file_bytes:
+                    self._paths[str(Path(path).resolve())] = None
+            except OSError:
+                continue
+
+    def __getitem__(self, path: str) -> str:
+        if path in self._opened:
+            return self._opened[path]
+        if path not in self._paths:
+            raise KeyError(path)
+        return _read(path) or ""  # unreadable now: nothing in it
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
 def _script_settings(settings) -> dict:
     """`argv` and `env` for the driver, from `[tool.torch-lsp.shapes]` when configured."""
     shapes = getattr(settings, "shapes", None)
@@ -387,7 +418,7 @@ class ShapeSession:
         if known is not None and known[0] == key:
             found = known[1]
         else:
-            found = possible_runners(document, {**self._disk_texts(alone), **opened})
+            found = possible_runners(document, _WorkspaceTexts(alone, opened))
             self._found_nearby[document] = (key, found)
         if found is None:
             return None
@@ -396,20 +427,6 @@ class ShapeSession:
             if text is not None:
                 alone.update(path, text)
         return alone
-
-    @staticmethod
-    def _disk_texts(index: WorkspaceIndex) -> dict[str, str]:
-        """The texts of the Python files a scan of `index`'s root would index."""
-        texts = {}
-        for number, path in enumerate(python_files(index.root)):
-            if number >= index.limits.max_files:
-                break
-            try:
-                if os.path.getsize(path) <= index.limits.max_file_bytes:
-                    texts[str(Path(path).resolve())] = _read(path)
-            except OSError:
-                continue
-        return {path: text for path, text in texts.items() if text is not None}
 
     def chose_before_scan(self, key: str) -> bool:
         """Did the document's last job take its driver from the files that may import its
