@@ -273,6 +273,20 @@ def test_scan_stops_at_the_file_cap(tmp_path):
     assert result.files == 4 and result.truncated
 
 
+def test_the_early_search_sees_the_files_the_scan_indexes_near_the_cap(tmp_path):
+    # Files over the size limit do not count toward the cap, for the scan and for the search of
+    # a document's runners before the scan (shapes/session.py) alike.
+    from torch_lsp.shapes.session import _WorkspaceTexts
+
+    root = write(tmp_path, {"a_big.py": "x = 1\n" * 1000, "b_big.py": "x = 1\n" * 1000,
+                            **{f"m{i}.py": "x = 1\n" for i in range(5)}})
+    index = WorkspaceIndex(root, ScanLimits(max_files=3, max_file_bytes=1000))
+    searched = set(_WorkspaceTexts(index, {}))
+    result = index.scan()
+    assert searched == set(index.files) and len(searched) == 3
+    assert result.skipped_large == 2 and result.truncated
+
+
 def test_broken_files_are_indexed_as_errors_not_crashes(tmp_path):
     root = write(tmp_path, {"broken.py": "class Net(nn.Module:\n", "bin.py": "x = 1\n"})
     index = indexed(root)

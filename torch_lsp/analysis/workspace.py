@@ -120,15 +120,10 @@ class WorkspaceIndex:
         """Index every Python file under the root (bounded; see ScanLimits). Run it off the
         event loop: 2-2.7x a bare `ast.parse` of the same files (docs/benchmarks.md)."""
         started = time.perf_counter()
-        found, large, truncated = 0, 0, False
-        for path in python_files(self.root):
-            if found >= self.limits.max_files:
-                truncated = True
-                break
+        selection = FileSelection(self.root, self.limits)
+        found = 0
+        for path in selection:
             try:
-                if os.path.getsize(path) > self.limits.max_file_bytes:
-                    large += 1
-                    continue
                 with open(path, encoding="utf-8", errors="replace") as handle:
                     source = handle.read()
             except OSError:
@@ -136,7 +131,7 @@ class WorkspaceIndex:
             self._store(path, source)
             found += 1
         self._memo = _Memo()
-        return ScanResult(found, large, truncated, time.perf_counter() - started)
+        return ScanResult(found, selection.large, selection.truncated, time.perf_counter() - started)
 
     def adopt(self, files: dict[str, FileFacts]) -> None:
         """Take the facts of a scan made elsewhere (another process: shapes/scan_process.py)."""
@@ -499,6 +494,33 @@ class WorkspaceIndex:
         path = self._indexed_path(path)
         live = self.live_scopes(path)
         return [u for u in self.uses_in(path) if not u.scope or (path, u.scope) in live]
+
+
+class FileSelection:
+    """The files a scan indexes, in its order: the Python files under the root (`python_files`)
+    within the size limit, at most `max_files` of them. One pass; `large` and `truncated` say
+    what it left out. The scan and the early search for a document's runners
+    (shapes/session.py) both go through it, so they see the same workspace."""
+
+    def __init__(self, root: str, limits: ScanLimits) -> None:
+        self.root, self.limits = root, limits
+        self.large = 0
+        self.truncated = False
+
+    def __iter__(self):
+        chosen = 0
+        for path in python_files(self.root):
+            if chosen >= self.limits.max_files:
+                self.truncated = True
+                return
+            try:
+                if os.path.getsize(path) > self.limits.max_file_bytes:
+                    self.large += 1
+                    continue
+            except OSError:
+                continue
+            chosen += 1
+            yield path
 
 
 def python_files(root: str):

@@ -37,7 +37,7 @@ from torch_lsp.analysis.drivers import RunSpec, choose_driver, choose_driver_alo
 from torch_lsp.analysis.nearby import possible_runners, search_key
 from torch_lsp.analysis.plan import ExecutionPlan, build_plan
 from torch_lsp.analysis.project import workspace_root
-from torch_lsp.analysis.workspace import WorkspaceIndex, python_files
+from torch_lsp.analysis.workspace import FileSelection, WorkspaceIndex
 from torch_lsp.shapes import batch_dims, probe_jobs, project, scan_process, why
 from torch_lsp.shapes.engine import JobSettings, ShapeEngine
 from torch_lsp.shapes.interpreter import Interpreter, find_interpreter
@@ -102,14 +102,8 @@ class _WorkspaceTexts(Mapping):
     def __init__(self, index: WorkspaceIndex, opened: dict[str, str]) -> None:
         self._opened = opened
         self._paths = dict.fromkeys(opened)
-        for number, path in enumerate(python_files(index.root)):
-            if number >= index.limits.max_files:
-                break
-            try:
-                if os.path.getsize(path) <= index.limits.max_file_bytes:
-                    self._paths[str(Path(path).resolve())] = None
-            except OSError:
-                continue
+        for path in FileSelection(index.root, index.limits):
+            self._paths[str(Path(path).resolve())] = None
 
     def __getitem__(self, path: str) -> str:
         if path in self._opened:
