@@ -22,6 +22,48 @@ def test_a_job_within_its_usual_time_is_waited_for_and_an_overrun_one_is_not():
     assert not scheduling.keeps_running(0.8, 0.3)
 
 
+def test_jobs_beyond_the_spare_cores_start_only_beside_jobs_that_overran():
+    # Two slots, one core spared for jobs (a two-core machine): one quick job at a time...
+    assert scheduling.opens_slot([], slots=2, cores=1)
+    assert not scheduling.opens_slot([(0.2, 0.5)], slots=2, cores=1)
+    assert not scheduling.opens_slot([(0.1, None)], slots=2, cores=1)
+    # ... but a second beside one that has run well past its usual time (a loop, a data load).
+    assert scheduling.opens_slot([(5.0, 0.5)], slots=2, cores=1)
+    assert scheduling.opens_slot([(5.0, None)], slots=2, cores=1)
+    assert not scheduling.opens_slot([(5.0, 0.5), (9.0, 0.5)], slots=2, cores=1)  # never past the slots
+    # Enough cores: every slot at once, as before.
+    assert scheduling.opens_slot([(0.2, 0.5)], slots=2, cores=3)
+    assert not scheduling.opens_slot([(0.2, 0.5), (0.1, 0.5)], slots=2, cores=3)
+    assert scheduling.spare_cores() >= 1
+
+
+def test_the_worker_starts_a_second_job_only_once_the_first_overran(monkeypatch):
+    from types import SimpleNamespace
+
+    from torch_lsp.shapes import worker as worker_module
+
+    clock = [100.0]
+    monkeypatch.setattr(worker_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    worker = worker_module.Worker(out_fd=-1, parallel=2, cores=1)  # a two-core machine
+    started: list[str] = []
+
+    def start(job):  # no fork: what the loop decides is under test
+        started.append(job.key)
+        worker.running[job.key] = SimpleNamespace(job=job, started=clock[0])
+
+    monkeypatch.setattr(worker, "_start", start)
+    for key, background in (("a", False), ("b", False), ("a#probes", True)):
+        worker.queue[key] = worker_module.Job(0, key, SimpleNamespace(background=background), {})
+    worker._start_queued()
+    assert started == ["a", "a#probes"]  # background jobs have slots of their own
+    clock[0] += 0.5
+    worker._start_queued()
+    assert started == ["a", "a#probes"]  # `a` is within a usual job's time: `b` waits
+    clock[0] += 5.0
+    worker._start_queued()
+    assert started == ["a", "a#probes", "b"]  # `a` overran (a loop?): `b` does not wait for it
+
+
 def test_durations_are_a_moving_average_per_document_with_bounded_memory():
     durations = scheduling.Durations(weight=0.5, capacity=2)
     durations.add("a", 1.0)

@@ -76,7 +76,7 @@ class StoppingDriverEngine:
     document run on its own defines its classes and calls nothing, so no forward gets shapes.
     Like the real engine's cache, the same job gives the same report objects again."""
 
-    parallel = 1
+    at_once = 1
 
     def __init__(self, interpreter) -> None:
         self.interpreter = interpreter

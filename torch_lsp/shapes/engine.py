@@ -27,7 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from torch_lsp.analysis.plan import ExecutionPlan
-from torch_lsp.shapes import early_start
+from torch_lsp.shapes import early_start, scheduling
 from torch_lsp.shapes.interpreter import Interpreter, find_interpreter, worker_command
 from torch_lsp.shapes.protocol import encode_frame, read_frame
 from torch_lsp.shapes.report import ReportError, ShapeReport, reports_from_json, reports_to_json
@@ -222,9 +222,9 @@ class ShapeEngine:
                                                    background=spec.background)
         self._send(message)
         await self._notify()
-        # Jobs run `parallel` at a time: those queued ahead may each take their whole timeout
+        # `at_once` jobs run at a time at least: those queued ahead may each take their whole timeout
         # (background jobs: up to the worker's wall-time backstop, in slots of their own).
-        waves = sum(p.background == spec.background for p in self._pending.values()) // self.parallel + 1
+        waves = sum(p.background == spec.background for p in self._pending.values()) // self.at_once + 1
         limit = spec.timeout * (BACKGROUND_WALL_FACTOR if spec.background else 1)
         patience = (limit + _KILL_GRACE_S) * waves + _WORKER_SLACK_S
         try:
@@ -240,6 +240,12 @@ class ShapeEngine:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return reports
+
+    @property
+    def at_once(self) -> int:
+        """Jobs of one kind the worker runs at once, at least, while more wait (`parallel`, or
+        the cores it leaves beside the editor if fewer: scheduling.opens_slot)."""
+        return min(self.parallel, scheduling.spare_cores())
 
     @property
     def running(self) -> list[str]:

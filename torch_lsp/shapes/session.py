@@ -590,7 +590,7 @@ class ShapeSession:
                 return self.probe_spec(request, group, job_key)
 
             merged = await probe_jobs.synthesize(engine.run, spec_for, key, request.path, probes, reports,
-                                                 engine.parallel, JobSettings.from_settings(self.settings_provider()).timeout)
+                                                 engine.at_once, JobSettings.from_settings(self.settings_provider()).timeout)
         variant = await batched
         if merged is None:
             return None

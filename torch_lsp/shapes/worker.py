@@ -9,8 +9,10 @@ stdin/stdout: frames of a 4-byte big-endian length and a JSON object (see `proto
   new processes, resource limits) and the runtime guards of guards.py (see `_isolate`).
 - No process of a job outlives it: the worker is a child subreaper and kills every leftover
   when a job ends. A job over `memoryMb` (resident, any device) is killed, saying so.
-- Several documents' jobs run at once (`parallel`, default 2): one looping document never
-  delays another by its timeout. Jobs of one document run one at a time, newest last.
+- Several documents' jobs run at once (`parallel`, default 2), as many as the cores spare
+  beside the editor (one on two cores); a further one starts beside jobs that have overrun
+  their usual time, so one looping document never delays another by its timeout
+  (`scheduling.opens_slot`). Jobs of one document run one at a time, newest last.
   Background jobs (a document's synthesized calls) have `parallel` slots of their own, run
   niced and are timed on CPU time: they never make a driver job wait.
 - A newer version of a document does not kill a job that is about to finish (see
@@ -109,9 +111,10 @@ class RunningJob:
 
 
 class Worker:
-    def __init__(self, out_fd: int, parallel: int = 2) -> None:
+    def __init__(self, out_fd: int, parallel: int = 2, cores: int | None = None) -> None:
         self.out_fd = out_fd
         self.parallel = max(1, parallel)
+        self.cores = scheduling.spare_cores() if cores is None else max(1, cores)  # see opens_slot
         self.queue: OrderedDict[str, Job] = OrderedDict()
         self.running: dict[str, RunningJob] = {}
         self.durations = scheduling.Durations()
@@ -225,10 +228,16 @@ class Worker:
         self.queue[key] = job
 
     def _start_queued(self) -> None:
+        """Start what may start now (scheduling.opens_slot); called on every turn of the loop,
+        so a slot that opens when a running job overruns its usual time is filled then."""
         for key in list(self.queue):
+            if key in self.running:
+                continue
             background = self.queue[key].spec.background
-            busy = sum(r.job.spec.background == background for r in self.running.values())
-            if busy < self.parallel and key not in self.running:
+            now = time.monotonic()
+            running = [(now - r.started, self.durations.expected(k))
+                       for k, r in self.running.items() if r.job.spec.background == background]
+            if scheduling.opens_slot(running, self.parallel, self.cores):
                 self._start(self.queue.pop(key))
 
     # jobs -----------------------------------------------------------------------------------
