@@ -234,3 +234,27 @@ async def test_a_provisional_driver_the_whole_index_disagrees_with_is_not_confir
     assert await asyncio.wait_for(session.driver_confirmed(request), 60) is False
     spec = await asyncio.wait_for(session.spec_for(request), 60)
     assert spec.main.filename == str(train) and not session.chose_before_scan(str(model))
+
+
+async def test_a_script_run_alone_before_the_scan_is_run_again_when_the_index_knows_its_classes_files(tmp_path, monkeypatch):
+    """train.py runs itself, so its job needs no scan; but an index of train.py alone does not
+    know that Net is model.py's, and the job recorded train.py only: an error inside Net then
+    had no place in model.py to point to (seen through the protocol under load). Once the
+    scan ends the whole index records model.py, and the caller is told to run it again."""
+    session, model, train = session_on(tmp_path)
+    script = (PROJECT / "train.py").read_text()
+    train.write_text(script)
+    session.provisional_drivers = True
+    request = RunRequest(path=str(train), text=script)
+    _, scan_may_end = held_scan(session, monkeypatch)
+    try:
+        early = await asyncio.wait_for(session.spec_for(request), 30)
+        assert isinstance(early, JobSpec) and early.record == [str(train)]
+        assert session.chose_before_scan(str(train))
+    finally:
+        scan_may_end.set()
+    assert await asyncio.wait_for(session.driver_confirmed(request), 60) is False
+    later = await asyncio.wait_for(session.spec_for(request), 60)
+    assert later.main.filename == str(train) and later.record == [str(train), str(model)]
+    assert not session.chose_before_scan(str(train))
+    assert await asyncio.wait_for(session.driver_confirmed(request), 60) is True  # nothing left to confirm

@@ -215,9 +215,10 @@ class ShapeService:
                 self._track(uri, self._confirm_driver(session, uri, version, request))
 
     async def _confirm_driver(self, session: "ShapeSession", uri: str, version: int | None, request) -> None:
-        """The job took its driver from the files that may import the document's classes, while
-        the workspace was first scanned: once the scan ends, run the document again if the whole
-        index chooses another driver (and the document is still at this version)."""
+        """The job was made while the workspace was first scanned (its driver taken from the files
+        that may import the document's classes, or the document run alone): once the scan ends,
+        run the document again if the whole index makes another job of it, another driver or
+        more files recorded (and the document is still at this version)."""
         try:
             confirmed = await session.driver_confirmed(request)
         except Exception:  # noqa: BLE001 - the shapes shown stay; the next edit's job chooses again

@@ -196,6 +196,9 @@ class ShapeSession:
         # document key -> the run its last job chose from the files that may import its classes
         # (`_spec_before_scan`), until the whole index confirms it (`driver_confirmed`).
         self._provisional: dict[str, RunSpec] = {}
+        # key -> the files recorded by the document's job made before the first scan ended: the
+        # whole index may know more files defining the classes it runs (`driver_confirmed`).
+        self._recorded_before_scan: dict[str, list[str]] = {}
         # resolved path -> (its names and imports, the files found to import them) while the
         # first scan runs (`_nearby_index`)
         self._found_nearby: dict[str, tuple[tuple, set[str] | None]] = {}
@@ -374,6 +377,7 @@ class ShapeSession:
                 return spec
         await self.scanned(request.path)
         self._provisional.pop(request.key or request.path, None)  # this job's driver is the index's
+        self._recorded_before_scan.pop(request.key or request.path, None)
         return await loop.run_in_executor(None, self.job_spec, request)
 
     def _spec_before_scan(self, request: RunRequest) -> JobSpec | str | None:
@@ -389,6 +393,7 @@ class ShapeSession:
         index.update(request.path, request.text)
         run = choose_driver_alone(index, request.path)
         self._provisional.pop(key, None)
+        self._recorded_before_scan.pop(key, None)
         if run is None and self.provisional_drivers and request.path.endswith(".py"):
             index = self._nearby_index(index, request)
             run = choose_driver(index, request.path) if index is not None else None
@@ -397,7 +402,10 @@ class ShapeSession:
         if run is None:
             return None
         self._alone[key] = index
-        return self.job_spec(request, (run, index))
+        spec = self.job_spec(request, (run, index))
+        if isinstance(spec, JobSpec):
+            self._recorded_before_scan[key] = spec.record
+        return spec
 
     def _nearby_index(self, alone: WorkspaceIndex, request: RunRequest) -> WorkspaceIndex | None:
         """An index of the document and the workspace files that may import its classes (read
@@ -423,23 +431,34 @@ class ShapeSession:
         return alone
 
     def chose_before_scan(self, key: str) -> bool:
-        """Did the document's last job take its driver from the files that may import its
-        classes, with the whole index yet to confirm it (`driver_confirmed`)?"""
-        return key in self._provisional
+        """Was the document's last job made before the first scan ended, with the whole index yet
+        to confirm it (`driver_confirmed`)?"""
+        return key in self._provisional or key in self._recorded_before_scan
 
     async def driver_confirmed(self, request: RunRequest) -> bool:
-        """Once the first scan is done: does the whole index choose the run that the document's
-        last job chose from the files that may import its classes? True when there is nothing
-        to confirm; False: the caller runs the document again (its job spec is the index's now)."""
+        """Once the first scan is done: does the whole index make the job that the document's
+        last job, made before the scan ended, was? The same driver as the files that may import
+        its classes gave, and the same files recorded: a script run alone recorded only itself,
+        where the index knows the files defining the classes it runs (their errors then point
+        to them). True when there is nothing to confirm; False: the caller runs the document
+        again (its job spec is the index's now)."""
         key = request.key or request.path
         provisional = self._provisional.get(key)
-        if provisional is None:
+        recorded = self._recorded_before_scan.get(key)
+        if provisional is None and recorded is None:
             return True
         await self.scanned(request.path)
-        run = await asyncio.get_running_loop().run_in_executor(None, self.run_for, request)
+        loop = asyncio.get_running_loop()
+        run = await loop.run_in_executor(None, self.run_for, request)
+        same = provisional is None or run == provisional
+        if same and recorded is not None:
+            spec = await loop.run_in_executor(None, self.job_spec, request)
+            same = not isinstance(spec, JobSpec) or spec.record == recorded
         if self._provisional.get(key) is provisional:
-            del self._provisional[key]
-        return run == provisional
+            self._provisional.pop(key, None)
+        if self._recorded_before_scan.get(key) is recorded:
+            self._recorded_before_scan.pop(key, None)
+        return same
 
     def prepare(self, path: str, text: str, parsed: ParsedModule) -> None:
         """Called in a large document's static analysis (server/shapes.py), while the analysis's
