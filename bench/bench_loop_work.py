@@ -5,6 +5,9 @@ Usage: PYTHONPATH=. python bench/bench_loop_work.py [--documents 30] [--repeat 3
 - per job: the engine's cache key and the frames written to the worker (engine.run/_write), for
   the seed with no other open document (the same-run baseline) and with N-1 others open, whose
   texts each job carries (shapes/texts.py sends each once, then names them by digest);
+- per message: telling a keystroke's didChange notification from a request and handing it to its
+  handler (stubbed), pygls' own dispatch (the same-run baseline) and the server's
+  (server/protocol.py);
 - per report: the API docs prefetch (server/api_docs.py, now in a thread) on the seed and on a
   5,000-line file made of copies of it.
 
@@ -65,6 +68,23 @@ def prefetch(text: str, repeat: int) -> float:
     return median_ms(lambda: docs.prefetch(text, "/w/model.py"), repeat)
 
 
+def dispatch(own: bool, repeat: int) -> float:
+    from lsprotocol import types
+    from pygls.protocol import json_rpc
+
+    from torch_lsp.server.app import create_server
+
+    protocol = create_server().protocol
+    protocol.initialize_received = True
+    protocol._handle_notification = lambda *args: None
+    protocol._handle_request = lambda *args: None
+    change = types.DidChangeTextDocumentNotification(params=types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri="file:///w/model.py", version=2),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text="x = 1\n")]))
+    handle = protocol.handle_message if own else lambda message: json_rpc.JsonRPCProtocol.handle_message(protocol, message)
+    return median_ms(lambda: handle(change), repeat)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--documents", type=int, default=30)
@@ -78,6 +98,9 @@ def main() -> None:
     print("|---|---:|---:|")
     print(f"| per job: cache key + frames, the seed alone (baseline) | {alone:.3f} ms | 1.00 |")
     print(f"| per job: the same with {args.documents - 1} other documents open | {many:.3f} ms | {many / alone:.2f} |")
+    pygls_dispatch, own_dispatch = dispatch(False, args.repeat * 10), dispatch(True, args.repeat * 10)
+    print(f"| per message: a didChange notification dispatched by pygls (baseline) | {pygls_dispatch:.4f} ms | 1.00 |")
+    print(f"| per message: the same by the server's protocol | {own_dispatch:.4f} ms | {own_dispatch / pygls_dispatch:.2f} |")
     print(f"| per report: API docs prefetch, the seed ({seed.count(chr(10))} lines) | {prefetch(seed, args.repeat):.3f} ms | |")
     print(f"| per report: API docs prefetch, {big.count(chr(10))} lines | {prefetch(big, max(args.repeat // 30, 5)):.3f} ms | |")
 
