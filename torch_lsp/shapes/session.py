@@ -167,6 +167,17 @@ class _Prepared:
     inputs: dict | None  # the `shapes.inputs` setting the hints were made with
 
 
+@dataclass(frozen=True)
+class _EarlyJob:
+    """A document's job made before the first scan ended, for the whole index to confirm
+    (`driver_confirmed`): the driver it took from the files that may import its classes, if it
+    did, and the files it recorded (a script run alone records only itself, where the index
+    knows the files defining the classes it runs)."""
+
+    nearby_driver: RunSpec | None
+    recorded: frozenset[str] | None  # None: the job was not made (a message instead)
+
+
 class ShapeSession:
     """Owns exactly one engine (worker) for a workspace and the settings it runs under."""
 
@@ -193,12 +204,9 @@ class ShapeSession:
         # document key -> the index of fewer files its last job chose its driver with, before the
         # first scan ended (`_spec_before_scan`): its why-notes read the same index.
         self._alone: dict[str, WorkspaceIndex] = {}
-        # document key -> the run its last job chose from the files that may import its classes
-        # (`_spec_before_scan`), until the whole index confirms it (`driver_confirmed`).
-        self._provisional: dict[str, RunSpec] = {}
-        # key -> the files recorded by the document's job made before the first scan ended: the
-        # whole index may know more files defining the classes it runs (`driver_confirmed`).
-        self._recorded_before_scan: dict[str, list[str]] = {}
+        # document key -> its last job, made before the first scan ended (`_spec_before_scan`),
+        # until the whole index confirms it (`driver_confirmed`).
+        self._early: dict[str, _EarlyJob] = {}
         # resolved path -> (its names and imports, the files found to import them) while the
         # first scan runs (`_nearby_index`)
         self._found_nearby: dict[str, tuple[tuple, set[str] | None]] = {}
@@ -376,8 +384,7 @@ class ShapeSession:
             if spec is not None:
                 return spec
         await self.scanned(request.path)
-        self._provisional.pop(request.key or request.path, None)  # this job's driver is the index's
-        self._recorded_before_scan.pop(request.key or request.path, None)
+        self._early.pop(request.key or request.path, None)  # this job is the index's
         return await loop.run_in_executor(None, self.job_spec, request)
 
     def _spec_before_scan(self, request: RunRequest) -> JobSpec | str | None:
@@ -392,19 +399,16 @@ class ShapeSession:
         index = WorkspaceIndex(root)
         index.update(request.path, request.text)
         run = choose_driver_alone(index, request.path)
-        self._provisional.pop(key, None)
-        self._recorded_before_scan.pop(key, None)
+        self._early.pop(key, None)
+        nearby_driver = None
         if run is None and self.provisional_drivers and request.path.endswith(".py"):
             index = self._nearby_index(index, request)
-            run = choose_driver(index, request.path) if index is not None else None
-            if run is not None:
-                self._provisional[key] = run
+            run = nearby_driver = choose_driver(index, request.path) if index is not None else None
         if run is None:
             return None
         self._alone[key] = index
         spec = self.job_spec(request, (run, index))
-        if isinstance(spec, JobSpec):
-            self._recorded_before_scan[key] = spec.record
+        self._early[key] = _EarlyJob(nearby_driver, frozenset(spec.record) if isinstance(spec, JobSpec) else None)
         return spec
 
     def _nearby_index(self, alone: WorkspaceIndex, request: RunRequest) -> WorkspaceIndex | None:
@@ -433,7 +437,7 @@ class ShapeSession:
     def chose_before_scan(self, key: str) -> bool:
         """Was the document's last job made before the first scan ended, with the whole index yet
         to confirm it (`driver_confirmed`)?"""
-        return key in self._provisional or key in self._recorded_before_scan
+        return key in self._early
 
     async def driver_confirmed(self, request: RunRequest) -> bool:
         """Once the first scan is done: does the whole index make the job that the document's
@@ -443,21 +447,19 @@ class ShapeSession:
         to them). True when there is nothing to confirm; False: the caller runs the document
         again (its job spec is the index's now)."""
         key = request.key or request.path
-        provisional = self._provisional.get(key)
-        recorded = self._recorded_before_scan.get(key)
-        if provisional is None and recorded is None:
+        early = self._early.get(key)
+        if early is None:
             return True
         await self.scanned(request.path)
         loop = asyncio.get_running_loop()
-        run = await loop.run_in_executor(None, self.run_for, request)
-        same = provisional is None or run == provisional
-        if same and recorded is not None:
+        same = True
+        if early.nearby_driver is not None:
+            same = await loop.run_in_executor(None, self.run_for, request) == early.nearby_driver
+        if same and early.recorded is not None:
             spec = await loop.run_in_executor(None, self.job_spec, request)
-            same = not isinstance(spec, JobSpec) or spec.record == recorded
-        if self._provisional.get(key) is provisional:
-            self._provisional.pop(key, None)
-        if self._recorded_before_scan.get(key) is recorded:
-            self._recorded_before_scan.pop(key, None)
+            same = not isinstance(spec, JobSpec) or frozenset(spec.record) == early.recorded
+        if self._early.get(key) is early:
+            del self._early[key]
         return same
 
     def prepare(self, path: str, text: str, parsed: ParsedModule) -> None:
