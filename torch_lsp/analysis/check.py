@@ -10,6 +10,7 @@ from torch_lsp.analysis.facts import Finding
 from torch_lsp.analysis.rules import RuleContext, load_rules
 from torch_lsp.analysis.rules.selection import RuleSelection, is_suppressed
 from torch_lsp.analysis.syntax import ParsedModule, ParseFailure, parse, without_cyclic_gc
+from torch_lsp.yield_points import yield_point
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def _analyze(source: str, path: str, selection: RuleSelection) -> Analysis:
     for rule in rules.values():
         if rule.check is None or not selection.enabled(rule):
             continue
+        yield_point()  # in the server: a message waiting for the event loop goes first
         try:
             findings.extend(rule.check(ctx))
         except Exception:  # noqa: BLE001 - isolate rule bugs from the user

@@ -40,6 +40,7 @@ from torch_lsp.analysis.rules.selection import RuleSelection
 from torch_lsp.analysis.syntax import (_OTHER_LINE_BREAKS, ParsedModule, ParseFailure, parse_private, set_derived,
                                       target_key, without_cyclic_gc)
 from torch_lsp.analysis.training import Kind, TrainingFacts
+from torch_lsp.yield_points import yield_point
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,7 @@ class _Unmovable(Exception):
 
 
 def _checked(rule: Rule, ctx: RuleContext, path: str, crashed: list[str]) -> list[Finding]:
+    yield_point()  # in the server: a message waiting for the event loop goes first
     try:
         return list(rule.check(ctx))
     except Exception:  # noqa: BLE001 - isolate rule bugs from the user, as check.py does

@@ -7,6 +7,8 @@ or an `exit`, was seen only after everything before it had been handled: one ser
 arrives and hands it to the loop, so the end of the input and `exit` are seen at once: the
 process ends (server.finish) within a second, whatever the loop is busy with. At most
 MAX_AHEAD messages wait for the loop (a burst of 20,000 edits is not all held in memory).
+The messages handed and taken are counted for server/loop_first.py: analysis threads wait while
+the loop has messages to handle.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import threading
 from typing import TYPE_CHECKING, BinaryIO
 
 from pygls.io_ import StdoutWriter, run_async
+
+from torch_lsp.server import loop_first
 
 if TYPE_CHECKING:
     from torch_lsp.server.app import TorchLanguageServer
@@ -32,7 +36,9 @@ def serve(server: "TorchLanguageServer", stdin: BinaryIO, stdout: BinaryIO) -> N
     server._stop_event = threading.Event()
 
     async def loop() -> None:
-        messages = _Messages()
+        gate = loop_first.LoopFirst()
+        loop_first.install(asyncio.get_running_loop(), gate)
+        messages = _Messages(gate)
         threading.Thread(target=_read_ahead, args=(stdin, asyncio.get_running_loop(), messages, server),
                          name="lsp-stdin", daemon=True).start()
         await run_async(stop_event=server._stop_event, reader=messages, protocol=server.protocol,
@@ -50,17 +56,26 @@ class _Messages:
     """What pygls' loop reads from (`readline`, `readexactly`): whole messages handed over by
     the reading thread, each released as soon as the loop has taken its body."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: "loop_first.LoopFirst | None" = None) -> None:
+        self.gate = gate or loop_first.LoopFirst()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.slots = threading.Semaphore(MAX_AHEAD)  # the reading thread waits when all are used
         self._headers, self._body, self._ended = b"", b"", False
 
+    def hand(self, loop: asyncio.AbstractEventLoop, item: tuple[bytes, bytes] | None) -> None:
+        """From the reading thread: a message (None: the end of the input) for the loop."""
+        if item is not None:
+            self.gate.handed()
+        loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
     async def _next(self) -> None:
+        self.gate.all_handled()  # every message taken before has been handled
         item = await self.queue.get()
         self.slots.release()
         if item is None:
             self._ended = True
         else:
+            self.gate.taken()
             self._headers, self._body = item
 
     async def readline(self) -> bytes:
@@ -89,13 +104,13 @@ def _read_ahead(stream: BinaryIO, loop: asyncio.AbstractEventLoop, messages: _Me
             break
         headers, body, method = message
         server.latency.received(body)  # from here on, the wait for the loop is the server's
-        loop.call_soon_threadsafe(messages.queue.put_nowait, (headers, body))
+        messages.hand(loop, (headers, body))
         if len(body) >= LARGE_MESSAGE:
             loop.call_soon_threadsafe(server.release_memory_soon)
         shutdown_asked = shutdown_asked or method == "shutdown"
         if method == "exit":
             _finish_soon(server, 0 if shutdown_asked else 1)
-    loop.call_soon_threadsafe(messages.queue.put_nowait, None)
+    messages.hand(loop, None)
     _finish_soon(server, 0 if shutdown_asked else None)
 
 

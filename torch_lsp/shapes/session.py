@@ -43,6 +43,7 @@ from torch_lsp.shapes.engine import JobSettings, ShapeEngine
 from torch_lsp.shapes.interpreter import Interpreter, find_interpreter
 from torch_lsp.shapes.report import ShapeReport
 from torch_lsp.shapes.spec import JobSpec, Probe
+from torch_lsp.yield_points import yield_point
 
 if TYPE_CHECKING:
     from torch_lsp.analysis.syntax import ParsedModule
@@ -495,8 +496,10 @@ class ShapeSession:
         plan = prepared.plan if prepared is not None else build_plan(request.text, request.path)
         if plan.error:
             return plan.error
+        yield_point()  # in the server: a message waiting for the event loop goes first
         settings = JobSettings.from_settings(self.settings_provider())
         run, index = alone if alone is not None else (self.run_for(request), None)
+        yield_point()
         itself = os.path.realpath(run.driver) == os.path.realpath(request.path)
         main = plan if itself or self._missed_before(request, run) else self._driver_plan(run.driver, request)
         if main is None:  # the driver does not parse: the document runs itself
