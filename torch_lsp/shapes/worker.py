@@ -49,7 +49,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from torch_lsp.shapes import observers, sandbox, scheduling
+from torch_lsp.shapes import meta_kernels, observers, sandbox, scheduling
 from torch_lsp.shapes.protocol import FrameReader, write_frame
 from torch_lsp.shapes.report import ShapeReport, reports_to_json
 from torch_lsp.shapes.spec import BACKGROUND_WALL_FACTOR, JobSpec
@@ -559,7 +559,8 @@ def warm_up() -> None:
 def prepare() -> None:
     """What every job needs, before the first one: torch's submodules jobs use, what torch's
     meta functions import on first use (symbolic shapes, dynamo: ~1.5 s, in every job's fork
-    otherwise), and no queued calls for absent accelerators."""
+    otherwise), faster meta kernels (meta_kernels.py) and no queued calls for absent
+    accelerators."""
     import torch  # noqa: F401
     import torch.nn.functional  # noqa: F401
     import torch.optim  # noqa: F401
@@ -568,6 +569,8 @@ def prepare() -> None:
     _without_triton()
     import torch._dynamo  # noqa: F401
     import torch.fx.experimental.symbolic_shapes  # noqa: F401
+
+    meta_kernels.install()  # batch norm on meta without torch's Python decomposition
 
     _skip_lazy_accelerator_calls()
 
