@@ -9,7 +9,7 @@ and seen by the job's torch-function modes, to produce tensors whose shapes are 
 the 5 s limit.
 
 The kernels here answer with the same shapes, dtypes and layout and nothing else (meta tensors
-have no values). It runs only where the arguments are what torch's own checks have let through
+have no values). They run only where the arguments are what torch's own checks have let through
 (C++ checks before the meta kernel: `running_mean should contain C elements`) and every
 per-channel tensor is one-dimensional with C elements; anything else goes to torch's
 decomposition, so every error is torch's own. Autograd is not involved: its formula for
@@ -48,18 +48,29 @@ def install() -> bool:
     return True
 
 
+def _channels(input, *per_channel) -> int | None:
+    """C when the arguments are the usual ones (a floating input of two or more dimensions,
+    each per-channel tensor given one-dimensional with C elements); None sends the call to
+    torch's decomposition."""
+    if input.dim() < 2 or not input.is_floating_point():
+        return None
+    channels = input.shape[1]
+    if any(t is not None and (t.dim() != 1 or t.shape[0] != channels) for t in per_channel):
+        return None
+    return channels
+
+
 def _native_batch_norm(decomposed):
     import torch
+    from torch._prims_common import get_computation_dtype
 
     def native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps):
-        channels = input.shape[1] if input.dim() >= 2 else None
-        per_channel = (weight, bias, running_mean, running_var)
-        if channels is None or not input.is_floating_point() or (not training and (running_mean is None or running_var is None)) or any(
-                t is not None and (t.dim() != 1 or t.shape[0] != channels) for t in per_channel):
+        channels = _channels(input, weight, bias, running_mean, running_var)
+        if channels is None or (not training and (running_mean is None or running_var is None)):
             return decomposed(input, weight, bias, running_mean, running_var, training, momentum, eps)
-        # The decomposition computes in float32 for half-precision inputs and returns the
-        # output in the input's dtype, the saved statistics in the computation dtype.
-        computation = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+        # As the decomposition: the output in the input's dtype and layout, the saved
+        # statistics in the computation dtype (float32 for half-precision inputs).
+        computation = get_computation_dtype(input.dtype)
         output = torch.empty_like(input)
         if training:
             return output, input.new_empty((channels,), dtype=computation), input.new_empty((channels,), dtype=computation)
@@ -73,12 +84,10 @@ def _native_batch_norm_backward(decomposed):
 
     def native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd,
                                    train, eps, output_mask):
-        channels = input.shape[1] if input.dim() >= 2 else None
+        channels = _channels(input, weight, running_mean, running_var, save_mean, save_invstd)
         statistics = (save_mean, save_invstd) if train else (running_mean, running_var)
-        if (channels is None or not input.is_floating_point() or any(t is None for t in statistics)
-                or grad_out.shape != input.shape or grad_out.stride() != input.stride()
-                or any(t is not None and (t.dim() != 1 or t.shape[0] != channels)
-                       for t in (weight, running_mean, running_var, save_mean, save_invstd))):
+        if (channels is None or any(t is None for t in statistics)
+                or grad_out.shape != input.shape or grad_out.stride() != input.stride()):
             return decomposed(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd,
                               train, eps, output_mask)
         # As the decomposition: the input's gradient always, in the input's dtype and layout;
