@@ -1,7 +1,8 @@
-"""What a shape job adds to torch's own work, in process: resnet50 built and run on meta, bare
-and as a shape job (`run_job`: line tracer, recording mode, module hooks, explain's tracker).
+"""What a shape job adds to torch's own work, in process: resnet50 (or another torchvision model)
+built and run on meta, bare and as a shape job (`run_job`: line tracer, recording mode, module
+hooks, explain's tracker).
 
-    python bench/bench_job_overhead.py [--runs 15] [--rounds 1]
+    python bench/bench_job_overhead.py [--runs 15] [--rounds 1] [--model resnet50]
 
 Each round times both, interleaved in one warm interpreter (load drift on a shared machine
 hits both alike), and prints the medians and their ratio; `--rounds` repeats that and prints
@@ -28,21 +29,21 @@ from torch_lsp.shapes.worker import prepare, warm_up
 JOB = """
 import torch
 import torchvision
-model = torchvision.models.resnet50(weights=None)
+model = torchvision.models.{model}(weights=None)
 out = model(torch.randn(1, 3, 224, 224))
 """
 
 
-def bare() -> None:
+def bare(model: str) -> None:
     with torch.device("meta"):
-        model = torchvision.models.resnet50(weights=None)
-        model(torch.randn(1, 3, 224, 224))
+        getattr(torchvision.models, model)(weights=None)(torch.randn(1, 3, 224, 224))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--model", default="resnet50", help="a torchvision model that takes 224 x 224 images")
     args = parser.parse_args()
     prepare()  # as the worker does before its first job
     warm_up()
@@ -50,12 +51,12 @@ def main() -> None:
     filename = str(Path(__file__).with_name("resnet_job.py"))
 
     def job() -> None:  # a new text each time, as after an edit: nothing cached
-        report = run_job(build_plan(JOB + f"\n# edit {next(edits)}\n", filename), "meta", 60.0)
+        report = run_job(build_plan(JOB.format(model=args.model) + f"\n# edit {next(edits)}\n", filename), "meta", 60.0)
         assert not report.errors and report.stopped is None, report
 
     ratios = []
     for round_ in range(args.rounds):
-        medians = interleaved_medians_ms({"bare build + forward": bare, "shape job": job}, args.runs)
+        medians = interleaved_medians_ms({"bare build + forward": lambda: bare(args.model), "shape job": job}, args.runs)
         ratio = medians["shape job"] / medians["bare build + forward"]
         ratios.append(ratio)
         print(f"round {round_ + 1}: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in medians.items())

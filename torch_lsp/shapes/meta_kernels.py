@@ -1,6 +1,23 @@
-"""Faster meta kernels for ops whose meta implementation is a Python decomposition (worker side).
+"""Faster meta kernels (worker side): torch's own C++ ones where it has them, and batch norm's.
 
-On the meta device torch runs `native_batch_norm` and `native_batch_norm_backward` (every
+**Torch's C++ meta kernels.** Torch registers a Python meta kernel for every op in its
+decomposition tables (`torch._meta_registrations.activate_meta`), on top of the C++ meta kernel
+where the op has one: `add`, `mul`, `addmm`, `mm`, `gelu`, `max_pool2d_with_indices` and ~640
+more run on meta as Python references (`torch._refs`), ~0.1-0.2 ms a call against ~0.02 ms, so
+that a vit_b_16 forward and backward on meta took 157 ms instead of 37. Those Python kernels are
+there for symbolic shapes (torch.compile's fake tensors, which use the Python dispatcher's own
+table and are not affected here); a shape job's shapes are concrete. The C++ kernel of a
+structured op is the meta function the CPU kernel itself runs to size its output, so with it the
+job's output shapes, dtypes and strides are those of CPU execution by construction. Checked
+against CPU over torch's OpInfo samples (bench/meta_kernels_check.py, docs/benchmarks.md): every
+error now has CPU's message (`mat1 and mat2 shapes cannot be multiplied (3x4 and 5x6)`), no
+sample that agreed with CPU disagrees, except two in-place ops whose C++ meta kernels are not
+CPU's (`_PYTHON_KERNEL_KEPT`: they keep torch's Python one).
+`use_native_kernels` takes torch's Python meta registrations off and puts back those of ops that
+have no C++ meta kernel; it changes nothing when that library holds a registration it cannot
+account for (a newer torch, a registration made later).
+
+**Batch norm.** On the meta device torch runs `native_batch_norm` and `native_batch_norm_backward` (every
 BatchNorm layer, and instance norm, in training mode and in eval mode) through their Python
 decompositions (`torch._decomp.decompositions`): a dozen tensor operations each, dispatched
 and seen by the job's torch-function modes, to produce tensors whose shapes are the input's and
@@ -15,8 +32,8 @@ per-channel tensor is one-dimensional with C elements; anything else goes to tor
 decomposition, so every error is torch's own. Autograd is not involved: its formula for
 batch norm sits above the meta kernel, so backward on meta sees the same graph.
 
-Installed once in the worker before any job is forked (worker.prepare). Not installed when this
-torch lacks the decomposition or refuses the override: jobs then run as before.
+Both are installed once in the worker before any job is forked (worker.prepare). Neither is when
+this torch lacks what they replace or refuses the override: jobs then run as before.
 """
 
 from __future__ import annotations
@@ -25,10 +42,72 @@ import logging
 
 log = logging.getLogger(__name__)
 _LIBRARY = None  # the registration lasts as long as this object
+# torch's Python meta registrations, once replaced: (its old library, kept so that its finalizer
+# does not run; the new one, holding the ops without a C++ kernel)
+_REPLACED: tuple | None = None
+# Ops whose C++ meta kernel disagrees with CPU where torch's Python one does not
+# (bench/meta_kernels_check.py): `a.floor_divide_(b)` with `b` larger than `a` passes on meta;
+# `addbmm_` sizes its output as `self`, where CPU resizes it.
+_PYTHON_KERNEL_KEPT = frozenset({"aten::floor_divide_.Tensor", "aten::addbmm_"})
 
 
 def install() -> bool:
-    """Register the kernels; False (and torch's own kernels kept) if this torch cannot."""
+    """Batch norm's kernels, then torch's C++ meta kernels back; False if this torch cannot."""
+    installed = _install_batch_norm()
+    use_native_kernels()
+    return installed
+
+
+def use_native_kernels() -> int:
+    """Give every op that has a C++ meta kernel that kernel back (Python meta registrations
+    shadow it); the number of such ops, 0 when nothing was changed."""
+    global _REPLACED
+    if _REPLACED is not None:
+        return _REPLACED[2]
+    try:
+        import torch
+        import torch._meta_registrations as registrations
+        from torch._decomp import global_decomposition_table
+
+        old = registrations._meta_lib_dont_use_me_use_register_meta
+        # The kernels it holds, as activate_meta chose them: the most specific table first.
+        chosen: dict = {}
+        for table in ("meta", "post_autograd", "pre_autograd"):
+            for op, kernel in global_decomposition_table[table].items():
+                chosen.setdefault(op, kernel)
+        keyed = {_impl_key(op): (op, kernel) for op, kernel in chosen.items() if isinstance(op, torch._ops.OpOverload)}
+        held = {key: entry for key, entry in keyed.items() if key in old._op_impls}
+    except Exception as error:  # noqa: BLE001 - another torch: keep its kernels
+        log.info("torch's C++ meta kernels not restored: %r", error)
+        return 0
+    if set(held) != set(old._op_impls):
+        log.info("torch's C++ meta kernels not restored: %d Python meta registrations of unknown origin",
+                 len(set(old._op_impls) - set(held)))
+        return 0
+    old._destroy()
+    new = torch.library.Library("aten", "IMPL", "Meta")
+    native = 0
+    for op, kernel in held.values():
+        if op.name() not in _PYTHON_KERNEL_KEPT and torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "Meta"):
+            native += 1  # its C++ kernel (or batch norm's above) is active again
+            continue
+        try:
+            new.impl(op, kernel)
+        except Exception as error:  # noqa: BLE001 - never lose more than this one op's kernel
+            log.warning("meta kernel of %s not registered again: %r", op.name(), error)
+    registrations._meta_lib_dont_use_me_use_register_meta = new  # for torch's later registrations
+    _REPLACED = (old, new, native)
+    log.info("%d ops use torch's C++ meta kernels", native)
+    return native
+
+
+def _impl_key(op) -> str:
+    """How torch.library names an op's Meta registration (Library.impl)."""
+    overload = op._schema.overload_name
+    return f"{op.namespace}/{op._schema.name.split('::')[-1]}{'.' + overload if overload else ''}/Meta"
+
+
+def _install_batch_norm() -> bool:
     global _LIBRARY
     if _LIBRARY is not None:
         return True

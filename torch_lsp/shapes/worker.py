@@ -570,7 +570,7 @@ def prepare() -> None:
     import torch._dynamo  # noqa: F401
     import torch.fx.experimental.symbolic_shapes  # noqa: F401
 
-    meta_kernels.install()  # batch norm on meta without torch's Python decomposition
+    meta_kernels.install()  # C++ meta kernels where torch has them; batch norm without its decomposition
 
     _skip_lazy_accelerator_calls()
 

@@ -98,8 +98,8 @@ last dimension differs from what the weight expects, e.g.
 `fc1 (nn.Linear) expects 400 input features but got 256; input shape [8, 256]`.
 
 ## Why is this bad?
-torch raises `mat1 and mat2 shapes cannot be multiplied` (or, on meta, `a and b must have
-same reduction dim`) at run time. Typical causes: `in_features` computed for another image
+torch raises `mat1 and mat2 shapes cannot be multiplied` at run time (the shape job, on meta,
+gets the same message). Typical causes: `in_features` computed for another image
 size, forgetting to flatten, or attention scores computed as `q @ k` instead of
 `q @ k.transpose(-2, -1)`.
 
