@@ -79,7 +79,8 @@ def test_a_registration_of_unknown_origin_leaves_torch_as_it_is():
 # What CPU does and what meta does with the C++ kernels back: the same shapes, dtypes, strides,
 # and the same error message. Pointwise ops with broadcasting, scalars, mixed dtypes and
 # channels-last inputs; matmuls; in-place ops; reductions, pools and the ops that keep their
-# Python kernel (layer norm, softmax's safe variant inside attention, cross entropy).
+# Python kernel (layer norm, softmax's safe variant inside attention, cross entropy); relu,
+# which runs clamp_min as on CPU.
 CASES = {
     "add same shape": lambda t: t(2, 3) + t(2, 3),
     "mul broadcast": lambda t: t(4, 1, 5) * t(3, 1),
@@ -104,6 +105,11 @@ CASES = {
     "attention": lambda t: torch.nn.functional.scaled_dot_product_attention(t(2, 4, 5, 8), t(2, 4, 6, 8), t(2, 4, 6, 8)),
     "cross entropy": lambda t: torch.nn.functional.cross_entropy(t(4, 10), t(4, dtype=torch.int64, high=10)),
     "in-place add": lambda t: t(2, 3).add_(t(3)),
+    "relu channels-last": lambda t: torch.relu(t(2, 3, 4, 5, cl=True)),
+    "relu of a transposed tensor": lambda t: torch.nn.functional.relu(t(4, 6).T),
+    "relu of integers": lambda t: torch.relu(t(3, 4, dtype=torch.int64)),
+    "relu in place": lambda t: torch.nn.functional.relu(t(2, 3).T, inplace=True),
+    "relu of booleans": lambda t: torch.relu(t(3, dtype=torch.bool)),
     # errors: the message is the user's diagnostic
     "mm of mismatched shapes": lambda t: t(3, 4) @ t(5, 6),
     "add of shapes that do not broadcast": lambda t: t(2, 3) + t(4),
@@ -150,7 +156,7 @@ def test_outputs_and_errors_on_meta_are_those_of_cpu():
         native, meta = pool.apply(_installed_and_outcomes)
     assert native > 0
     cpu = _outcomes("cpu")
-    assert sum(isinstance(v, tuple) for v in cpu.values()) == 5  # the error cases do fail on CPU
+    assert sum(isinstance(v, tuple) for v in cpu.values()) == 6  # the error cases do fail on CPU
     assert meta == cpu
 
 
