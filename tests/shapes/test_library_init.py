@@ -83,9 +83,10 @@ def test_user_code_handed_to_a_library_constructor_or_overriding_its_methods_is_
 
 @pytest.mark.parametrize("keep", ["", "kept = error"])
 def test_a_constructor_that_raises_leaves_no_stale_value_and_tracing_comes_back(run_meta, fakelib, keep):
-    """Whether the user drops the exception or keeps it (and with it the constructor's frame:
-    explain's record of failed torch calls keeps it too), tracing comes back at the next torch call
-    of a user line, with that line's statement."""
+    """Whether the user drops the exception or keeps it (and with it the constructor's frame),
+    tracing and the recording mode come back: when the frame is freed, else at the next module
+    call of a user line (the mode, stepped aside for the constructor, sees no torch call), with
+    that line's statement."""
     source = f'''
     import torch
     import fakelib_layers
@@ -94,7 +95,7 @@ def test_a_constructor_that_raises_leaves_no_stale_value_and_tracing_comes_back(
         x = fakelib_layers.Layer(-1)
     except RuntimeError as error:
         {keep or "pass"}
-    y = torch.zeros(3, 4)
+    y = torch.nn.Identity()(torch.zeros(3, 4))
     w = y.t()
     '''
     report = run_meta(source)

@@ -11,7 +11,8 @@ code (`norm_layer=MyNorm`, a lambda) or builds a user subclass, so for a library
 switched back on when its frame is freed: a sentinel placed in the frame's locals dict is freed
 with the frame at its return. A frame left by an exception lives on in its traceback (explain's
 record of failed torch calls keeps it): tracing then comes back at the first torch call a user
-line makes, with that line's statement.
+line makes, with that line's statement. Where the recording mode stepped aside for the
+constructor too (`mode_aside`: no torch call reaches it then), at the first module call.
 
 Python 3.11 has no cheaper hook (3.12's `sys.monitoring` can disable events per code object).
 """
@@ -40,12 +41,15 @@ class LibraryInit:
     values when the call did not return normally); `rejoin` traces a user frame again from the
     middle of its current statement."""
 
-    def __init__(self, user_files, forget: Callable[[FrameType], None], rejoin: Callable[[FrameType], None]) -> None:
+    def __init__(self, user_files, forget: Callable[[FrameType], None], rejoin: Callable[[FrameType], None],
+                 aside=None) -> None:
         self.user_files = user_files
         self.forget, self.rejoin = forget, rejoin
+        self.aside = aside  # mode_aside.ModeAside: the recording mode steps aside too, when it may
         self.active = False
         # While a constructor runs untraced: (its sentinel's serial, the user frames below it with
-        # their positions, the trace function to put back). No reference to the sentinel itself.
+        # their positions, the trace function to put back, its frame's id). No reference to the
+        # sentinel or the frame itself.
         self.pending: tuple[int, list, Any] | None = None
         self._serial = 0
         self._user_classes: dict[type, bool] = {}
@@ -63,10 +67,10 @@ class LibraryInit:
         if self.pending is not None or not self.active:
             return
         try:
-            untraced = self._library_only(frame)
+            arguments = self._library_only(frame)
         except Exception:  # noqa: BLE001 - a value that cannot be inspected: trace as before
             return
-        if not untraced:
+        if arguments is None:
             return
         callers = []  # the user frames below: their statements are in progress
         caller = frame.f_back
@@ -77,9 +81,11 @@ class LibraryInit:
                 callers.append((caller, caller.f_lasti))
             caller = caller.f_back
         self._serial += 1
-        self.pending = (self._serial, callers, sys.gettrace())
+        self.pending = (self._serial, callers, sys.gettrace(), id(frame))
         frame.f_locals[_KEY] = _Resume(self, self._serial)
         sys.settrace(None)
+        if self.aside is not None:
+            self.aside.step_aside(self.pending, arguments, frame.f_back)
 
     def resume(self, serial: int) -> None:
         """The constructor's frame was freed."""
@@ -95,8 +101,26 @@ class LibraryInit:
             if self.active:
                 self.rejoin(frame)
 
+    def module_called(self, frame: FrameType) -> None:
+        """A module is called (`frame`: torch's `_call_impl`) while a constructor runs untraced.
+        If that constructor is no longer running, it was left by an exception whose traceback is
+        kept, and the recording mode, stepped aside, saw no torch call of a user line: trace again
+        from the user's line making this call."""
+        constructor = self.pending[3]
+        user = None
+        while frame is not None:
+            if id(frame) == constructor:
+                return  # still inside it: a library constructor running a layer
+            if user is None and frame.f_code.co_filename in self.user_files:
+                user = frame
+            frame = frame.f_back
+        if user is not None:
+            self.torch_called_from(user)
+
     def _resume(self) -> None:
-        _, callers, trace = self.pending
+        if self.aside is not None:
+            self.aside.come_back(self.pending)
+        _, callers, trace, _ = self.pending
         self.pending = None
         if not self.active:
             return
@@ -112,19 +136,21 @@ class LibraryInit:
                 self.forget(caller)
         sys.settrace(trace)
 
-    def _library_only(self, frame: FrameType) -> bool:
-        """A library layer's constructor handed nothing that may run user code."""
+    def _library_only(self, frame: FrameType) -> list | None:
+        """The arguments (but `self`) of a library layer's constructor handed nothing that may
+        run user code; None for any other constructor."""
         code = frame.f_code
         if not code.co_argcount:
-            return False
+            return None
         values = frame.f_locals
         count = code.co_argcount + code.co_kwonlyargcount
         count += bool(code.co_flags & inspect.CO_VARARGS) + bool(code.co_flags & inspect.CO_VARKEYWORDS)
         names = code.co_varnames[:count]
         layer = values.get(names[0])
         if not isinstance(layer, torch.nn.Module) or self._user_class(type(layer)):
-            return False
-        return not any(self._may_hold_user_code(values.get(name)) for name in names[1:])
+            return None
+        arguments = [values.get(name) for name in names[1:]]
+        return None if any(self._may_hold_user_code(value) for value in arguments) else arguments
 
     # -- whose code a value may run ----------------------------------------------------------
 

@@ -28,7 +28,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from torch_lsp.analysis.plan import ExecutionPlan, Statement
+from torch_lsp.shapes.explain.tracking import raised_through
 from torch_lsp.shapes.library_init import LibraryInit
+from torch_lsp.shapes.mode_aside import ModeAside, replay_failed_call
 from torch_lsp.shapes.report import ExpressionShapes, Range, Value, VariableShapes
 
 _MAX_ITEMS = 8  # tuples / lists / dicts longer than this are not described item by item
@@ -147,8 +149,11 @@ class Recorder:
         # (file, range key) -> (range, values, module info)
         self.expressions: dict[tuple, tuple[Range, list[Value], tuple | None]] = {}
         self._pending_statement: dict[int, tuple[FrameType, Statement]] = {}
+        # The recording mode steps off torch's mode stack inside library code that needs none
+        # of its work (library constructors, library models' forwards).
+        self.aside = ModeAside(device, self.in_training_loop)
         # Library layers' constructors run untraced (the job's trace function hands it their frames).
-        self.library_init = LibraryInit(self.plans, self.forget_statement, self.rejoin)
+        self.library_init = LibraryInit(self.plans, self.forget_statement, self.rejoin, self.aside)
         self._pending_expression: tuple | None = None  # (key, file, range, value, module)
         self._suspended_by: torch.nn.Module | None = None
         self._library_modules: dict[int, tuple[weakref.ref, bool]] = {}  # id(module) -> (module, library only?)
@@ -325,9 +330,11 @@ class Recorder:
         if module_info is not None and old_module is None:
             self.expressions[key] = (rng, values, module_info)
 
-    def in_training_loop(self) -> bool:
-        """Is a user frame on the stack inside a loop that the plan runs once?"""
-        frame = sys._getframe(2)
+    def in_training_loop(self, frame: FrameType | None = None) -> bool:
+        """Is a user frame on the stack (from `frame`, else from the caller's caller) inside a
+        loop that the plan runs once?"""
+        if frame is None:
+            frame = sys._getframe(2)
         while frame is not None:
             plan = self.plans.get(frame.f_code.co_filename)
             if plan is not None and plan.run_once_loops:
@@ -342,6 +349,8 @@ class Recorder:
     # is off while a module whose whole subtree is library code runs.
 
     def module_pre_hook(self, module: torch.nn.Module, inputs: Any) -> None:
+        if self.library_init.pending is not None:
+            self.library_init.module_called(sys._getframe(1))
         if self._paused:
             return
         if self._suspended_by is None and self._library_only(module):
@@ -349,11 +358,20 @@ class Recorder:
             # The job's own trace function (it wraps global_trace) comes back afterwards.
             self._resume_trace = sys.gettrace()
             sys.settrace(None)
+            caller = sys._getframe(1)  # torch's `_call_impl`, holding the call's keywords
+            keywords = caller.f_locals.get("kwargs")
+            if isinstance(keywords, dict):
+                self.aside.step_aside(module, (*inputs, keywords), caller)
 
     def module_hook(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
         if self._paused:
             return
         if self._suspended_by is module:
+            if self.aside.owner is module:
+                self.aside.come_back(module)
+                error = sys.exc_info()[1]  # this hook runs from `_call_impl`'s except block too
+                if error is not None and raised_through(error, sys._getframe(1)):
+                    replay_failed_call(self.aside.mode.tracker, error)
             self._suspended_by = None
             sys.settrace(getattr(self, "_resume_trace", None) or self.global_trace)
         elif self._suspended_by is not None:
@@ -416,7 +434,8 @@ def _lookup(scope: dict, dotted: str) -> Any:
 def parameter_count(module: torch.nn.Module) -> int:
     """Parameters of the layer and everything under it (meta tensors know their numel)."""
     try:
-        return sum(p.numel() for p in module.parameters())
+        with _NO_TORCH_FUNCTION():  # no mode needs to see these reads (resnet50: 161 of them)
+            return sum(p.numel() for p in module.parameters())
     except Exception:  # a user module may override parameters(); a missing count is fine
         return 0
 
@@ -443,6 +462,15 @@ class RecordingMode(TorchFunctionMode):
         # on meta: ~5 per layer) belong to it: no retargeting, recording or tracking for them.
         self._depth = 0
         self._library_init = recorder.library_init
+
+    def __enter__(self):
+        super().__enter__()
+        self.recorder.aside.attach(self)
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.recorder.aside.detach()  # back on the stack first: torch's exit pops the top mode
+        return super().__exit__(exc_type, exc_value, traceback)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         # Every torch call of the job passes here (~2,000 for a resnet50 job): the common case

@@ -94,7 +94,7 @@ def shape_of(value: Any) -> list[int] | None:
         return [size for size in shape]
 
 
-def _raised_through(exc: BaseException, frame: types.FrameType) -> bool:
+def raised_through(exc: BaseException, frame: types.FrameType) -> bool:
     tb = exc.__traceback__
     while tb is not None:
         if tb.tb_frame is frame:
@@ -135,7 +135,7 @@ def track_calls(function_calls: bool = True) -> Iterator[CallTracker]:
         # always_call=True runs this hook from _call_impl's except block when forward raised;
         # then the active exception's traceback passes through our caller's frame.
         active = sys.exc_info()[1]
-        if active is not None and not _raised_through(active, sys._getframe(1)):
+        if active is not None and not raised_through(active, sys._getframe(1)):
             active = None
         tracker._pop(module, active)
 
