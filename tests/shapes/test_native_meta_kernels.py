@@ -38,13 +38,18 @@ PROBE = textwrap.dedent("""
         return len(frames)
 
     x, w, b = (torch.empty(shape, device="meta") for shape in ((4, 5), (5, 3), (3,)))
-    ops = {"mul": lambda: x * x, "addmm": lambda: torch.addmm(b, x, w)}
+    q = torch.empty(2, 4, 6, 8, device="meta")
+    ops = {"mul": lambda: x * x, "addmm": lambda: torch.addmm(b, x, w),
+           # no C++ meta kernel, a C++ kernel for every backend made of ops that have one
+           "layer_norm": lambda: torch.nn.functional.layer_norm(x, (5,)),
+           "attention": lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q)}
     out = {"before": {name: python_frames_of(fn) for name, fn in ops.items()}}
     if sys.argv[1] == "unknown registration":
         # A Python meta registration made after torch's own: nothing to restore it from.
         import torch._meta_registrations as registrations
         registrations._meta_lib_dont_use_me_use_register_meta.impl(
             "_foobar", lambda *args, **kwargs: torch.empty(()))  # a test op of torch's with a CPU kernel only
+    meta_kernels.install()  # as the worker does: batch norm's kernel too (layer norm runs it)
     out["native"] = meta_kernels.use_native_kernels()
     out["again"] = meta_kernels.use_native_kernels()
     out["after"] = {name: python_frames_of(fn) for name, fn in ops.items()}
@@ -64,8 +69,11 @@ def probed() -> dict:
 
 
 def test_ops_with_a_cpp_meta_kernel_no_longer_run_python_on_meta(probed):
-    assert probed["before"]["mul"] > 0 and probed["before"]["addmm"] > 0  # torch's Python references
-    assert probed["after"] == {"mul": 0, "addmm": 0}
+    before, after = probed["before"], probed["after"]
+    assert all(frames > 0 for frames in before.values())  # torch's Python references
+    assert after["mul"] == 0 and after["addmm"] == 0
+    # Made of ops with C++ kernels, but batch norm's kernel (ours) and `where` (torch's Python).
+    assert after["layer_norm"] * 10 < before["layer_norm"] and after["attention"] * 2 < before["attention"], probed
     assert probed["native"] > 100  # hundreds of ops: every pointwise op, matmuls, pools, reductions
     assert probed["again"] == probed["native"]  # once per process
 
@@ -105,6 +113,19 @@ CASES = {
     "attention": lambda t: torch.nn.functional.scaled_dot_product_attention(t(2, 4, 5, 8), t(2, 4, 6, 8), t(2, 4, 6, 8)),
     "cross entropy": lambda t: torch.nn.functional.cross_entropy(t(4, 10), t(4, dtype=torch.int64, high=10)),
     "in-place add": lambda t: t(2, 3).add_(t(3)),
+    # ops whose C++ kernel for every backend is made of ops with meta kernels (_COMPOSITE_ON_META)
+    "layer norm of a transposed tensor": lambda t: torch.nn.functional.layer_norm(t(8, 5, 2).transpose(0, 2), (8,), t(8), t(8)),
+    "layer norm of bfloat16": lambda t: torch.nn.functional.layer_norm(t(2, 3, 6, dtype=torch.bfloat16), (3, 6)),
+    "layer norm of mismatched width": lambda t: torch.nn.functional.layer_norm(t(2, 5, 8), (6,)),
+    "group norm of indivisible channels": lambda t: torch.nn.functional.group_norm(t(2, 6, 4), 4),
+    "multiply by a Python float": lambda t: torch.ops.aten.mul.Scalar(t(3, 4).T, 0.5),
+    "divide integers by a Python int": lambda t: torch.ops.aten.div.Scalar(t(3, 4, dtype=torch.int64), 2),
+    "3-d times 2-d matmul (a view of the product)": lambda t: t(2, 3, 4).transpose(0, 1) @ t(4, 5),
+    "masked fill": lambda t: t(2, 3, 4).masked_fill(t(3, 1, dtype=torch.bool), float("-inf")),
+    "attention with a boolean mask": lambda t: torch.nn.functional.scaled_dot_product_attention(
+        t(2, 4, 5, 8), t(2, 4, 6, 8), t(2, 4, 6, 8), attn_mask=t(5, 6, dtype=torch.bool)),
+    "zeros like channels-last": lambda t: torch.zeros_like(t(2, 3, 4, 5, cl=True)),
+    "new ones of another dtype": lambda t: t(2, 3).new_ones((4, 2), dtype=torch.int32),
     "relu channels-last": lambda t: torch.relu(t(2, 3, 4, 5, cl=True)),
     "relu of a transposed tensor": lambda t: torch.nn.functional.relu(t(4, 6).T),
     "relu of integers": lambda t: torch.relu(t(3, 4, dtype=torch.int64)),
@@ -156,7 +177,7 @@ def test_outputs_and_errors_on_meta_are_those_of_cpu():
         native, meta = pool.apply(_installed_and_outcomes)
     assert native > 0
     cpu = _outcomes("cpu")
-    assert sum(isinstance(v, tuple) for v in cpu.values()) == 6  # the error cases do fail on CPU
+    assert sum(isinstance(v, tuple) for v in cpu.values()) == 8  # the error cases do fail on CPU
     assert meta == cpu
 
 

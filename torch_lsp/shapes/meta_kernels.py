@@ -14,8 +14,11 @@ error now has CPU's message (`mat1 and mat2 shapes cannot be multiplied (3x4 and
 sample that agreed with CPU disagrees, except two in-place ops whose C++ meta kernels are not
 CPU's (`_PYTHON_KERNEL_KEPT`: they keep torch's Python one). `relu`, which has no C++ meta
 kernel, runs on meta what it runs on CPU: `clamp_min(x, 0)`.
+Some ops without a C++ meta kernel have a C++ kernel for every backend made of ops that have
+one (`mul.Scalar`, `native_layer_norm`, `_safe_softmax` inside attention): those that models run
+often (`_COMPOSITE_ON_META`) use it, layer norm on meta 0.35 -> 0.01 ms a call.
 `use_native_kernels` takes torch's Python meta registrations off and puts back those of ops that
-have no C++ meta kernel; it changes nothing when that library holds a registration it cannot
+have neither; it changes nothing when that library holds a registration it cannot
 account for (a newer torch, a registration made later).
 
 **Batch norm.** On the meta device torch runs `native_batch_norm` and `native_batch_norm_backward` (every
@@ -117,7 +120,7 @@ def use_native_kernels() -> int:
     new = torch.library.Library("aten", "IMPL", "Meta")
     native = 0
     for op, kernel in held.values():
-        if op.name() not in _PYTHON_KERNEL_KEPT and torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "Meta"):
+        if op.name() not in _PYTHON_KERNEL_KEPT and _runs_in_cpp_on_meta(op.name()):
             native += 1  # its C++ kernel (or batch norm's above) is active again
             continue
         try:
@@ -128,6 +131,32 @@ def use_native_kernels() -> int:
     _REPLACED = (old, new, native)
     log.info("%d ops use torch's C++ meta kernels", native)
     return native
+
+
+def _runs_in_cpp_on_meta(name: str) -> bool:
+    """A C++ meta kernel, or one of the ops below whose C++ kernel for every backend is made of
+    other ops that have one."""
+    import torch
+
+    return torch._C._dispatch_has_kernel_for_dispatch_key(name, "Meta") or (
+        name in _COMPOSITE_ON_META and torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeExplicitAutograd"))
+
+
+# Ops without a C++ meta kernel that models run often (counted over torchvision's vit, convnext,
+# swin, resnet, efficientnet, nn.Transformer, LSTM and GRU forwards and backwards on meta), whose
+# C++ kernel for all backends (CompositeExplicitAutograd) calls ops that have one: `mul.Scalar`
+# calls `mul.Tensor`, `native_layer_norm` the batch norm kernel on a view (CPU's own layout:
+# contiguous). Not all such ops: `convolution`'s reaches `convolution_overrideable`, which meta
+# does not have, and a few read values (`linspace` of tensors); checked against CPU over
+# torch's OpInfo samples (bench/meta_kernels_check.py).
+_COMPOSITE_ON_META = frozenset({
+    "aten::_unsafe_view", "aten::native_layer_norm", "aten::_safe_softmax",
+    "aten::mul.Scalar", "aten::div.Scalar", "aten::add.Scalar", "aten::sub.Scalar", "aten::div_.Scalar",
+    "aten::mul_.Scalar", "aten::add_.Scalar", "aten::sub_.Scalar", "aten::scalar_tensor",
+    "aten::slice_backward", "aten::new_zeros", "aten::new_ones", "aten::new_full", "aten::unsafe_split.Tensor",
+    "aten::index_put", "aten::ones_like", "aten::zeros_like", "aten::empty_like", "aten::full_like",
+    "aten::masked_fill.Scalar", "aten::sum", "aten::zeros", "aten::ones", "aten::randn", "aten::rand",
+})
 
 
 def _impl_key(op) -> str:
