@@ -56,11 +56,13 @@ _PYTHON_KERNEL_KEPT = frozenset({"aten::floor_divide_.Tensor", "aten::addbmm_"})
 
 
 def install() -> bool:
-    """Batch norm's kernels, torch's C++ meta kernels back, relu's; False if batch norm's
-    could not be installed."""
+    """Batch norm's kernels, torch's C++ meta kernels back, relu's and where's; False if batch
+    norm's could not be installed."""
     installed = _install_batch_norm()
-    use_native_kernels()
+    native = use_native_kernels()
     _install_relu()
+    if native:  # torch's Python `clamp` calls `where`: where's kernel needs clamp's C++ one
+        _install_where()
     return installed
 
 
@@ -88,6 +90,59 @@ def _install_relu() -> None:
         log.info("meta relu kernel not installed: %r", error)
         return
     _RELU_LIBRARY = library
+
+
+_WHERE_LIBRARY = None
+
+
+def _install_where() -> None:
+    """`torch.where(condition, input, other)` on meta as on CPU, without torch's Python reference
+    (0.1 ms a call: every attention's `_safe_softmax`, every `masked_fill` of a mask). CPU builds
+    a TensorIterator over (condition, input, other) with the two values' promoted type
+    (TensorCompare.cpp); `clamp.Tensor`'s C++ meta kernel builds one over its three operands in
+    that order, so its output has CPU's shape, layout and broadcasting errors. Anything else (a
+    condition that is not boolean, values that are not floating point, another device) goes to
+    torch's reference."""
+    global _WHERE_LIBRARY
+    if _WHERE_LIBRARY is not None:
+        return
+    try:
+        import torch
+        from torch._decomp import global_decomposition_table
+
+        reference = global_decomposition_table["post_autograd"][torch.ops.aten.where.self]
+        clamp = torch.ops.aten.clamp.Tensor
+        floating = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+        reference_out = global_decomposition_table["post_autograd"][torch.ops.aten.where.self_out]
+
+        def usual(condition, input, other) -> bool:
+            return condition.dtype == torch.bool and torch.result_type(input, other) in floating \
+                and condition.device.type == input.device.type == other.device.type == "meta"
+
+        def where(condition, input, other):
+            if usual(condition, input, other):
+                result = clamp(condition, input, other)
+                if result.dtype == torch.result_type(input, other):
+                    return result
+            return reference(condition, input, other)
+
+        def where_out(condition, input, other, *, out):
+            # `_safe_softmax` (every attention) writes into its softmax: a TensorIterator given
+            # an output of the right shape and type keeps it as it is.
+            if usual(condition, input, other) and out.device.type == "meta":
+                result = clamp(condition, input, other)
+                if result.shape == out.shape and out.dtype == result.dtype == torch.result_type(input, other):
+                    return out
+            return reference_out(condition, input, other, out=out)
+
+        library = torch.library.Library("aten", "IMPL")
+        library.impl("where.self", where, "Meta")
+        library.impl("where.self_out", where_out, "Meta")
+    except Exception as error:  # noqa: BLE001 - keep torch's own kernel
+        log.info("meta where kernel not installed: %r", error)
+        return
+    _WHERE_LIBRARY = library
 
 
 def use_native_kernels() -> int:
