@@ -81,6 +81,36 @@ def test_user_code_handed_to_a_library_constructor_or_overriding_its_methods_is_
     assert tuple(namespace["wide"].extra.weight.shape) == (5, 3)
 
 
+def test_a_partial_of_library_layers_is_built_untraced_and_one_of_a_user_layer_traced(run_meta, fakelib):
+    """torchvision's `norm_layer=partial(nn.LayerNorm, eps=1e-6)` (every vision transformer)."""
+    source = '''
+    import functools
+    import torch
+    import torch.nn as nn
+    import fakelib_layers
+
+    class Gate(nn.Module):
+        def __init__(self, n, scale=1.0):
+            super().__init__()
+            w = torch.zeros(n, 2) * scale
+            self.w = nn.Parameter(w)
+
+    library = fakelib_layers.Layer(4, make=functools.partial(nn.LayerNorm, eps=1e-6))
+    flag = torch.zeros(2 if library.traced else 3)
+    mine = fakelib_layers.Layer(3, make=functools.partial(Gate, scale=2.0))
+    other = torch.zeros(2 if mine.traced else 3)
+    x = torch.randn(5, 4)
+    y = library.extra(library.lin(x))
+    '''
+    report = run_meta(source)
+    assert report.errors == [] and report.stopped is None, report
+    namespace = cpu_run(source)
+    assert variable(report, "flag").values[0].shape == (3,)  # no trace function inside the constructor
+    assert variable(report, "other").values[0].shape == (2,)  # traced: it is handed the user's class
+    assert variable(report, "w", line_of(source, "w = torch.zeros")).values[0].shape == (3, 2)  # traced
+    assert_same_as_cpu(report, namespace, "x", "y")
+
+
 @pytest.mark.parametrize("keep", ["", "kept = error"])
 def test_a_constructor_that_raises_leaves_no_stale_value_and_tracing_comes_back(run_meta, fakelib, keep):
     """Whether the user drops the exception or keeps it (and with it the constructor's frame),
@@ -142,8 +172,10 @@ def test_values_that_may_run_user_code_keep_the_tracer():
     '''), user_file, "exec"), scope)
     check = LibraryInit({user_file: None}, forget=print, rejoin=print)._may_hold_user_code
     for library_value in (None, 3, "relu", torch.float32, torch.nn.ReLU, torch.nn.ReLU(), torch.relu,
-                          torch.zeros(2), [torch.nn.Linear(2, 2), (1, 2)], {"bias": False}, scope["Plain"]):
+                          torch.zeros(2), [torch.nn.Linear(2, 2), (1, 2)], {"bias": False}, scope["Plain"],
+                          functools.partial(torch.relu), functools.partial(torch.nn.LayerNorm, eps=1e-6)):
         assert not check(library_value), library_value
-    for user_value in (scope["Mine"], scope["Mine"](), scope["act"], scope["lam"], functools.partial(torch.relu),
+    for user_value in (scope["Mine"], scope["Mine"](), scope["act"], scope["lam"], functools.partial(scope["act"]),
+                       functools.partial(torch.nn.Sequential, scope["Mine"]()), functools.partial(torch.nn.GELU, act=scope["lam"]),
                        [1, [scope["Mine"]()]], {"act": scope["act"]}, scope["Mine"]().forward, list(range(100))):
         assert check(user_value), user_value

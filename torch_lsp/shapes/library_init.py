@@ -19,6 +19,7 @@ Python 3.11 has no cheaper hook (3.12's `sys.monitoring` can disable events per 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import types
@@ -185,6 +186,9 @@ class LibraryInit:
             return self._user_file(value.gi_code.co_filename)
         if isinstance(value, type):
             return self._user_class(value)
+        if isinstance(value, functools.partial):  # torchvision's `norm_layer=partial(nn.LayerNorm, eps=1e-6)`
+            return any(self._may_hold_user_code(item, depth + 1)
+                       for item in (value.func, *value.args, *value.keywords.values()))
         if callable(value) and not isinstance(value, torch.nn.Module):
             return True  # partials, callable objects: what they call is not known cheaply
         return self._user_class(type(value))
