@@ -1,6 +1,6 @@
 """Cold start of shape analysis, against a bare `python -c "import torch"` timed in the same run.
 
-Usage: PYTHONPATH=. python bench/bench_cold_start.py [--runs 5]
+Usage: PYTHONPATH=. python bench/bench_cold_start.py [--runs 5] [--file fixtures/transformer_encoder.py]
 
 Per run, interleaved (the baselines, then the worker, then the editor session):
 - baseline: `python -c "import torch"` in a fresh process: wall time and RSS;
@@ -129,14 +129,14 @@ def worker_run(seed: Path) -> dict[str, float]:
     figures = {"worker ready (spawn to `ready`)": time.perf_counter() - worker.started}
     startup = ready.get("startup", {})
     figures.update({"· import torch": startup.get("import_torch_s", 0.0),
-                    "· first-use imports of meta jobs (dynamo, symbolic shapes)": startup.get("prepare_s", 0.0),
+                    "· first-use imports of meta jobs (symbolic shapes; dynamo when a job needs it)": startup.get("prepare_s", 0.0),
                     "· spare fork": startup.get("spare_fork_s", 0.0)})
     figures["worker RSS at ready (MB)"] = rss_mb(worker.process.pid)
-    figures["first job, seed (imports torchvision first)"] = worker.job(1, seed)
+    figures[f"first job, {seed.name} (imports what its files do first: torchvision)"] = worker.job(1, seed)
     figures["spawn to first report"] = time.perf_counter() - worker.started
     figures["idle warm-up (after the first job)"] = worker.read("warm")["warm_up_s"]
     figures["worker RSS after warm-up (MB)"] = rss_mb(worker.process.pid)
-    figures["second job, seed"] = worker.job(2, seed)
+    figures[f"second job, {seed.name}"] = worker.job(2, seed)
     worker.close()
     return figures
 
@@ -147,8 +147,8 @@ def editor_run(seed: Path) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as alone:
         copy = Path(alone) / seed.name
         copy.write_text(seed.read_text())
-        return {"editor: spawn to first shape report (seed, in this repository)": _first_report(ROOT, seed),
-                "editor: spawn to first shape report (seed alone in a folder)": _first_report(Path(alone), copy)}
+        return {f"editor: spawn to first shape report ({seed.name}, in this repository)": _first_report(ROOT, seed),
+                f"editor: spawn to first shape report ({seed.name} alone in a folder)": _first_report(Path(alone), copy)}
 
 
 def _first_report(root: Path, seed: Path) -> float:
@@ -172,7 +172,9 @@ def _first_report(root: Path, seed: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--file", type=Path, default=SEED, help="the file opened (default: the seed, which imports torchvision)")
     args = parser.parse_args()
+    args.file = args.file.resolve()
     samples: dict[str, list[float]] = {}
     for _ in range(args.runs):
         wall, rss = bare_import_torch()
@@ -181,7 +183,7 @@ def main() -> None:
         wall, rss = torch_floor()
         samples.setdefault("torch's floor: import torch + torchvision, one meta forward/backward", []).append(wall)
         samples.setdefault("torch's floor RSS (MB)", []).append(rss)
-        for name, value in {**worker_run(SEED), **editor_run(SEED)}.items():
+        for name, value in {**worker_run(args.file), **editor_run(args.file)}.items():
             samples.setdefault(name, []).append(value)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     base, base_rss = medians["baseline: `python -c \"import torch\"`"], medians["baseline RSS (MB)"]

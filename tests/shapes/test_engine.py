@@ -132,6 +132,32 @@ async def test_what_jobs_import_is_imported_once_by_the_worker_not_by_every_fork
     assert shape_of(cpu_run(source)["y"]) == (1, 1000)
 
 
+async def test_dynamo_is_imported_by_the_worker_once_a_job_needed_it(engine, tmp_path):
+    """The worker starts without dynamo (lazy_dynamo.py); non-reentrant checkpointing reads its
+    config, so the first such job's fork imports it, and the worker imports it for the next."""
+    from torch_lsp.shapes.spec import JobSpec
+
+    os.kill(engine.pid, signal.SIGKILL)  # a fresh worker process
+    engine.invalidate()
+    plain = plan_for(tmp_path, "import torch\nx = torch.nn.functional.layer_norm(torch.ones(2, 5), (5,))\n", "plain.py")
+    reports = await engine.run(JobSpec(key="plain", main=plain, cwd=str(tmp_path)))
+    assert variable(reports[plain.filename], "x").values[0].shape == (2, 5)
+    source = textwrap.dedent("""
+        import torch
+        from torch.utils.checkpoint import checkpoint
+        layer = torch.nn.Linear(4, 3)
+        y = checkpoint(layer, torch.ones(2, 4), use_reentrant=False)
+        y.sum().backward()
+    """)
+    for run in range(2):
+        main = plan_for(tmp_path, source + f"# run {run}\n", "checkpointed.py")  # not the cached result
+        reports = await engine.run(JobSpec(key=f"checkpointed{run}", main=main, cwd=str(tmp_path)))
+        assert variable(reports[main.filename], "y").values[0].shape == (2, 3)
+    imported = [name for entry in engine.worker_imports for name in entry["modules"]]
+    assert "torch._dynamo" in imported, engine.worker_imports  # for the second job, after the first
+    assert shape_of(cpu_run(source)["y"]) == (2, 3)
+
+
 async def test_a_newer_version_kills_a_job_that_overran_what_its_document_usually_takes(engine, tmp_path):
     # History: this document's jobs take milliseconds.
     first = await engine.analyse("doc", plan_for(tmp_path, "import torch\nq = torch.ones(1)\n", "v0.py"))

@@ -49,7 +49,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from torch_lsp.shapes import meta_kernels, observers, sandbox, scheduling
+from torch_lsp.shapes import lazy_dynamo, meta_kernels, observers, sandbox, scheduling
 from torch_lsp.shapes.protocol import FrameReader, write_frame
 from torch_lsp.shapes.report import ShapeReport, reports_to_json
 from torch_lsp.shapes.spec import BACKGROUND_WALL_FACTOR, JobSpec
@@ -64,7 +64,9 @@ WARM_UP_WHEN_IDLE_S = 3.0  # no job since `ready` for this long: warm up anyway
 REHEARSE_AFTER_S = 0.1  # a spare fork with no job for this long rehearses (_wait_for_job)
 BACKGROUND_NICE = 10  # background jobs (spec.py) run niced, in slots of their own
 _SLOT = struct.Struct("ii")  # per running job: index of the recorded file, 0-based line reached
-_LENGTH = struct.Struct(">Q")
+# A fork's result: the lengths of its reports (JSON, passed on as text) and of the names of the
+# modules it had to import that the worker then imports for later jobs (lazy_dynamo.NAME).
+_HEAD = struct.Struct(">QH")
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,13 +103,18 @@ class RunningJob:
     output: bytearray = field(default_factory=bytearray)
 
     def complete(self) -> bool:
-        if len(self.output) < _LENGTH.size:
+        if len(self.output) < _HEAD.size:
             return False
-        (length,) = _LENGTH.unpack_from(self.output)
-        return len(self.output) - _LENGTH.size == length
+        reports, names = _HEAD.unpack_from(self.output)
+        return len(self.output) - _HEAD.size == reports + names
 
     def reports_json(self) -> str:
-        return self.output[_LENGTH.size:].decode()
+        (reports, _) = _HEAD.unpack_from(self.output)
+        return self.output[_HEAD.size:_HEAD.size + reports].decode()
+
+    def imported(self) -> list[str]:
+        (reports, _) = _HEAD.unpack_from(self.output)
+        return self.output[_HEAD.size + reports:].decode().split()
 
 
 class Worker:
@@ -129,6 +136,7 @@ class Worker:
         self.startup: dict[str, float] = {}  # seconds per start-up step, sent with `ready`
         self.texts = HeldTexts()  # open documents' texts, sent once, named by jobs (texts.py)
         self.tried_imports: set[str] = set()  # modules imported here for jobs (see _import_for)
+        self.imported_by_jobs: list[str] = []  # what a job's fork had to import (lazy_dynamo)
 
     def send(self, message: dict) -> None:
         write_frame(self.out_fd, message)
@@ -297,13 +305,15 @@ class Worker:
         The spare, forked without them, is replaced. Each module is tried once (one that fails
         to import fails in the job, which says why)."""
         needed = [name for name in _imports_for(spec) if name not in sys.modules and name not in self.tried_imports]
+        if self.imported_by_jobs and not lazy_dynamo.imported() and lazy_dynamo.NAME not in self.tried_imports:
+            needed.append(lazy_dynamo.NAME)  # a job's fork had to import it (lazy_dynamo.py)
         if not needed:
             return
         started = time.perf_counter()
         for name in needed:
             self.tried_imports.add(name)
             try:
-                importlib.import_module(name)
+                lazy_dynamo.import_real() if name == lazy_dynamo.NAME else importlib.import_module(name)
             except Exception:  # noqa: BLE001 - an observer the project's torch cannot run, no torchvision
                 pass
         self.send({"type": "imported", "modules": needed, "seconds": time.perf_counter() - started})
@@ -332,6 +342,7 @@ class Worker:
         self.warm_up_due = min(self.warm_up_due, time.monotonic())  # idle after a job: warm up then
         if running.complete():
             self.durations.add(key, time.monotonic() - running.started)
+            self.imported_by_jobs += [name for name in running.imported() if name not in self.imported_by_jobs]
             # Passed through as text: the engine validates it once, the worker never parses it.
             self.exiting.append(running.pid)  # tearing down ~1 GB of mappings takes a while
             self._end_leftovers(running)  # before the result: nothing of the job runs on after it
@@ -459,6 +470,7 @@ def _run_child(spec: JobSpec, write_fd: int, progress: mmap.mmap, slot: int, job
         _enter_project(spec)
         recorded = spec.recorded
         index = {path: i for i, path in enumerate(recorded)}
+        dynamo_before = lazy_dynamo.imported()
         offset = slot * _SLOT.size
 
         def on_line(filename: str, line: int) -> None:
@@ -466,7 +478,8 @@ def _run_child(spec: JobSpec, write_fd: int, progress: mmap.mmap, slot: int, job
 
         reports = run_spec(spec, on_line=on_line)
         body = reports_to_json(reports).encode()
-        data = _LENGTH.pack(len(body)) + body
+        names = lazy_dynamo.NAME.encode() if lazy_dynamo.imported() and not dynamo_before else b""
+        data = _HEAD.pack(len(body), len(names)) + body + names
         while data:
             data = data[os.write(write_fd, data):]
         os.close(write_fd)  # the worker has the whole report before this process tears down
@@ -558,16 +571,16 @@ def warm_up() -> None:
 
 def prepare() -> None:
     """What every job needs, before the first one: torch's submodules jobs use, what torch's
-    meta functions import on first use (symbolic shapes, dynamo: ~1.5 s, in every job's fork
-    otherwise), faster meta kernels (meta_kernels.py) and no queued calls for absent
-    accelerators."""
+    meta functions import on first use (symbolic shapes: ~0.3 s in every job's fork otherwise;
+    dynamo, which its decompositions imported, not at all: lazy_dynamo.py), faster meta kernels
+    (meta_kernels.py) and no queued calls for absent accelerators."""
     import torch  # noqa: F401
     import torch.nn.functional  # noqa: F401
     import torch.optim  # noqa: F401
     import torch.utils.data  # noqa: F401
 
     _without_triton()
-    import torch._dynamo  # noqa: F401
+    lazy_dynamo.install()  # a stand-in for dynamo until a job needs more than it answers
     import torch.fx.experimental.symbolic_shapes  # noqa: F401
 
     meta_kernels.install()  # C++ meta kernels where torch has them; batch norm without its decomposition

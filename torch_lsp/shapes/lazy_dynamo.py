@@ -1,0 +1,114 @@
+"""Shape jobs without importing dynamo until something needs it (worker side; torch only).
+
+Torch's eager code imports `torch._dynamo` (0.5 s, 76 MB of the worker's 583 at start-up) for
+calls that do nothing outside a compiled region: ~290 functions wrapped in
+`torch._disable_dynamo` (nearly every `torch._refs` reference and decomposition) import it on
+their first call to make a wrapper that turns dynamo's frame evaluation off around the call,
+and every optimizer's `step` imports it to call `torch._dynamo.graph_break()`. The worker used to
+import dynamo up front for those, or every job's fork would have imported it again. Shape jobs
+never compile (`guards` makes `torch.compile` return the model), so `install()` puts a stand-in
+in `sys.modules` that answers those calls as dynamo does outside compilation (`disable(fn)` is
+`fn`, `graph_break()` nothing, `is_compiling()` False) and imports the real module the moment
+anything else of it is used: another attribute (`torch._dynamo.config`), a submodule
+(`torch._dynamo.utils`, which torchvision imports). A job's fork that had to import it tells the
+worker, which imports it for the jobs after (`worker._imports_for`): each such import costs
+one job once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import logging
+import sys
+import types
+
+log = logging.getLogger(__name__)
+
+NAME = "torch._dynamo"
+
+
+class _StandIn(types.ModuleType):
+    """`torch._dynamo` until more of it than this is needed."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):  # probes of every module (inspect.getmodule, pickling) load nothing
+            raise AttributeError(name)
+        return getattr(import_real(), name)
+
+    @staticmethod
+    def disable(fn=None, recursive=True, *, reason=None, wrapping=True):
+        return fn if fn is not None else (lambda function: function)
+
+    @staticmethod
+    def graph_break(msg: str = "") -> None:
+        return None
+
+    @staticmethod
+    def is_compiling() -> bool:
+        return False
+
+
+class _RealForSubmodules(importlib.abc.MetaPathFinder):
+    """`import torch._dynamo.utils` while the stand-in is in place: the real package first."""
+
+    def find_spec(self, fullname, path, target=None):
+        if not fullname.startswith(NAME + ".") or not isinstance(sys.modules.get(NAME), _StandIn):
+            return None
+        import_real()
+        module = sys.modules.get(fullname)  # imported with the package: hand that one out
+        return importlib.util.spec_from_loader(fullname, _Loaded(module)) if module is not None else None
+
+
+class _Loaded(importlib.abc.Loader):
+    def __init__(self, module: types.ModuleType) -> None:
+        self.module = module
+
+    def create_module(self, spec):
+        return self.module
+
+    def exec_module(self, module) -> None:
+        return None
+
+
+def install() -> bool:
+    """Put the stand-in in place (once, before any job); False when dynamo is imported already
+    or torch has no such module."""
+    if NAME in sys.modules:
+        return isinstance(sys.modules[NAME], _StandIn)
+    import torch
+
+    spec = importlib.util.find_spec(NAME)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    stand_in = _StandIn(NAME, "torch-lsp's stand-in: the real module is imported when more is needed")
+    stand_in.__path__ = list(spec.submodule_search_locations)  # submodules are found (see the finder)
+    stand_in.__spec__, stand_in.__loader__, stand_in.__file__ = spec, spec.loader, spec.origin
+    stand_in.__package__ = NAME
+    sys.modules[NAME] = stand_in
+    torch._dynamo = stand_in
+    sys.meta_path.insert(0, _RealForSubmodules())
+    return True
+
+
+def imported() -> bool:
+    """Is the real module imported (in this process)?"""
+    module = sys.modules.get(NAME)
+    return module is not None and not isinstance(module, _StandIn)
+
+
+def import_real() -> types.ModuleType:
+    """The real module, imported now if it is not yet."""
+    module = sys.modules.get(NAME)
+    if module is not None and not isinstance(module, _StandIn):
+        return module
+    stand_in = sys.modules.pop(NAME, None)
+    try:
+        real = importlib.import_module(NAME)
+    except BaseException:
+        if stand_in is not None and NAME not in sys.modules:
+            sys.modules[NAME] = stand_in  # as it was: the next use tries again
+        raise
+    log.debug("torch._dynamo imported")
+    return real
