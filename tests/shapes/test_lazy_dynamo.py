@@ -77,19 +77,25 @@ MORE_OF_DYNAMO = textwrap.dedent("""
     steps.append(lazy_dynamo.imported())
     if sys.argv[1] == "attribute":
         value = torch._dynamo.config.cache_size_limit > 0
-    else:
+    elif sys.argv[1] == "torchvision":  # imports torch._dynamo.utils for one function
+        import torchvision
+        steps.append(lazy_dynamo.imported())
         from torch._dynamo.utils import is_compile_supported
-        value = callable(is_compile_supported)
+        value = isinstance(is_compile_supported("cpu"), bool)
+    else:
+        from torch._dynamo.eval_frame import is_dynamo_supported
+        value = callable(is_dynamo_supported)
     steps.append(lazy_dynamo.imported())
     print(json.dumps({"steps": steps, "value": value, "same": sys.modules["torch._dynamo"] is torch._dynamo,
                       "config": isinstance(sys.modules.get("torch._dynamo.config"), type(sys))}))
 """)
 
 
-@pytest.mark.parametrize("how", ["attribute", "submodule"])
+@pytest.mark.parametrize("how", ["attribute", "submodule", "torchvision"])
 def test_more_of_dynamo_than_the_stand_in_answers_imports_the_real_module(how):
     run = subprocess.run([sys.executable, "-c", MORE_OF_DYNAMO, how], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.splitlines()[-1])
-    assert out["steps"] == [False, False, True]  # graph_break answered by the stand-in; then the real one
+    # graph_break answered by the stand-in (and torchvision's import by the utils' one); then the real one
+    assert out["steps"] == ([False, False, False, True] if how == "torchvision" else [False, False, True])
     assert out["value"] is True and out["same"] is True and out["config"] is True

@@ -9,10 +9,10 @@ import dynamo up front for those, or every job's fork would have imported it aga
 never compile (`guards` makes `torch.compile` return the model), so `install()` puts a stand-in
 in `sys.modules` that answers those calls as dynamo does outside compilation (`disable(fn)` is
 `fn`, `graph_break()` nothing, `is_compiling()` False) and imports the real module the moment
-anything else of it is used: another attribute (`torch._dynamo.config`), a submodule
-(`torch._dynamo.utils`, which torchvision imports). A job's fork that had to import it tells the
-worker, which imports it for the jobs after (`worker._imports_for`): each such import costs
-one job once.
+anything else of it is used (`torch._dynamo.config`, a submodule; `torch._dynamo.utils`, which
+torchvision imports for one function, has a stand-in of its own that imports the real modules
+when that function is called). A job's fork that had to import it tells the worker, which
+imports it for the jobs after (`worker._imports_for`): each such import costs one job once.
 """
 
 from __future__ import annotations
@@ -50,12 +50,34 @@ class _StandIn(types.ModuleType):
         return False
 
 
+class _UtilsStandIn(types.ModuleType):
+    """`torch._dynamo.utils` as torchvision imports it (`ops/roi_align.py`: one function, which
+    `roi_align` calls): anything of it imports the real modules."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        import_real()
+        return getattr(importlib.import_module(UTILS), name)
+
+    @staticmethod
+    def is_compile_supported(device_type):
+        import_real()
+        return importlib.import_module(UTILS).is_compile_supported(device_type)
+
+
+UTILS = NAME + ".utils"
+
+
 class _RealForSubmodules(importlib.abc.MetaPathFinder):
-    """`import torch._dynamo.utils` while the stand-in is in place: the real package first."""
+    """A submodule imported while the stand-in is in place: `torch._dynamo.utils` gets its own
+    stand-in when nothing real has been needed yet; anything else, the real package first."""
 
     def find_spec(self, fullname, path, target=None):
         if not fullname.startswith(NAME + ".") or not isinstance(sys.modules.get(NAME), _StandIn):
             return None
+        if fullname == UTILS:
+            return importlib.util.spec_from_loader(fullname, _Loaded(_UtilsStandIn(UTILS, _UtilsStandIn.__doc__)))
         import_real()
         module = sys.modules.get(fullname)  # imported with the package: hand that one out
         return importlib.util.spec_from_loader(fullname, _Loaded(module)) if module is not None else None
@@ -104,11 +126,14 @@ def import_real() -> types.ModuleType:
     if module is not None and not isinstance(module, _StandIn):
         return module
     stand_in = sys.modules.pop(NAME, None)
+    utils = sys.modules.pop(UTILS, None) if isinstance(sys.modules.get(UTILS), _UtilsStandIn) else None
     try:
         real = importlib.import_module(NAME)
     except BaseException:
         if stand_in is not None and NAME not in sys.modules:
             sys.modules[NAME] = stand_in  # as it was: the next use tries again
+            if utils is not None:
+                sys.modules[UTILS] = utils
         raise
     log.debug("torch._dynamo imported")
     return real
