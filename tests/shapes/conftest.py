@@ -24,3 +24,21 @@ def run_meta():
         return run_job(plan, device, timeout)
 
     return run
+
+
+@pytest.fixture
+def importable(tmp_path, monkeypatch):
+    """`importable(name, source)`: a module the test's code can import (a stand-in for an
+    installed library), on a temporary `sys.path` entry; forgotten after the test."""
+    import sys
+
+    names = []
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(name: str, source: str) -> None:
+        (tmp_path / f"{name}.py").write_text(source)
+        names.append(name)
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)

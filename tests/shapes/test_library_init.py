@@ -28,11 +28,8 @@ class Layer(nn.Module):
 
 
 @pytest.fixture
-def fakelib(tmp_path, monkeypatch):
-    (tmp_path / "fakelib_layers.py").write_text(FAKELIB)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield
-    sys.modules.pop("fakelib_layers", None)
+def fakelib(importable):
+    importable("fakelib_layers", FAKELIB)
 
 
 def test_a_library_layer_is_built_untraced_and_the_lines_after_it_are_recorded(run_meta, fakelib):

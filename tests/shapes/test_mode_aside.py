@@ -1,8 +1,6 @@
 """The recording mode steps off torch's mode stack inside library code that needs none of its
 work (`shapes/mode_aside.py`): the same shapes, devices and explanations as with it on."""
 
-import sys
-
 import pytest
 
 from tests.shapes.helpers import assert_same_as_cpu, cpu_run, variable
@@ -30,11 +28,8 @@ class Scaled(nn.Module):
 
 
 @pytest.fixture
-def library(tmp_path, monkeypatch):
-    (tmp_path / "aside_lib.py").write_text(LIBRARY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield
-    sys.modules.pop("aside_lib", None)
+def library(importable):
+    importable("aside_lib", LIBRARY)
 
 
 @pytest.fixture
