@@ -8,10 +8,10 @@ Per run, interleaved (the baselines, then the worker, then the editor session):
   first shapes exist: import torch and torchvision, then build a LeNet on meta and run its
   forward, loss and backward once (with dynamo's triton import skipped, as the worker does).
   Torch imports its symbolic-shapes module (and sympy) and dynamo on the first meta
-  operations, and torchvision imports dynamo too, so no shape tool on meta tensors can start
-  faster or smaller than this; the ratios to it are torch-lsp's own overhead;
+  operations, and torchvision imports dynamo too: the floor of running torch's own code
+  unchanged (the worker answers those imports with stand-ins: lazy_dynamo.py, lazy_symbolic.py);
 - the shape worker (`python -m torch_lsp.shapes.worker`) talked to directly: the start-up steps it
-  reports with `ready` (import torch; what every meta job imports on first use; the spare fork),
+  reports with `ready` (import torch; preparing jobs: stand-ins, meta kernels; the spare fork),
   its RSS, the first job (the seed fixture, which imports torchvision: imported then), the
   idle warm-up it reports afterwards, the RSS then, and a second job of the same file;
 - the editor's view: `torch-lsp serve` spawned, initialize + didOpen of the seed at once, until
@@ -129,7 +129,7 @@ def worker_run(seed: Path) -> dict[str, float]:
     figures = {"worker ready (spawn to `ready`)": time.perf_counter() - worker.started}
     startup = ready.get("startup", {})
     figures.update({"· import torch": startup.get("import_torch_s", 0.0),
-                    "· first-use imports of meta jobs (symbolic shapes; dynamo when a job needs it)": startup.get("prepare_s", 0.0),
+                    "· preparing jobs (stand-ins for dynamo and symbolic shapes, C++ meta kernels)": startup.get("prepare_s", 0.0),
                     "· spare fork": startup.get("spare_fork_s", 0.0)})
     figures["worker RSS at ready (MB)"] = rss_mb(worker.process.pid)
     figures[f"first job, {seed.name} (imports what its files do first: torchvision)"] = worker.job(1, seed)

@@ -158,6 +158,32 @@ async def test_dynamo_is_imported_by_the_worker_once_a_job_needed_it(engine, tmp
     assert shape_of(cpu_run(source)["y"]) == (2, 3)
 
 
+async def test_sympy_is_imported_by_the_worker_once_a_job_needed_it(engine, tmp_path):
+    """The worker starts with stand-ins for symbolic shapes and sympy (lazy_symbolic.py); a
+    script that uses sympy itself makes its job's fork import it, and the worker for the next."""
+    from torch_lsp.shapes.spec import JobSpec
+
+    os.kill(engine.pid, signal.SIGKILL)  # a fresh worker process
+    engine.invalidate()
+    plain = plan_for(tmp_path, "import torch\nx = torch.ones(2, 5).mean(0)\n", "plain.py")  # a Python reference
+    reports = await engine.run(JobSpec(key="plain", main=plain, cwd=str(tmp_path)))
+    assert variable(reports[plain.filename], "x").values[0].shape == (5,)
+    assert not [entry for entry in engine.worker_imports if "sympy" in entry["modules"]]
+    source = textwrap.dedent("""
+        import sympy
+        import torch
+        side = sympy.Integer(3) * 2
+        y = torch.zeros(int(side), 4)
+    """)
+    for run in range(2):
+        main = plan_for(tmp_path, source + f"# run {run}\n", "symbolic.py")  # not the cached result
+        reports = await engine.run(JobSpec(key=f"symbolic{run}", main=main, cwd=str(tmp_path)))
+        assert variable(reports[main.filename], "y").values[0].shape == (6, 4)
+    imported = [name for entry in engine.worker_imports for name in entry["modules"]]
+    assert "torch.fx.experimental.symbolic_shapes" in imported, engine.worker_imports
+    assert shape_of(cpu_run(source)["y"]) == (6, 4)
+
+
 async def test_a_newer_version_kills_a_job_that_overran_what_its_document_usually_takes(engine, tmp_path):
     # History: this document's jobs take milliseconds.
     first = await engine.analyse("doc", plan_for(tmp_path, "import torch\nq = torch.ones(1)\n", "v0.py"))

@@ -20,11 +20,10 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
-import logging
 import sys
 import types
 
-log = logging.getLogger(__name__)
+from torch_lsp.shapes.stand_in_modules import Loaded, describe, import_in_place_of, is_real
 
 NAME = "torch._dynamo"
 
@@ -77,21 +76,10 @@ class _RealForSubmodules(importlib.abc.MetaPathFinder):
         if not fullname.startswith(NAME + ".") or not isinstance(sys.modules.get(NAME), _StandIn):
             return None
         if fullname == UTILS:
-            return importlib.util.spec_from_loader(fullname, _Loaded(_UtilsStandIn(UTILS, _UtilsStandIn.__doc__)))
+            return importlib.util.spec_from_loader(fullname, Loaded(_UtilsStandIn(UTILS, _UtilsStandIn.__doc__)))
         import_real()
         module = sys.modules.get(fullname)  # imported with the package: hand that one out
-        return importlib.util.spec_from_loader(fullname, _Loaded(module)) if module is not None else None
-
-
-class _Loaded(importlib.abc.Loader):
-    def __init__(self, module: types.ModuleType) -> None:
-        self.module = module
-
-    def create_module(self, spec):
-        return self.module
-
-    def exec_module(self, module) -> None:
-        return None
+        return importlib.util.spec_from_loader(fullname, Loaded(module)) if module is not None else None
 
 
 def install() -> bool:
@@ -106,7 +94,7 @@ def install() -> bool:
         return False
     stand_in = _StandIn(NAME, "torch-lsp's stand-in: the real module is imported when more is needed")
     stand_in.__path__ = list(spec.submodule_search_locations)  # submodules are found (see the finder)
-    stand_in.__spec__, stand_in.__loader__, stand_in.__file__ = spec, spec.loader, spec.origin
+    describe(stand_in, spec)
     stand_in.__package__ = NAME
     sys.modules[NAME] = stand_in
     torch._dynamo = stand_in
@@ -116,24 +104,17 @@ def install() -> bool:
 
 def imported() -> bool:
     """Is the real module imported (in this process)?"""
-    module = sys.modules.get(NAME)
-    return module is not None and not isinstance(module, _StandIn)
+    return is_real(NAME, _StandIn)
 
 
 def import_real() -> types.ModuleType:
     """The real module, imported now if it is not yet."""
-    module = sys.modules.get(NAME)
-    if module is not None and not isinstance(module, _StandIn):
-        return module
-    stand_in = sys.modules.pop(NAME, None)
+    if is_real(NAME, _StandIn):
+        return sys.modules[NAME]
     utils = sys.modules.pop(UTILS, None) if isinstance(sys.modules.get(UTILS), _UtilsStandIn) else None
     try:
-        real = importlib.import_module(NAME)
+        return import_in_place_of(NAME, _StandIn)
     except BaseException:
-        if stand_in is not None and NAME not in sys.modules:
-            sys.modules[NAME] = stand_in  # as it was: the next use tries again
-            if utils is not None:
-                sys.modules[UTILS] = utils
+        if utils is not None and isinstance(sys.modules.get(NAME), _StandIn):
+            sys.modules[UTILS] = utils  # as it was, with the package's stand-in
         raise
-    log.debug("torch._dynamo imported")
-    return real

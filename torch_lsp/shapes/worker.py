@@ -49,7 +49,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from torch_lsp.shapes import lazy_dynamo, meta_kernels, observers, sandbox, scheduling
+from torch_lsp.shapes import lazy_dynamo, lazy_symbolic, meta_kernels, observers, sandbox, scheduling
 from torch_lsp.shapes.protocol import FrameReader, write_frame
 from torch_lsp.shapes.report import ShapeReport, reports_to_json
 from torch_lsp.shapes.spec import BACKGROUND_WALL_FACTOR, JobSpec
@@ -65,8 +65,10 @@ REHEARSE_AFTER_S = 0.1  # a spare fork with no job for this long rehearses (_wai
 BACKGROUND_NICE = 10  # background jobs (spec.py) run niced, in slots of their own
 _SLOT = struct.Struct("ii")  # per running job: index of the recorded file, 0-based line reached
 # A fork's result: the lengths of its reports (JSON, passed on as text) and of the names of the
-# modules it had to import that the worker then imports for later jobs (lazy_dynamo.NAME).
+# modules it had to import that the worker then imports for later jobs (_LAZY).
 _HEAD = struct.Struct(">QH")
+# Modules the worker starts with stand-ins for, imported when a job needs more than they answer.
+_LAZY = {lazy.NAME: lazy for lazy in (lazy_dynamo, lazy_symbolic)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,7 +138,7 @@ class Worker:
         self.startup: dict[str, float] = {}  # seconds per start-up step, sent with `ready`
         self.texts = HeldTexts()  # open documents' texts, sent once, named by jobs (texts.py)
         self.tried_imports: set[str] = set()  # modules imported here for jobs (see _import_for)
-        self.imported_by_jobs: list[str] = []  # what a job's fork had to import (lazy_dynamo)
+        self.imported_by_jobs: list[str] = []  # what a job's fork had to import (_LAZY)
 
     def send(self, message: dict) -> None:
         write_frame(self.out_fd, message)
@@ -305,15 +307,15 @@ class Worker:
         The spare, forked without them, is replaced. Each module is tried once (one that fails
         to import fails in the job, which says why)."""
         needed = [name for name in _imports_for(spec) if name not in sys.modules and name not in self.tried_imports]
-        if self.imported_by_jobs and not lazy_dynamo.imported() and lazy_dynamo.NAME not in self.tried_imports:
-            needed.append(lazy_dynamo.NAME)  # a job's fork had to import it (lazy_dynamo.py)
+        needed += [name for name in self.imported_by_jobs  # a job's fork had to import it (_LAZY)
+                   if name in _LAZY and not _LAZY[name].imported() and name not in self.tried_imports]
         if not needed:
             return
         started = time.perf_counter()
         for name in needed:
             self.tried_imports.add(name)
             try:
-                lazy_dynamo.import_real() if name == lazy_dynamo.NAME else importlib.import_module(name)
+                _LAZY[name].import_real() if name in _LAZY else importlib.import_module(name)
             except Exception:  # noqa: BLE001 - an observer the project's torch cannot run, no torchvision
                 pass
         self.send({"type": "imported", "modules": needed, "seconds": time.perf_counter() - started})
@@ -470,7 +472,7 @@ def _run_child(spec: JobSpec, write_fd: int, progress: mmap.mmap, slot: int, job
         _enter_project(spec)
         recorded = spec.recorded
         index = {path: i for i, path in enumerate(recorded)}
-        dynamo_before = lazy_dynamo.imported()
+        lazy_before = {name for name, lazy in _LAZY.items() if lazy.imported()}
         offset = slot * _SLOT.size
 
         def on_line(filename: str, line: int) -> None:
@@ -478,7 +480,7 @@ def _run_child(spec: JobSpec, write_fd: int, progress: mmap.mmap, slot: int, job
 
         reports = run_spec(spec, on_line=on_line)
         body = reports_to_json(reports).encode()
-        names = lazy_dynamo.NAME.encode() if lazy_dynamo.imported() and not dynamo_before else b""
+        names = " ".join(name for name, lazy in _LAZY.items() if lazy.imported() and name not in lazy_before).encode()
         data = _HEAD.pack(len(body), len(names)) + body + names
         while data:
             data = data[os.write(write_fd, data):]
@@ -536,7 +538,8 @@ def _enter_project(spec: JobSpec) -> None:
 
 
 # Touches the op families most models use, so their first-use imports inside torch (meta
-# decompositions, fx symbolic shapes) happen once here instead of in every forked job.
+# decompositions; not symbolic shapes, which plain sizes never need: lazy_symbolic.py) happen
+# once here instead of in every forked job.
 _WARM_UP = """
 import torch, torch.nn as nn, torch.nn.functional as F
 class Net(nn.Module):
@@ -570,10 +573,10 @@ def warm_up() -> None:
 
 
 def prepare() -> None:
-    """What every job needs, before the first one: torch's submodules jobs use, what torch's
-    meta functions import on first use (symbolic shapes: ~0.3 s in every job's fork otherwise;
-    dynamo, which its decompositions imported, not at all: lazy_dynamo.py), faster meta kernels
-    (meta_kernels.py) and no queued calls for absent accelerators."""
+    """What every job needs, before the first one: torch's submodules jobs use, stand-ins for
+    what torch's meta functions and decompositions import on first use and shape jobs on plain
+    sizes do not need (symbolic shapes and sympy: lazy_symbolic.py; dynamo: lazy_dynamo.py),
+    faster meta kernels (meta_kernels.py) and no queued calls for absent accelerators."""
     import torch  # noqa: F401
     import torch.nn.functional  # noqa: F401
     import torch.optim  # noqa: F401
@@ -581,7 +584,7 @@ def prepare() -> None:
 
     _without_triton()
     lazy_dynamo.install()  # a stand-in for dynamo until a job needs more than it answers
-    import torch.fx.experimental.symbolic_shapes  # noqa: F401
+    lazy_symbolic.install()  # and for symbolic shapes and sympy until a size is symbolic
 
     meta_kernels.install()  # C++ meta kernels where torch has them; batch norm without its decomposition
 
