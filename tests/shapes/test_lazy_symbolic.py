@@ -125,6 +125,10 @@ MORE = textwrap.dedent("""
     how = sys.argv[1]
     if how == "attribute":
         value = sympy.Integer(2) + 1 == 3
+    elif how == "star import":
+        namespace = {}
+        exec("from sympy import *", namespace)
+        value = namespace["Integer"](2) + namespace["Rational"](1, 2) == namespace["Rational"](5, 2)
     elif how == "submodule":
         from sympy.core.numbers import Integer
         value = Integer(5).is_integer
@@ -144,7 +148,7 @@ MORE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("how", ["attribute", "submodule", "module-level import", "symbolic size"])
+@pytest.mark.parametrize("how", ["attribute", "star import", "submodule", "module-level import", "symbolic size"])
 def test_more_than_the_stand_ins_answer_imports_the_real_modules(how):
     run = subprocess.run([sys.executable, "-c", MORE, how], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

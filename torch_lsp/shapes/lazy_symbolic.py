@@ -147,7 +147,7 @@ class _SympyStandIn(types.ModuleType):
     """`sympy` until something of it other than an `isinstance` check is needed."""
 
     def __getattr__(self, name: str):
-        if name.startswith("__") and name != "__version__":
+        if name.startswith("__") and name not in ("__version__", "__all__"):  # `from sympy import *` reads __all__
             raise AttributeError(name)
         if name == "Basic" and not imported() and _read_by_a_function():
             return _NoSympyObject
