@@ -136,6 +136,10 @@ MORE = textwrap.dedent("""
         namespace = {}
         exec("from sympy import Basic", namespace)
         value = namespace["Basic"] is sys.modules["sympy"].Basic and namespace["Basic"].__module__.startswith("sympy")
+    elif how == "class attribute":
+        class Kinds:
+            kinds = (sympy.Basic,)  # kept: the real class
+        value = Kinds.kinds[0] is sys.modules["sympy"].Basic and Kinds.kinds[0].__module__.startswith("sympy")
     elif how == "symbolic size":
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
         env = ShapeEnv()
@@ -148,7 +152,7 @@ MORE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("how", ["attribute", "star import", "submodule", "module-level import", "symbolic size"])
+@pytest.mark.parametrize("how", ["attribute", "star import", "submodule", "module-level import", "class attribute", "symbolic size"])
 def test_more_than_the_stand_ins_answer_imports_the_real_modules(how):
     run = subprocess.run([sys.executable, "-c", MORE, how], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -12,8 +12,8 @@ which each guard returns its argument. `install()` puts two stand-ins in `sys.mo
   of it (`ShapeEnv`, an exception class) imports the real module too;
 - `sympy`, whose `Basic` is, while sympy is not imported, a class nothing is an instance of
   (nothing can be: every sympy object is made by sympy), read by a function; anything else of
-  it, a submodule, or `Basic` read while a module is imported (`from sympy import Basic` keeps
-  it), imports the real sympy.
+  it, a submodule, or `Basic` read where it would be kept (an import statement, a module's top
+  level, a class body), imports the real sympy.
 
 Real symbolic sizes need a `ShapeEnv`, which only the real module makes, so a job that has them
 has imported it. As with dynamo (lazy_dynamo.py), a job's fork that had to import them tells
@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
+import inspect
 import operator
 import sys
 import types
@@ -155,11 +156,10 @@ class _SympyStandIn(types.ModuleType):
 
 
 def _read_by_a_function() -> bool:
-    """Is the attribute read inside a function (not at a module's top level, not by an import
-    statement), so that what it gets is not kept past the call?"""
-    frame = sys._getframe(2)  # _read_by_a_function <- __getattr__ <- the reader
-    code = frame.f_code
-    return code.co_name != "<module>" and not code.co_filename.startswith("<frozen importlib")
+    """Is the attribute read inside a function (not at a module's or a class body's top level,
+    not by an import statement), so that what it gets is not kept past the call?"""
+    code = sys._getframe(2).f_code  # _read_by_a_function <- __getattr__ <- the reader
+    return bool(code.co_flags & inspect.CO_OPTIMIZED) and not code.co_filename.startswith("<frozen importlib")
 
 
 class _RealSympyForSubmodules(importlib.abc.MetaPathFinder):
