@@ -129,6 +129,8 @@ MORE = textwrap.dedent("""
         namespace = {}
         exec("from sympy import *", namespace)
         value = namespace["Integer"](2) + namespace["Rational"](1, 2) == namespace["Rational"](5, 2)
+        exec("from torch.fx.experimental.symbolic_shapes import *", namespace)
+        value = value and "ShapeEnv" in namespace
     elif how == "submodule":
         from sympy.core.numbers import Integer
         value = Integer(5).is_integer

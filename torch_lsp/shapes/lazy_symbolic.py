@@ -45,7 +45,7 @@ class _ShapesStandIn(types.ModuleType):
     """`torch.fx.experimental.symbolic_shapes` while every size is a plain int."""
 
     def __getattr__(self, name: str):
-        if name.startswith("__"):  # probes of every module (inspect.getmodule, pickling) load nothing
+        if name.startswith("__") and name != "__all__":  # probes of every module load nothing; `import *` does
             raise AttributeError(name)
         return _real(name)
 
