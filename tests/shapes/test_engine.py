@@ -132,6 +132,37 @@ async def test_what_jobs_import_is_imported_once_by_the_worker_not_by_every_fork
     assert shape_of(cpu_run(source)["y"]) == (1, 1000)
 
 
+async def until(condition, ceiling_s: float = 120.0) -> None:
+    """Wait for something the worker reports on its own (no reply to await), up to a ceiling."""
+    deadline = asyncio.get_running_loop().time() + ceiling_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the worker never reported it"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_worker_warms_up_again_with_the_observers_a_job_asks_for(engine, tmp_path):
+    """The warm-up runs what jobs run (worker.warm_up): idle after a plain job, without
+    observers; once a job asks for the cost observers, again with them, so that what they import
+    on first use is imported by the worker and not by every later job's fork."""
+    from torch_lsp.shapes.observers import COST
+    from torch_lsp.shapes.spec import JobSpec
+
+    os.kill(engine.pid, signal.SIGKILL)  # a fresh worker process
+    engine.invalidate()
+    source = "import torch\nnet = torch.nn.Linear(4, 3)\ny = net(torch.ones(2, 4))\ny.sum().backward()\n"
+    main = plan_for(tmp_path, source, "warm.py")
+    reports = await engine.run(JobSpec(key="plain", main=main, cwd=str(tmp_path)))
+    assert variable(reports[main.filename], "y").values[0].shape == (2, 3)
+    await until(lambda: engine.worker_warm_ups)
+    assert [w["observers"] for w in engine.worker_warm_ups] == [[]]
+    main = plan_for(tmp_path, source + "# observed\n", "warm.py")  # not the cached result
+    reports = await engine.run(JobSpec(key="observed", main=main, cwd=str(tmp_path), observers=list(COST)))
+    assert variable(reports[main.filename], "y").values[0].shape == (2, 3)
+    await until(lambda: len(engine.worker_warm_ups) == 2)
+    assert engine.worker_warm_ups[1]["observers"] == sorted(COST)
+    assert shape_of(cpu_run(source)["y"]) == (2, 3)
+
+
 async def test_dynamo_is_imported_by_the_worker_once_a_job_needed_it(engine, tmp_path):
     """The worker starts without dynamo (lazy_dynamo.py); non-reentrant checkpointing reads its
     config, so the first such job's fork imports it, and the worker imports it for the next."""

@@ -84,8 +84,10 @@ def install() -> None:
     except ImportError:
         return
     for name in list(getattr(datasets, "__all__", ())):
+        if name in _NOT_WRAPPED:  # before getattr: torchvision imports wrap_dataset_for_transforms_v2's
+            continue  # 32 modules when it is read (a module __getattr__), ~9 ms in every job
         real = getattr(datasets, name, None)
-        if not inspect.isclass(real) or name in _NOT_WRAPPED or real.__dict__.get(_REPLACEMENT):
+        if not inspect.isclass(real) or real.__dict__.get(_REPLACEMENT):
             continue  # (installed twice: a replacement is never wrapped again)
         replacement = _stand_in(name, real, datasets.FakeData) if name in KNOWN else _guarded(name, real)
         _replace(datasets, real, name, replacement)

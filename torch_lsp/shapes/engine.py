@@ -97,6 +97,7 @@ class ShapeEngine:
         # What the worker imported once for its jobs ({"modules", "seconds"}, worker._import_for),
         # since its process started: for benches and tests.
         self.worker_imports: list[dict] = []
+        self.worker_warm_ups: list[dict] = []  # {"warm_up_s", "observers"}: worker._warm_up, likewise
         self.restarts = 0
 
     # lifecycle ------------------------------------------------------------------------------
@@ -322,10 +323,12 @@ class ShapeEngine:
                 break
             kind = message.get("type")
             if kind == "ready":
-                self.worker_info, self.worker_imports = message, []
+                self.worker_info, self.worker_imports, self.worker_warm_ups = message, [], []
                 self._ready.set()
             elif kind == "imported":
                 self.worker_imports.append({"modules": message.get("modules"), "seconds": message.get("seconds")})
+            elif kind == "warm":
+                self.worker_warm_ups.append({"warm_up_s": message.get("warm_up_s"), "observers": message.get("observers")})
             elif kind == "started":
                 pending = self._pending.get(message.get("id"))
                 if pending is not None:

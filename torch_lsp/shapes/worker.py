@@ -133,7 +133,8 @@ class Worker:
         # Driver jobs and background jobs each have `parallel` slots.
         self.progress = mmap.mmap(-1, _SLOT.size * (2 * self.parallel + 1))
         self.free_slots = list(range(2 * self.parallel + 1))
-        self.warmed = False  # the warm-up ran (when idle; see warm_up)
+        self.warmed = False  # the warm-up ran (when idle; see warm_up) with every observer asked for
+        self.observers_asked: set[str] = set()  # by jobs so far: the warm-up runs them too
         self.warm_up_due = float("inf")  # when the warm-up may run: after the first job, or idle a while
         self.startup: dict[str, float] = {}  # seconds per start-up step, sent with `ready`
         self.texts = HeldTexts()  # open documents' texts, sent once, named by jobs (texts.py)
@@ -264,24 +265,30 @@ class Worker:
             # when the worker dies, whatever its children are doing.
             for fd in (job_write, result_read, self.out_fd):
                 os.close(fd)
-            _wait_for_job(job_read, result_write, self.progress, rehearse=self.warmed)
+            rehearsal = sorted(self.observers_asked) if self.warmed else None
+            _wait_for_job(job_read, result_write, self.progress, rehearsal)
         os.close(job_read)
         os.close(result_write)
         return Spare(pid, job_write, result_read)
 
     def _warm_up(self) -> None:
         started = time.perf_counter()
-        warm_up()
+        warm_up(sorted(self.observers_asked))
         self.warmed = True
         if self.spare is not None:  # forked cold: make the next job's fork from the warm process
             _kill(self.spare.pid)
             os.close(self.spare.job_fd)
             os.close(self.spare.result_fd)
             self.spare = None
-        self.send({"type": "warm", "warm_up_s": time.perf_counter() - started})
+        self.send({"type": "warm", "warm_up_s": time.perf_counter() - started, "observers": sorted(self.observers_asked)})
 
     def _start(self, job: Job) -> None:
         self._import_for(job.spec)
+        if not self.observers_asked.issuperset(job.spec.observers):
+            # Warm up (again) with them once idle: what they import on first use is then
+            # imported here, not by every job's fork (the memory observer's report, ~5 ms).
+            self.observers_asked.update(job.spec.observers)
+            self.warmed = False
         spare, self.spare = self.spare or self._fork_spare(), None
         slot = self.free_slots.pop(0)
         _SLOT.pack_into(self.progress, slot * _SLOT.size, 0, -1)
@@ -398,11 +405,18 @@ class Worker:
                 sandbox.kill_descendants(pid)  # (orphans by now: the next job's end collects them)
 
 
+# What every job's fork imports: the job, what isolates it (_isolate) and the single-process
+# group stand-in script_env joins torch.distributed to.
+_EVERY_JOB = ["torch_lsp.shapes.job", "torch_lsp.shapes.meta_compat", "torch.testing._internal.distributed.fake_pg"]
+
+
 def _imports_for(spec: JobSpec) -> list[str]:
     """The modules a job will import that the worker can import for all jobs alike."""
-    names = ["torch_lsp.shapes.job", *observers.modules_of(spec.observers)]
+    names = [*_EVERY_JOB, *observers.modules_of(spec.observers)]
     if "torchvision" not in sys.modules and _mentions_torchvision(spec):
-        names += ["torchvision", "torchvision.datasets", "torchvision.models", "torchvision.transforms"]
+        # PIL.ImageFile: PIL imports it on an image's first `tobytes`, which every dataset stand-in
+        # (FakeData's images through ToTensor) calls.
+        names += ["torchvision", "torchvision.datasets", "torchvision.models", "torchvision.transforms", "PIL.ImageFile"]
     return names
 
 
@@ -435,17 +449,18 @@ def _kill(pid: int) -> None:
 # The job's fork
 
 
-def _wait_for_job(job_fd: int, result_fd: int, progress: mmap.mmap, rehearse: bool = False) -> None:
+def _wait_for_job(job_fd: int, result_fd: int, progress: mmap.mmap, rehearsal: list[str] | None = None) -> None:
     """In a spare fork: read the job (until the worker closes the pipe), run it, exit.
 
-    With `rehearse`, a fork that has waited REHEARSE_AFTER_S without a job runs the warm-up plan:
+    With a `rehearsal` (the observers jobs ask for), a fork that has waited REHEARSE_AFTER_S
+    without a job runs the warm-up plan with them:
     its first touch of the warm heap (reference counts, torch's dispatch tables) copies every
     page it writes, ~10 ms of a resnet50 job, and the rehearsal pays for most of them before the
     job is there. Not sooner: while jobs queue (many documents typed into) the next one comes at
     once and would wait for the rehearsal."""
-    if rehearse and not select.select([job_fd], [], [], REHEARSE_AFTER_S)[0]:
+    if rehearsal is not None and not select.select([job_fd], [], [], REHEARSE_AFTER_S)[0]:
         try:
-            warm_up()
+            warm_up(rehearsal)
         except BaseException:  # noqa: BLE001 - a rehearsal that fails only means no head start
             pass
     try:
@@ -537,9 +552,10 @@ def _enter_project(spec: JobSpec) -> None:
 # Start-up
 
 
-# Touches the op families most models use, so their first-use imports inside torch (meta
-# decompositions; not symbolic shapes, which plain sizes never need: lazy_symbolic.py) happen
-# once here instead of in every forked job.
+# Touches the op families most models use, a training step and a shape error's explanation, so
+# that their first-use imports inside torch (meta decompositions; not symbolic shapes, which
+# plain sizes never need: lazy_symbolic.py) and torch-lsp happen once here instead of in every
+# forked job.
 _WARM_UP = """
 import torch, torch.nn as nn, torch.nn.functional as F
 class Net(nn.Module):
@@ -553,23 +569,29 @@ class Net(nn.Module):
         x = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
         return self.norm(self.fc(torch.flatten(x, 1)))
 net = Net()
+optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
 out = net(torch.randn(2, 3, 14, 14))
 pooled = nn.AdaptiveAvgPool2d(1)(torch.randn(2, 4, 5, 5))
 loss = nn.CrossEntropyLoss()(out, torch.zeros(2, dtype=torch.long))
+optimizer.zero_grad()
 loss.backward()
+optimizer.step()
 tokens = nn.Embedding(10, 8)(torch.zeros(2, 5, dtype=torch.long))
 seq, (h, c) = nn.LSTM(8, 8, batch_first=True)(tokens)
 attn, _ = nn.MultiheadAttention(8, 2, batch_first=True)(seq, seq, seq)
 both = torch.cat([attn, seq], dim=-1).view(2, -1).softmax(-1)
+wrong = net.fc(torch.ones(2, 5))  # last: a shape error, as files being typed often have, explained
 """
 
 
-def warm_up() -> None:
-    """Run one tiny plan, so that jobs forked afterwards find torch's first-use imports done."""
+def warm_up(observers: list[str] | None = None) -> None:
+    """Run one tiny plan, with the observers jobs ask for, so that jobs forked afterwards find
+    torch's and the observers' first-use imports done."""
     from torch_lsp.analysis.plan import build_plan
-    from torch_lsp.shapes.job import run_job
+    from torch_lsp.shapes.job import run_spec
 
-    run_job(build_plan(_WARM_UP, "<torch-lsp warm-up>"), "meta", 10.0)
+    plan = build_plan(_WARM_UP, "<torch-lsp warm-up>")
+    run_spec(JobSpec(key=plan.filename, main=plan, device="meta", timeout=10.0, observers=list(observers or ())))
 
 
 def prepare() -> None:
