@@ -4,6 +4,7 @@ a file sits in its project."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,34 @@ def test_the_worker_starts_a_second_job_only_once_the_first_overran(monkeypatch)
     clock[0] += 5.0
     worker._start_queued()
     assert started == ["a", "a#probes", "b"]  # `a` overran (a loop?): `b` does not wait for it
+
+
+def test_a_newer_version_keeps_its_documents_place_in_the_worker_queue():
+    """Documents typed into faster than jobs run: each newer version replaces the queued one in
+    its place, so the document queued first runs first (at the end, one typed into steadily
+    never got to the front while others did)."""
+    from torch_lsp.analysis.plan import build_plan
+    from torch_lsp.shapes import worker as worker_module
+    from torch_lsp.shapes.spec import JobSpec
+
+    read_fd, write_fd = os.pipe()  # what the worker says goes here, unread
+    worker = worker_module.Worker(out_fd=write_fd, parallel=2, cores=1)
+    ids = iter(range(1, 100))
+
+    def job(key: str, kind: str = "job") -> int:
+        spec = JobSpec(key=key, main=build_plan(f"x = {next(ids)}\n", f"/p/{key}.py")).to_dict()
+        job_id = next(ids)
+        worker._accept({"type": kind, "id": job_id, "key": key, "spec": spec})
+        return job_id
+
+    job("a"), job("b"), job("c")
+    newest_a = job("a")
+    assert list(worker.queue) == ["a", "b", "c"] and worker.queue["a"].id == newest_a
+    job("b", kind="cancel")  # a closed document leaves the queue
+    job("d")
+    assert list(worker.queue) == ["a", "c", "d"]
+    worker._accept({"type": "job", "id": 99, "key": "c", "spec": {"broken": True}})
+    assert list(worker.queue) == ["a", "d"]  # an unreadable job replaces nothing it cannot run
 
 
 def test_durations_are_a_moving_average_per_document_with_bounded_memory():

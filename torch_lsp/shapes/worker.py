@@ -215,19 +215,22 @@ class Worker:
         if self.texts.accept(message):
             return
         kind, key = message.get("type"), message.get("key", "")
-        replaced = self.queue.pop(key, None)
+        replaced = self.queue.get(key)
         if replaced is not None:
             self.send({"type": "cancelled", "id": replaced.id})
         if kind == "cancel":
+            self.queue.pop(key, None)
             if key in self.running:
                 self._kill_running(key, reason="cancelled")
             return
         if kind != "job":
+            self.queue.pop(key, None)
             return
         try:
             raw = self.texts.resolve(message["spec"])
             job = Job(int(message["id"]), key, JobSpec.from_dict(raw), raw)
         except (KeyError, TypeError, ValueError) as error:
+            self.queue.pop(key, None)
             self.send({"type": "result", "id": message.get("id"), "reports_json": reports_to_json(
                 {"": ShapeReport(stopped=f"the shape worker could not read the job: {error}")})})
             return
@@ -236,6 +239,8 @@ class Worker:
             elapsed = time.monotonic() - running.started
             if not scheduling.keeps_running(elapsed, self.durations.expected(key)):
                 self._kill_running(key, reason="cancelled")
+        # A newer version takes the queued one's place: the document has waited since then. (At
+        # the end of the queue, a document typed into faster than jobs run never got to the front.)
         self.queue[key] = job
 
     def _start_queued(self) -> None:
