@@ -18,12 +18,11 @@ imports it for the jobs after (`worker._imports_for`): each such import costs on
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 import types
 
-from torch_lsp.shapes.stand_in_modules import Loaded, describe, import_in_place_of, is_real
+from torch_lsp.shapes.stand_in_modules import RealForSubmodules, describe, import_in_place_of, is_real
 
 NAME = "torch._dynamo"
 
@@ -68,20 +67,6 @@ class _UtilsStandIn(types.ModuleType):
 UTILS = NAME + ".utils"
 
 
-class _RealForSubmodules(importlib.abc.MetaPathFinder):
-    """A submodule imported while the stand-in is in place: `torch._dynamo.utils` gets its own
-    stand-in when nothing real has been needed yet; anything else, the real package first."""
-
-    def find_spec(self, fullname, path, target=None):
-        if not fullname.startswith(NAME + ".") or not isinstance(sys.modules.get(NAME), _StandIn):
-            return None
-        if fullname == UTILS:
-            return importlib.util.spec_from_loader(fullname, Loaded(_UtilsStandIn(UTILS, _UtilsStandIn.__doc__)))
-        import_real()
-        module = sys.modules.get(fullname)  # imported with the package: hand that one out
-        return importlib.util.spec_from_loader(fullname, Loaded(module)) if module is not None else None
-
-
 def install() -> bool:
     """Put the stand-in in place (once, before any job); False when dynamo is imported already
     or torch has no such module."""
@@ -98,7 +83,9 @@ def install() -> bool:
     stand_in.__package__ = NAME
     sys.modules[NAME] = stand_in
     torch._dynamo = stand_in
-    sys.meta_path.insert(0, _RealForSubmodules())
+    # `torch._dynamo.utils` gets a stand-in of its own while nothing real has been needed.
+    sys.meta_path.insert(0, RealForSubmodules(NAME, _StandIn, import_real,
+                                              own={UTILS: lambda: _UtilsStandIn(UTILS, _UtilsStandIn.__doc__)}))
     return True
 
 

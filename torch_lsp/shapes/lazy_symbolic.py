@@ -23,14 +23,13 @@ the worker, which imports them for the jobs after.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import inspect
 import operator
 import sys
 import types
 
-from torch_lsp.shapes.stand_in_modules import Loaded, describe, import_in_place_of, is_real
+from torch_lsp.shapes.stand_in_modules import RealForSubmodules, describe, import_in_place_of, is_real
 
 NAME = "torch.fx.experimental.symbolic_shapes"
 SYMPY = "sympy"
@@ -162,17 +161,6 @@ def _read_by_a_function() -> bool:
     return bool(code.co_flags & inspect.CO_OPTIMIZED) and not code.co_filename.startswith("<frozen importlib")
 
 
-class _RealSympyForSubmodules(importlib.abc.MetaPathFinder):
-    """`import sympy.core` while the stand-in is in place: the real sympy first."""
-
-    def find_spec(self, fullname, path, target=None):
-        if not fullname.startswith(SYMPY + ".") or not isinstance(sys.modules.get(SYMPY), _SympyStandIn):
-            return None
-        import_real_sympy()
-        module = sys.modules.get(fullname)  # imported with the package: hand that one out
-        return importlib.util.spec_from_loader(fullname, Loaded(module)) if module is not None else None
-
-
 def install() -> bool:
     """Put the stand-ins in place (once, before any job); False when either real module is
     imported already or this torch has no symbolic shapes."""
@@ -191,7 +179,7 @@ def install() -> bool:
     sympy.__path__ = list(sympy_spec.submodule_search_locations or [])
     sys.modules[SYMPY], sys.modules[NAME] = sympy, shapes
     package.symbolic_shapes = shapes
-    sys.meta_path.insert(0, _RealSympyForSubmodules())
+    sys.meta_path.insert(0, RealForSubmodules(SYMPY, _SympyStandIn, import_real_sympy))  # `import sympy.core`
     return True
 
 

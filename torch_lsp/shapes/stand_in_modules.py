@@ -1,13 +1,16 @@
 """What the worker's stand-in modules share (lazy_dynamo.py, lazy_symbolic.py): a loader that
-hands out a module that exists already, and the swap of a stand-in for the real module."""
+hands out a module that exists already, the swap of a stand-in for the real module, and the
+finder that imports the real package when one of its submodules is imported."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.util
 import logging
 import sys
 import types
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +55,23 @@ def import_in_place_of(name: str, stand_in_type: type) -> types.ModuleType:
         raise
     log.debug("%s imported", name)
     return real
+
+
+class RealForSubmodules(importlib.abc.MetaPathFinder):
+    """A submodule of `package` imported while the package's stand-in (a `stand_in_type`) is in
+    place: the real package first (`import_real`), then the submodule as that import left it,
+    or as the other finders find it. A submodule named in `own` gets the stand-in `own` makes
+    for it instead, while nothing real has been needed."""
+
+    def __init__(self, package: str, stand_in_type: type, import_real: Callable[[], types.ModuleType],
+                 own: dict[str, Callable[[], types.ModuleType]] | None = None) -> None:
+        self.package, self.stand_in_type, self.import_real, self.own = package, stand_in_type, import_real, own or {}
+
+    def find_spec(self, fullname, path, target=None):
+        if not fullname.startswith(self.package + ".") or not isinstance(sys.modules.get(self.package), self.stand_in_type):
+            return None
+        if fullname in self.own:
+            return importlib.util.spec_from_loader(fullname, Loaded(self.own[fullname]()))
+        self.import_real()
+        module = sys.modules.get(fullname)  # imported with the package: hand that one out
+        return importlib.util.spec_from_loader(fullname, Loaded(module)) if module is not None else None
