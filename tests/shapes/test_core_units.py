@@ -38,6 +38,16 @@ def test_jobs_beyond_the_spare_cores_start_only_beside_jobs_that_overran():
     assert scheduling.spare_cores() >= 1
 
 
+def test_the_heap_goes_onto_huge_pages_once_quiet_after_the_warm_up_or_after_enough_jobs():
+    quiet, jobs = scheduling.COLLAPSE_WHEN_QUIET_S, scheduling.COLLAPSE_AFTER_JOBS
+    assert scheduling.huge_page_step_in(warmed=False, jobs_waiting_for_it=0, quiet_s=60.0) is None  # the warm-up first
+    assert scheduling.huge_page_step_in(warmed=True, jobs_waiting_for_it=0, quiet_s=0.25) == pytest.approx(quiet - 0.25)
+    assert scheduling.huge_page_step_in(warmed=True, jobs_waiting_for_it=jobs - 1, quiet_s=quiet) == 0.0
+    # Steady load (documents typed into without a pause; the warm-up waits too): now, between jobs.
+    assert scheduling.huge_page_step_in(warmed=False, jobs_waiting_for_it=jobs, quiet_s=0.0) == 0.0
+    assert scheduling.huge_page_step_in(warmed=True, jobs_waiting_for_it=jobs, quiet_s=0.0) == 0.0
+
+
 def test_the_worker_starts_a_second_job_only_once_the_first_overran(monkeypatch):
     from types import SimpleNamespace
 

@@ -163,6 +163,42 @@ async def test_the_worker_warms_up_again_with_the_observers_a_job_asks_for(engin
     assert shape_of(cpu_run(source)["y"]) == (2, 3)
 
 
+async def test_the_worker_puts_its_heap_on_huge_pages_when_idle_and_jobs_fork_from_it(engine, tmp_path):
+    """After the warm-up, the idle worker collapses its heap onto 2 MB pages (huge_pages.py) and
+    says so; jobs forked from it afterwards give CPU's shapes. A kernel that cannot (THP off,
+    before Linux 6.1) is reported as such instead."""
+    from torch_lsp.shapes.spec import JobSpec
+
+    os.kill(engine.pid, signal.SIGKILL)  # a fresh worker process
+    engine.invalidate()
+    source = "import torch\nnet = torch.nn.Conv2d(3, 8, 3)\ny = net(torch.ones(2, 3, 16, 16))\n"
+    main = plan_for(tmp_path, source, "huge.py")
+    await engine.run(JobSpec(key="huge", main=main, cwd=str(tmp_path)))
+    await until(lambda: engine.worker_huge_pages is not None)
+    report = engine.worker_huge_pages
+    thp = _transparent_huge_pages()
+    if thp in ("always", "madvise"):
+        assert report["unsupported"] is None, report
+        # Collapsed, unless the kernel had no free huge page just then (skipped, not an error).
+        assert (report["collapsed_mb"] > 0 and report["huge_mb"] > 0) or report["skipped_mb"] > 0, report
+    elif report["unsupported"] is None:  # THP off or unknown: nothing may have been collapsed
+        assert report["collapsed_mb"] == 0, report
+    for run in range(3):
+        main = plan_for(tmp_path, source + f"# run {run}\n", "huge.py")  # not the cached result
+        reports = await engine.run(JobSpec(key="huge", main=main, cwd=str(tmp_path)))
+        assert variable(reports[main.filename], "y").values[0].shape == (2, 8, 14, 14)
+    assert shape_of(cpu_run(source)["y"]) == (2, 8, 14, 14)
+
+
+def _transparent_huge_pages() -> str | None:
+    """The kernel's THP mode ("always", "madvise", "never"), None where it has none."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as setting:
+            return setting.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return None
+
+
 async def test_dynamo_is_imported_by_the_worker_once_a_job_needed_it(engine, tmp_path):
     """The worker starts without dynamo (lazy_dynamo.py); non-reentrant checkpointing reads its
     config, so the first such job's fork imports it, and the worker imports it for the next."""

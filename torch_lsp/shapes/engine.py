@@ -98,6 +98,8 @@ class ShapeEngine:
         # since its process started: for benches and tests.
         self.worker_imports: list[dict] = []
         self.worker_warm_ups: list[dict] = []  # {"warm_up_s", "observers"}: worker._warm_up, likewise
+        # The worker's last pass putting its heap on huge pages (worker._collapse_step), likewise.
+        self.worker_huge_pages: dict | None = None
         self.restarts = 0
 
     # lifecycle ------------------------------------------------------------------------------
@@ -324,11 +326,14 @@ class ShapeEngine:
             kind = message.get("type")
             if kind == "ready":
                 self.worker_info, self.worker_imports, self.worker_warm_ups = message, [], []
+                self.worker_huge_pages = None
                 self._ready.set()
             elif kind == "imported":
                 self.worker_imports.append({"modules": message.get("modules"), "seconds": message.get("seconds")})
             elif kind == "warm":
                 self.worker_warm_ups.append({"warm_up_s": message.get("warm_up_s"), "observers": message.get("observers")})
+            elif kind == "huge_pages":
+                self.worker_huge_pages = {key: message.get(key) for key in ("collapsed_mb", "skipped_mb", "huge_mb", "unsupported")}
             elif kind == "started":
                 pending = self._pending.get(message.get("id"))
                 if pending is not None:

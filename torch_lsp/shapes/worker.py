@@ -21,7 +21,10 @@ stdin/stdout: frames of a 4-byte big-endian length and a JSON object (see `proto
 - Jobs stop themselves at the timeout (an interval timer raises inside the user's code, so
   shapes up to there are kept) and are killed one second later if stuck in C code.
 - A spare fork is made while the worker is idle (fork() of a process that has imported torch
-  costs ~60 ms here), and finished jobs are reaped without waiting for their exit.
+  costs ~60 ms here), and finished jobs are reaped without waiting for their exit. Between
+  jobs (once quiet after the warm-up, or after enough jobs: scheduling.huge_page_step_in) the
+  worker puts its heap on 2 MB pages (huge_pages.py): forking it and ending a fork then cost
+  less system time.
 - Start-up is `import torch` and one spare fork, then `ready`: the first job does not wait for
   anything else. The warm-up (a tiny model run once, so that torch's first-use imports are
   not paid again by every job) happens when the worker is next idle, and torchvision (~1 s,
@@ -49,7 +52,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from torch_lsp.shapes import lazy_dynamo, lazy_symbolic, meta_kernels, observers, sandbox, scheduling
+from torch_lsp.shapes import huge_pages, lazy_dynamo, lazy_symbolic, meta_kernels, observers, sandbox, scheduling
 from torch_lsp.shapes.protocol import FrameReader, write_frame
 from torch_lsp.shapes.report import ShapeReport, reports_to_json
 from torch_lsp.shapes.spec import BACKGROUND_WALL_FACTOR, JobSpec
@@ -138,6 +141,9 @@ class Worker:
         self.warm_up_due = float("inf")  # when the warm-up may run: after the first job, or idle a while
         self.startup: dict[str, float] = {}  # seconds per start-up step, sent with `ready`
         self.texts = HeldTexts()  # open documents' texts, sent once, named by jobs (texts.py)
+        self.huge_pages = huge_pages.Collapser()  # the warm heap on 2 MB pages, between jobs
+        self.last_activity = 0.0  # monotonic time of the last message or running job
+        self.jobs_while_collapse_due = 0  # jobs started while a huge-page pass was due
         self.tried_imports: set[str] = set()  # modules imported here for jobs (see _import_for)
         self.imported_by_jobs: list[str] = []  # what a job's fork had to import (_LAZY)
 
@@ -178,10 +184,21 @@ class Worker:
             if idle:  # with the warm-up still to do: look for messages until it is due, then do it
                 due = self.warm_up_due - now
                 wait = due if wait is None else min(wait, due)
+            step_in = None  # seconds until the next huge-page step, if one is due
+            if self.huge_pages.busy and not self.running:
+                step_in = scheduling.huge_page_step_in(self.warmed, self.jobs_while_collapse_due, now - self.last_activity)
+            if step_in is not None:
+                wait = step_in if wait is None else min(wait, step_in)
             readable, _, _ = select.select([0, *by_fd], [], [], None if wait is None else max(0.0, wait))
+            if readable or self.running:
+                self.last_activity = time.monotonic()
             if idle and not readable and time.monotonic() >= self.warm_up_due:
                 self._warm_up()
                 continue
+            if step_in is not None and not readable and time.monotonic() >= now + step_in:
+                self._collapse_step()
+                if not self.queue:
+                    continue  # else the next queued job starts now, the pass goes on after it
             if 0 in readable:
                 messages = reader.read()
                 if messages is None:  # the server went away
@@ -280,15 +297,15 @@ class Worker:
         started = time.perf_counter()
         warm_up(sorted(self.observers_asked))
         self.warmed = True
-        if self.spare is not None:  # forked cold: make the next job's fork from the warm process
-            _kill(self.spare.pid)
-            os.close(self.spare.job_fd)
-            os.close(self.spare.result_fd)
-            self.spare = None
+        self.huge_pages.dirty = True
+        self.last_activity = time.monotonic()
+        self._drop_spare()  # forked cold: make the next job's fork from the warm process
         self.send({"type": "warm", "warm_up_s": time.perf_counter() - started, "observers": sorted(self.observers_asked)})
 
     def _start(self, job: Job) -> None:
         self._import_for(job.spec)
+        if self.huge_pages.busy:
+            self.jobs_while_collapse_due += 1
         if not self.observers_asked.issuperset(job.spec.observers):
             # Warm up (again) with them once idle: what they import on first use is then
             # imported here, not by every job's fork (the memory observer's report, ~5 ms).
@@ -331,11 +348,30 @@ class Worker:
             except Exception:  # noqa: BLE001 - an observer the project's torch cannot run, no torchvision
                 pass
         self.send({"type": "imported", "modules": needed, "seconds": time.perf_counter() - started})
+        self.huge_pages.dirty = True
+        self._drop_spare()
+
+    def _drop_spare(self) -> None:
+        """The spare was forked from an older state of this process: the next job forks anew."""
         if self.spare is not None:
             _kill(self.spare.pid)
             os.close(self.spare.job_fd)
             os.close(self.spare.result_fd)
             self.spare = None
+
+    def _collapse_step(self) -> None:
+        """One step of putting the heap on huge pages (huge_pages.py). The spare goes
+        first (it would keep the 4 KB pages alive beside their huge copies) and is forked
+        again once the pass is done, sharing the huge pages."""
+        self._drop_spare()
+        self.huge_pages.step()
+        if self.huge_pages.busy:
+            return
+        self.jobs_while_collapse_due = 0
+        self.spare = self._fork_spare()
+        self.send({"type": "huge_pages", "collapsed_mb": self.huge_pages.collapsed_bytes >> 20,
+                   "skipped_mb": self.huge_pages.skipped_bytes >> 20, "huge_mb": round(huge_pages.huge_mb()),
+                   "unsupported": self.huge_pages.unsupported})
 
     def _release(self, key: str) -> RunningJob:
         running = self.running.pop(key)
