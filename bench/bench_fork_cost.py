@@ -32,21 +32,16 @@ model = torchvision.models.resnet50(weights=None)
 out = model(torch.randn(1, 3, 224, 224))
 """
 SETTLE_S = 5.0  # idle time for the worker's warm-up (and its heap's huge pages) before timing
-TICK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def cpu_s(pid: int) -> tuple[float, float, float, float]:
-    """utime, stime of the process and cutime, cstime of its reaped children, in seconds."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return tuple(int(value) / TICK for value in fields[11:15])
+from lsp_client import cpu_times  # noqa: E402
 
 
 async def back_to_back(engine, make_spec, jobs: int) -> dict:
     """`jobs` jobs one after the other, as typing queues them; CPU per job from /proc."""
     await engine.run(make_spec("warm"))  # this kind of job's first run: the worker imports for it
     await asyncio.sleep(SETTLE_S)
-    before = cpu_s(engine.pid)
+    before = cpu_times(engine.pid)
     walls = []
     started = time.perf_counter()
     for run in range(jobs):
@@ -55,7 +50,7 @@ async def back_to_back(engine, make_spec, jobs: int) -> dict:
         walls.append((time.perf_counter() - t0) * 1000)
     elapsed = time.perf_counter() - started
     await asyncio.sleep(1.0)  # the last forks finish tearing down and are reaped
-    after = cpu_s(engine.pid)
+    after = cpu_times(engine.pid)
     worker_user, worker_sys, forks_user, forks_sys = ((b - a) * 1000 / jobs for a, b in zip(before, after))
     return {"wall_per_job_ms": statistics.median(walls), "jobs_per_s": jobs / elapsed,
             "worker_user_ms": worker_user, "worker_sys_ms": worker_sys,

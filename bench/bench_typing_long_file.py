@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_rules import edited_versions, generate  # noqa: E402
-from lsp_client import StdioClient, rss_mb  # noqa: E402
+from lsp_client import StdioClient, cpu_times, rss_mb  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    user, system, _, _ = cpu_times(pid)
+    return user + system
 
 
 def line_change(old: str, new: str) -> dict:

@@ -99,6 +99,13 @@ class StdioClient:
             self.process.kill()
 
 
+def cpu_times(pid: int) -> tuple[float, float, float, float]:
+    """Seconds of CPU from /proc/PID/stat: user and system of the process, then user and system
+    of its children it has reaped."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return tuple(int(value) / os.sysconf("SC_CLK_TCK") for value in fields[11:15])
+
+
 def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -123,7 +123,7 @@ def pagemap_present(pagemap) -> Callable[[int, int], bytes]:
 
 
 class Collapser:
-    """Collapses this process's dense anonymous memory a step at a time (see the module doc).
+    """Collapses this process's resident anonymous memory a step at a time (see the module doc).
 
     `collapse(start, end)` returns 0 or an errno; by default it is `madvise(MADV_COLLAPSE)`."""
 
