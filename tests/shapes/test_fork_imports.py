@@ -25,7 +25,7 @@ from torch_lsp.shapes import sandbox, worker
 from torch_lsp.shapes.job import run_spec
 from torch_lsp.shapes.spec import JobSpec
 
-observers, warm_up_observers, files = json.loads(sys.argv[1])
+observers, warm_up_observers, files, prepared = json.loads(sys.argv[1])
 worker.prepare()
 worker.warm_up(warm_up_observers)
 results = {}
@@ -34,15 +34,20 @@ for path in files:
                    observers=observers, timeout=60.0)
     for name in worker._imports_for(spec):
         importlib.import_module(name)
+    if prepared:
+        worker.prepare_for_forks()
     read_fd, write_fd = os.pipe()
     if os.fork() == 0:
         before = set(sys.modules)
+        from torch_lsp.shapes import datasets
+        made, stand_in = [], datasets._stand_in
+        datasets._stand_in = lambda *args: made.append(args[0]) or stand_in(*args)
         worker._isolate(spec, sandbox.job_directory())
         worker._enter_project(spec)
         report = run_spec(spec)[path]
         shapes = {v.name: list(v.values[-1].shape) for v in report.variables if v.values and v.values[-1].shape}
         result = {"imported": [name for name in sys.modules if name not in before], "errors": len(report.errors),
-                  "stopped": report.stopped, "shapes": shapes}
+                  "stopped": report.stopped, "shapes": shapes, "stand-ins made": len(made)}
         os.write(write_fd, json.dumps(result).encode())
         os._exit(0)
     os.close(write_fd)
@@ -53,8 +58,8 @@ print(json.dumps(results))
 """
 
 
-def forked_jobs(files: list[Path], observers: list[str], warm_up_observers: list[str]) -> dict:
-    argument = json.dumps([observers, warm_up_observers, [str(f) for f in files]])
+def forked_jobs(files: list[Path], observers: list[str], warm_up_observers: list[str], prepared: bool = True) -> dict:
+    argument = json.dumps([observers, warm_up_observers, [str(f) for f in files], prepared])
     run = subprocess.run([sys.executable, "-c", WORKER_START_UP_THEN_FORKED_JOBS, argument], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -79,6 +84,7 @@ def test_jobs_forked_after_the_worker_warmed_up_with_their_observers_import_noth
     results = forked_jobs([SEED, BROKEN, plain], list(COST), list(COST))
     for name, result in results.items():
         assert result["imported"] == [], name
+        assert result["stand-ins made"] == 0, name  # the worker made torchvision's dataset stand-ins
     assert results["cifar10_seed.py"]["stopped"] is None and results["cifar10_seed.py"]["errors"] == 0
     assert results["lenet_broken.py"]["errors"] == 1
     assert results["plain.py"]["shapes"]["out"] == list(shape_of(cpu_run(PLAIN)["out"]))
@@ -94,3 +100,12 @@ def test_without_the_observers_in_the_warm_up_every_fork_imports_what_they_repor
     result = forked_jobs([plain], list(COST), [])["plain.py"]
     assert "torch_lsp.shapes.memory_report" in result["imported"]
     assert result["shapes"]["out"] == list(shape_of(cpu_run(PLAIN)["out"]))
+
+
+def test_without_the_worker_preparing_them_every_fork_makes_the_dataset_stand_ins():
+    """The control: torchvision imported but the stand-ins not made before the fork."""
+    from torch_lsp.shapes.observers import COST
+
+    result = forked_jobs([SEED], list(COST), list(COST), prepared=False)["cifar10_seed.py"]
+    assert result["stand-ins made"] > 10
+    assert result["stopped"] is None and result["errors"] == 0

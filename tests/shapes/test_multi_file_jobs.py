@@ -3,10 +3,13 @@ buffers served to `import`, errors seen from both files. In process (no fork): f
 
 from __future__ import annotations
 
+import os
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.shapes.helpers import cpu_run, shape_of
 from torch_lsp.analysis.plan import build_plan
@@ -148,3 +151,24 @@ def test_an_in_process_run_leaves_no_project_module_behind(tmp_path, run_spec_in
     run_spec_in_process(spec_for(tmp_path, "pkg/train.py", ["pkg/layers.py"]))
     assert "pkg" not in sys.modules and "pkg.layers" not in sys.modules
     assert getattr(sys.modules["__main__"], "__file__", None) != str(tmp_path / "pkg/train.py")
+
+
+def test_a_project_file_created_since_the_last_job_is_found_even_where_the_folders_mtime_did_not_move(
+        tmp_path, run_spec_in_process):
+    # A file system with coarse timestamps: the folder's mtime reads the same after a file is
+    # added, so Python's cached listing of it would not be made again. Each job forgets the
+    # project's folders' listings (and only theirs: a listing of site-packages stays).
+    write_project(tmp_path, {"layers.py": LAYERS, "train.py": "import layers\nfrom layers import Block\n"})
+    first = run_spec_in_process(spec_for(tmp_path, "train.py", []))[str(tmp_path / "train.py")]
+    assert first.stopped is None and not first.errors, (first.stopped, first.errors)
+    listed = (tmp_path.stat().st_atime_ns, tmp_path.stat().st_mtime_ns)
+    write_project(tmp_path, {"extra.py": "import torch\nWIDTH = 5\n",
+                             "train.py": "import torch\nimport extra\nout = torch.nn.Linear(3, extra.WIDTH)(torch.randn(2, 3))\n"})
+    os.utime(tmp_path, ns=listed)
+    library_finder = sys.path_importer_cache[os.path.dirname(os.path.dirname(torch.__file__))]
+    library_finder.find_spec("torch_lsp_surely_not_a_module")  # lists site-packages now
+    listing = library_finder._path_mtime
+    second = run_spec_in_process(spec_for(tmp_path, "train.py", []))[str(tmp_path / "train.py")]
+    assert second.stopped is None and not second.errors, (second.stopped, second.errors)
+    assert values(second, "out") == [shape_of(cpu_run("import torch\nout = torch.nn.Linear(3, 5)(torch.randn(2, 3))\n")["out"])]
+    assert library_finder._path_mtime == listing != -1  # not forgotten: the next import need not list it again

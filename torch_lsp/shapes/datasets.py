@@ -79,18 +79,41 @@ class DataUnavailable(ExecutionBlocked):
 
 
 def install() -> None:
+    """Put the stand-ins in torchvision's place (in a job's fork: its patches end with it)."""
     try:
         import torchvision.datasets as datasets
     except ImportError:
         return
+    for name, real, replacement in stand_ins(datasets):
+        _replace(datasets, real, name, replacement)
+
+
+_MADE: list = []  # [(torchvision.datasets, [(name, real class, stand-in class)])]: once a process
+
+
+def stand_ins(datasets) -> list[tuple[str, type, type]]:
+    """Each torchvision dataset class with the class that takes its place. Made once per process,
+    by the worker before it forks, once it imports torchvision (`prepare_stand_ins`): made anew
+    in every fork, the ~70 classes and their signatures were 3 ms of each job's CPU."""
+    if _MADE and _MADE[0][0] is datasets:
+        return _MADE[0][1]
+    made = []
     for name in list(getattr(datasets, "__all__", ())):
         if name in _NOT_WRAPPED:  # before getattr: torchvision imports wrap_dataset_for_transforms_v2's
             continue  # 32 modules when it is read (a module __getattr__), ~9 ms in every job
         real = getattr(datasets, name, None)
         if not inspect.isclass(real) or real.__dict__.get(_REPLACEMENT):
-            continue  # (installed twice: a replacement is never wrapped again)
-        replacement = _stand_in(name, real, datasets.FakeData) if name in KNOWN else _guarded(name, real)
-        _replace(datasets, real, name, replacement)
+            continue  # (installed already: a replacement is never wrapped again)
+        made.append((name, real, _stand_in(name, real, datasets.FakeData) if name in KNOWN else _guarded(name, real)))
+    _MADE[:] = [(datasets, made)]
+    return made
+
+
+def prepare_stand_ins() -> None:
+    """In the worker, once torchvision is imported: the stand-in classes its forks will install."""
+    datasets = sys.modules.get("torchvision.datasets")
+    if datasets is not None:
+        stand_ins(datasets)
 
 
 _REPLACEMENT = "_torch_lsp_replacement"  # set on the classes install() puts in torchvision's place

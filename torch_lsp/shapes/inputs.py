@@ -82,7 +82,7 @@ class Helper:
         self._while_seen: set[int] = set()
 
     def once(self, iterable: Iterable) -> Iterator:
-        with loading_data():
+        with loading_data(unobserved=True):
             iterator = iter(iterable)
             try:
                 first = next(iterator)
@@ -148,7 +148,7 @@ def _patch_data_loader() -> None:
         batch_dims.loader_made(self)
 
     def one_batch_on_device(self):
-        with loading_data():
+        with loading_data(unobserved=True):
             batch = _first_batch(self, real_iter)
         if batch is not None:
             batch = to_device(batch, _device)

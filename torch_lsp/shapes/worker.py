@@ -347,6 +347,7 @@ class Worker:
                 _LAZY[name].import_real() if name in _LAZY else importlib.import_module(name)
             except Exception:  # noqa: BLE001 - an observer the project's torch cannot run, no torchvision
                 pass
+        prepare_for_forks()
         self.send({"type": "imported", "modules": needed, "seconds": time.perf_counter() - started})
         self.huge_pages.dirty = True
         self._drop_spare()
@@ -459,6 +460,15 @@ def _imports_for(spec: JobSpec) -> list[str]:
         # (FakeData's images through ToTensor) calls.
         names += ["torchvision", "torchvision.datasets", "torchvision.models", "torchvision.transforms", "PIL.ImageFile"]
     return names
+
+
+def prepare_for_forks() -> None:
+    """After imports for jobs: what each fork would otherwise make from them, made once here
+    (the classes it puts in torchvision.datasets' place)."""
+    if "torchvision.datasets" in sys.modules:
+        from torch_lsp.shapes import datasets
+
+        datasets.prepare_stand_ins()
 
 
 def _mentions_torchvision(spec: JobSpec) -> bool:

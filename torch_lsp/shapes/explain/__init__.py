@@ -22,7 +22,8 @@ Contract used by the engine (shapes/worker.py, shapes/tracer.py):
   analysis/rules/shape_errors.py, which registers them in the rule registry.
 
 An engine that already runs its own TorchFunctionMode can skip ours:
-``track_calls(function_calls=False)`` and feed ``tracker.record_failure`` from its mode.
+``track_calls(function_calls=False)`` and feed ``tracker.record_failure`` from its mode; one
+with module hooks of its own, ``module_calls=False`` and ``tracker.enter`` / ``tracker.leave``.
 
 Layout: tracking.py (the tracker), failure.py (what one failure looks like, names,
 formatting), layers.py and tensor_ops.py (one translator per family), data_dependent.py,

@@ -72,16 +72,47 @@ class CallTracker:
         if len(self._call_at) < _MAX_REMEMBERED and id(exc) not in self._call_at:
             self._call_at[id(exc)] = (exc, TorchCall(func, args, kwargs or {}))
 
-    def _push(self, module: Any, inputs: tuple) -> None:
+    def enter(self, module: Any, inputs: tuple) -> None:
+        """A module call starts (its forward pre-hook)."""
         self.stack.append(ModuleCall(module, inputs))
 
-    def _pop(self, module: Any, failed_with: BaseException | None) -> None:
+    def leave(self, module: Any, failed_with: BaseException | None, inner: tuple[ModuleCall, ...] = ()) -> None:
+        """A module call ends (its always-called forward hook), raising `failed_with` if not
+        None. `inner`: the calls inside it that ran without hooks (`calls_raised_through`)."""
         if failed_with is not None and len(self._modules_at) < _MAX_REMEMBERED:
-            self._modules_at.setdefault(id(failed_with), (failed_with, tuple(self.stack)))
+            self._modules_at.setdefault(id(failed_with), (failed_with, (*self.stack, *inner)))
         for index in range(len(self.stack) - 1, -1, -1):
             if self.stack[index].module is module:
                 del self.stack[index:]
                 return
+
+
+def failure_through(frame: types.FrameType) -> BaseException | None:
+    """The exception on its way out through `frame`, if any. An always-called forward hook runs
+    from `_call_impl`'s except block when the forward raised: that exception's traceback then
+    passes through `_call_impl`'s frame (another one being handled further out does not)."""
+    active = sys.exc_info()[1]
+    return active if active is not None and raised_through(active, frame) else None
+
+
+def calls_raised_through(exc: BaseException, outer: Any) -> tuple[ModuleCall, ...]:
+    """The module calls that `exc` left on its way out to `outer`'s call, outermost first, from
+    its traceback: each layer's `Module._call_impl` frame holds the module and its inputs.
+    For layers run without hooks (taken off inside a library model: `shapes/module_hooks.py`)."""
+    from torch.nn import Module
+
+    call_impl = Module._call_impl.__code__
+    calls: list[ModuleCall] = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code is call_impl:
+            values = frame.f_locals
+            module = values.get("self")
+            if module is not outer and isinstance(module, Module):
+                calls.append(ModuleCall(module, tuple(values.get("args", ()))))
+        tb = tb.tb_next
+    return tuple(calls)
 
 
 def shape_of(value: Any) -> list[int] | None:
@@ -122,25 +153,18 @@ def _function_mode_class():
 
 
 @contextlib.contextmanager
-def track_calls(function_calls: bool = True) -> Iterator[CallTracker]:
-    """Track module calls (and torch function calls unless the caller records them itself)."""
+def track_calls(function_calls: bool = True, module_calls: bool = True) -> Iterator[CallTracker]:
+    """Track module calls and torch function calls, each unless the caller feeds the tracker
+    itself (`record_failure` from its own mode; `enter`/`leave` from its own module hooks)."""
     from torch.nn.modules import module as nn_module
 
     tracker = CallTracker()
 
-    def before_forward(module, inputs):
-        tracker._push(module, inputs)
-
     def after_forward(module, inputs, output):
-        # always_call=True runs this hook from _call_impl's except block when forward raised;
-        # then the active exception's traceback passes through our caller's frame.
-        active = sys.exc_info()[1]
-        if active is not None and not raised_through(active, sys._getframe(1)):
-            active = None
-        tracker._pop(module, active)
+        tracker.leave(module, failure_through(sys._getframe(1)))
 
-    handles = [
-        nn_module.register_module_forward_pre_hook(before_forward),
+    handles = [] if not module_calls else [
+        nn_module.register_module_forward_pre_hook(tracker.enter),
         nn_module.register_module_forward_hook(after_forward, always_call=True),
     ]
     mode = _function_mode_class()(tracker) if function_calls else None
