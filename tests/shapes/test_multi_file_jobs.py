@@ -151,6 +151,29 @@ def test_an_in_process_run_leaves_no_project_module_behind(tmp_path, run_spec_in
     run_spec_in_process(spec_for(tmp_path, "pkg/train.py", ["pkg/layers.py"]))
     assert "pkg" not in sys.modules and "pkg.layers" not in sys.modules
     assert getattr(sys.modules["__main__"], "__file__", None) != str(tmp_path / "pkg/train.py")
+    assert not [name for name in sys.modules if "torch-lsp" in name]  # the job's import mark is gone
+
+
+def test_what_a_job_imported_is_read_back_to_its_mark_and_installed_modules_stay(tmp_path, run_spec_in_process):
+    import sys
+
+    from torch_lsp.shapes import job
+
+    sys.modules.pop("this", None)  # the standard library's Zen: installed code, imported by the job
+    write_project(tmp_path, {"helper.py": "WIDTH = 3\n", "train.py": (
+        "import contextlib, io\nwith contextlib.redirect_stdout(io.StringIO()):\n    import this\n"
+        "import torch\nimport helper\nout = torch.randn(2, helper.WIDTH)\n")})
+    train = run_spec_in_process(spec_for(tmp_path, "train.py", []))[str(tmp_path / "train.py")]
+    assert train.stopped is None and values(train, "out") == [(2, 3)]
+    assert "helper" not in sys.modules and "this" in sys.modules
+
+    mark = job._mark_imports()
+    sys.modules["torch_lsp_test_new_module"] = sys.modules["this"]
+    assert job._imported_since(mark) == ["torch_lsp_test_new_module"] and mark not in sys.modules
+    del sys.modules["torch_lsp_test_new_module"]
+    mark = job._mark_imports()
+    del sys.modules[mark]  # the user's code took it out: nothing is known
+    assert job._imported_since(mark) == []
 
 
 def test_a_project_file_created_since_the_last_job_is_found_even_where_the_folders_mtime_did_not_move(
