@@ -14,6 +14,7 @@ import os
 import runpy
 import signal
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,6 +59,31 @@ def _owner_alive() -> bool:
         return True
 
 
+# Once the owner is gone: how long SIGTERM's unwinding may take before this process ends itself.
+OWNER_GONE_GRACE_S = 10.0
+
+
+def _watch_owner(every_s: float = 0.5) -> None:
+    """End this process OWNER_GONE_GRACE_S after its owner is gone, whatever it is doing. The
+    owner's death reaches torchrun as SIGTERM (PR_SET_PDEATHSIG) and torchrun ends its workers,
+    unless it dies first: seen under load, two workers blocked in `init_process_group` (the
+    store they dialled had gone with torchrun) outlived everything, their SIGTERM handler never
+    run. A thread of their own still runs (the blocked call releases the GIL)."""
+    if "TORCH_LSP_OWNER_PID" not in os.environ:
+        return  # not started by torch-lsp: nothing to watch
+
+    def watch() -> None:
+        while _owner_alive():
+            time.sleep(every_s)
+        time.sleep(OWNER_GONE_GRACE_S)  # the usual way first: SIGTERM, the script unwinds
+        if not _terminated_by:
+            _terminated_by.append(signal.SIGTERM)
+        _record_exit(128 + signal.SIGTERM)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="torch-lsp: end with the owner", daemon=True).start()
+
+
 def _exit_code(error: SystemExit) -> int:
     if error.code is None:
         return 0
@@ -100,6 +126,7 @@ def main() -> None:
     if run_dir:
         probe.install(run_dir, script)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _watch_owner()
     code = 0
     try:
         runpy.run_path(script, run_name="__main__")
