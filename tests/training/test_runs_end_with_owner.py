@@ -117,12 +117,9 @@ def test_a_run_killed_without_a_trace_is_interrupted(tmp_path: Path):
     assert summary_for(record)["status"] == "interrupted"
 
 
-def test_torchrun_workers_end_with_the_server_even_when_torchrun_died_first(tmp_path: Path):
-    """torchrun is what ends its workers when the server dies; here it is gone before the server
-    (seen under load: two workers blocked in `init_process_group` outlived both). Each worker's
-    launcher watches the server itself and ends OWNER_GONE_GRACE_S after it."""
-    import signal
-
+def _ddp_run_started(tmp_path: Path) -> tuple[StdioClient, str]:
+    """A server running `torch-lsp.train` on the DDP fixture (two workers, training for good):
+    the client and the run's id, once torchrun and both workers are up."""
     from tests.conftest import FIXTURES
 
     script = tmp_path / "train_ddp.py"
@@ -135,6 +132,20 @@ def test_torchrun_workers_end_with_the_server_even_when_torchrun_died_first(tmp_
         run_id = reply["result"]["runId"]
         wait_until(lambda: len(processes_with_env("TORCH_LSP_RUN_ID", run_id)) >= 3, 180,
                    "torchrun did not start its two workers")
+    except BaseException:
+        client.process.kill()  # the server ends the run with it
+        raise
+    return client, run_id
+
+
+def test_torchrun_workers_end_with_the_server_even_when_torchrun_died_first(tmp_path: Path):
+    """torchrun is what ends its workers when the server dies; here it is gone before the server
+    (seen under load: two workers blocked in `init_process_group` outlived both). Each worker's
+    launcher watches the server itself and ends OWNER_GONE_GRACE_S after it."""
+    import signal
+
+    client, run_id = _ddp_run_started(tmp_path)
+    try:
         record = store.find_run(store.runs_dir_for(tmp_path), run_id)
         os.kill(record.info["pid"], signal.SIGKILL)  # torchrun: no chance to end its workers
         wait_until(lambda: not alive(record.info["pid"]), 60, "torchrun did not die")
@@ -144,23 +155,13 @@ def test_torchrun_workers_end_with_the_server_even_when_torchrun_died_first(tmp_
     finally:
         if client.process.poll() is None:
             client.process.kill()
-        for pid in processes_with_env("TORCH_LSP_RUN_ID", run_id) if "run_id" in locals() else []:
+        for pid in processes_with_env("TORCH_LSP_RUN_ID", run_id):
             os.kill(pid, signal.SIGKILL)  # a failed run of this test leaves nothing training
 
 
 def test_torchrun_and_its_workers_end_with_the_server(tmp_path: Path):
-    from tests.conftest import FIXTURES
-
-    script = tmp_path / "train_ddp.py"
-    script.write_text((FIXTURES / "train_ddp.py").read_text())
-    client = StdioClient(SERVER, cwd=tmp_path)
+    client, run_id = _ddp_run_started(tmp_path)
     try:
-        client.initialize(tmp_path, {"execution": {"enabled": False}})
-        reply, _ = client.request("workspace/executeCommand", {"command": "torch-lsp.train", "arguments": [
-            {"script": str(script), "nproc": 2, "env": {"DDP_EPOCHS": "100000"}}]})
-        run_id = reply["result"]["runId"]
-        wait_until(lambda: len(processes_with_env("TORCH_LSP_RUN_ID", run_id)) >= 3, 180,
-                   "torchrun did not start its two workers")
         end_server(client, "kill -9")
         record = store.find_run(store.runs_dir_for(tmp_path), run_id)
         wait_until(lambda: processes_with_env("TORCH_LSP_RUN_ID", run_id) == [] and not alive(record.info["pid"]),
