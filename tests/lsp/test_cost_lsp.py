@@ -13,7 +13,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import FIXTURES, ROOT
-from tests.lsp.conftest import SERVER, handle_code_lens_refresh, open_text
+from tests.lsp.conftest import SERVER, handle_code_lens_refresh, open_text, replace_text
 from tests.lsp.test_shapes_lsp import hover, line_index, shape_report
 
 pytestmark = pytest.mark.slow
@@ -76,6 +76,42 @@ async def test_flops_and_memory_hover_and_lenses(cost_client):
     assert "Total params: 62,006" in result["markdown"]
     shown = cost_client.shown_documents[-1].uri  # opened beside the code
     assert shown.endswith(".md") and "Total params: 62,006" in open(shown.removeprefix("file://")).read()
+
+
+def cpu_parameters(source: str) -> int:
+    """The seed's Net (as `source` defines it) built for real on CPU: its parameter count."""
+    namespace: dict = {}
+    exec(compile(source.split("\ntransform = ")[0], "seed", "exec"), namespace)
+    return sum(p.numel() for p in namespace["Net"]().parameters())
+
+
+async def test_costs_stay_while_typing_and_are_measured_once_it_pauses(cost_client):
+    """An edit within a second of the one before is typing: that version's job leaves the cost
+    observers out (scheduling.costs_now). The lens keeps the last measured costs, never
+    blinking out, until the document has been quiet a second; then its version is measured."""
+    uri = (ROOT / "typing_costs_virtual.py").as_uri()
+    text = SEED.read_text()
+    open_text(cost_client, uri, text)
+    await lenses(cost_client, uri, f"{cpu_parameters(text):,} params")
+    without_costs = (await execute(cost_client, "torch-lsp.serverInfo"))["shapeJobsWithoutCosts"]
+    wider = text.replace("nn.Conv2d(3, 6, 5)", "nn.Conv2d(3, 8, 5)").replace("nn.Conv2d(6, 16, 5)", "nn.Conv2d(8, 16, 5)")
+    expected = f"{cpu_parameters(wider):,} params"
+    assert expected != f"{cpu_parameters(text):,} params"
+    replace_text(cost_client, uri, text + "# typed\n", version=2)
+    replace_text(cost_client, uri, wider, version=3)  # at once: typing
+    class_line = line_index(text, "class Net(nn.Module):")
+    titles = []
+    deadline = time.monotonic() + 120
+    while not (titles and titles[-1].startswith(expected)):
+        assert time.monotonic() < deadline, f"the lens never showed {expected}: {titles[-5:]}"
+        found = await cost_client.text_document_code_lens_async(
+            types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri))) or []
+        titles.append(next((lens.command.title for lens in found if lens.range.start.line == class_line), None))
+        await asyncio.sleep(0.05)
+    assert None not in titles and all(" params · " in title for title in titles)
+    assert (await execute(cost_client, "torch-lsp.serverInfo"))["shapeJobsWithoutCosts"] > without_costs
+    report = await shape_report(cost_client, uri)
+    assert {"modules", "flops", "memory"} <= set(report["extras"])  # the measured version's
 
 
 async def test_summary_command_depth(cost_client):

@@ -66,13 +66,33 @@ def test_the_worker_starts_a_second_job_only_once_the_first_overran(monkeypatch)
     for key, background in (("a", False), ("b", False), ("a#probes", True)):
         worker.queue[key] = worker_module.Job(0, key, SimpleNamespace(background=background), {})
     worker._start_queued()
-    assert started == ["a", "a#probes"]  # background jobs have slots of their own
+    assert started == ["a"]  # the background job waits while `b`, another document's driver, waits
     clock[0] += 0.5
     worker._start_queued()
-    assert started == ["a", "a#probes"]  # `a` is within a usual job's time: `b` waits
+    assert started == ["a"]  # `a` is within a usual job's time: `b` waits
     clock[0] += 5.0
     worker._start_queued()
-    assert started == ["a", "a#probes", "b"]  # `a` overran (a loop?): `b` does not wait for it
+    # `a` overran (a loop?): `b` does not wait for it; then no driver waits, and the background
+    # job starts in a slot of its own.
+    assert started == ["a", "b", "a#probes"]
+    worker.running.pop("a#probes")  # done
+    worker.queue["a"] = worker_module.Job(0, "a", SimpleNamespace(background=False), {})
+    worker.queue["b#batch"] = worker_module.Job(0, "b#batch", SimpleNamespace(background=True), {})
+    worker._start_queued()
+    assert started == ["a", "b", "a#probes", "b#batch"]  # `a`'s newer version waits for its own job only
+
+
+def test_background_jobs_start_only_while_no_driver_waits():
+    assert scheduling.background_may_start(waiting_drivers=0)
+    assert not scheduling.background_may_start(waiting_drivers=1)
+
+
+def test_a_version_typed_within_a_second_of_the_last_runs_without_the_cost_observers():
+    assert scheduling.costs_now(None)  # opened, not edited yet
+    assert scheduling.costs_now(scheduling.TYPING_GAP_S)  # an edit after a pause
+    assert not scheduling.costs_now(0.2)  # typing
+    assert scheduling.warm_up_under_load(scheduling.WARM_UP_AFTER_JOBS)
+    assert not scheduling.warm_up_under_load(scheduling.WARM_UP_AFTER_JOBS - 1)
 
 
 def test_a_newer_version_keeps_its_documents_place_in_the_worker_queue():

@@ -163,6 +163,41 @@ async def test_the_worker_warms_up_again_with_the_observers_a_job_asks_for(engin
     assert shape_of(cpu_run(source)["y"]) == (2, 3)
 
 
+async def test_the_worker_warms_up_between_jobs_under_steady_load(engine, tmp_path):
+    """Documents typed into keep a job queued all the time: the worker is never idle, and waited
+    for the warm-up for ever (every fork paid torch's first use again). Once enough jobs have
+    started without it, it runs between two of them, while more wait."""
+    from torch_lsp.shapes import scheduling
+    from torch_lsp.shapes.spec import JobSpec
+
+    os.kill(engine.pid, signal.SIGKILL)  # a fresh worker process, not warmed up
+    engine.invalidate()
+    # The first job sleeps, so that all the others are queued behind it before it ends.
+    slow = plan_for(tmp_path, "import time, torch\ntime.sleep(1.0)\nx = torch.ones(2)\n", "slow.py")
+    first = asyncio.ensure_future(engine.run(JobSpec(key="slow", main=slow, cwd=str(tmp_path))))
+    assert await engine.wait_started("slow")
+    assert engine.worker_warm_ups == []
+    warm_ups_seen = {}  # job -> warm-ups the engine had heard of when its result came
+
+    def noted(key):
+        return lambda _: warm_ups_seen.__setitem__(key, len(engine.worker_warm_ups))
+
+    jobs = []
+    for number in range(scheduling.WARM_UP_AFTER_JOBS + 3):
+        source = f"import torch\ny = torch.ones({number + 1}, 3)\n"
+        job = asyncio.ensure_future(engine.run(JobSpec(key=f"doc{number}", main=plan_for(tmp_path, source, f"doc{number}.py"),
+                                                       cwd=str(tmp_path))))
+        job.add_done_callback(noted(number))
+        jobs.append(job)
+    await first
+    for number, reports in enumerate(await asyncio.gather(*jobs)):
+        assert variable(reports[str(tmp_path / f"doc{number}.py")], "y").values[0].shape == (number + 1, 3)
+    # Warmed up while jobs were still queued: the last ones' results came after it (idle, it
+    # would have warmed up only after the last).
+    assert warm_ups_seen[scheduling.WARM_UP_AFTER_JOBS + 2] == 1 and warm_ups_seen[0] == 0
+    assert shape_of(cpu_run("import torch\ny = torch.ones(3, 3)\n")["y"]) == (3, 3)
+
+
 async def test_the_worker_puts_its_heap_on_huge_pages_when_idle_and_jobs_fork_from_it(engine, tmp_path):
     """After the warm-up, the idle worker collapses its heap onto 2 MB pages (huge_pages.py) and
     says so; jobs forked from it afterwards give CPU's shapes. A kernel that cannot (THP off,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -43,6 +44,8 @@ class DocState:
     moves: list[tuple[int | None, LineMap]] = field(default_factory=list)  # (version, its lines -> the next's)
     analyzer: IncrementalAnalyzer | None = None  # large documents only
     analysing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one analysis at a time (the analyzer's nodes)
+    edited_at: float | None = None  # time.monotonic() of the last edit
+    gap_before_s: float | None = None  # seconds between the last edit and the one before it
 
     def current_findings(self) -> list[Finding]:
         """Findings of every producer that were computed for the current version."""
@@ -50,6 +53,9 @@ class DocState:
                 if self.findings_version.get(source) == self.version for f in found]
 
     def edited(self, version: int | None, lines: tuple[str, ...]) -> None:
+        now = time.monotonic()
+        self.gap_before_s = now - self.edited_at if self.edited_at is not None else None
+        self.edited_at = now
         self.moves.append((self.version, LineMap.between(self.lines, lines)))
         self.version, self.lines = version, lines
         if len(self.moves) > MAX_MOVES:  # no report for a long time (shapes off): older ones compare texts

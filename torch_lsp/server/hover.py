@@ -30,6 +30,9 @@ class HoverPlace:
     report: "ShapeReport | None"  # the latest report, moved to this text (edited lines dropped)
     source: str  # the program, for API lookups
     path: str | None
+    # The report whose FLOPs and memory to show, when not `report`'s: the last one measured
+    # while the document is typed into (ShapeService.costs_at).
+    costs: "ShapeReport | None" = None
 
 
 def hover_markdown(ls: "TorchLanguageServer", uri: str, position: types.Position) -> str | None:
@@ -42,7 +45,9 @@ def hover_markdown(ls: "TorchLanguageServer", uri: str, position: types.Position
         shape_text = view.hover_text(place.report, lines, pos)
         if shape_text:
             parts.append(shape_text)
-        parts.extend(cost.hover_parts(place.report, pos, place.path))
+    costs = place.costs if place.costs is not None else place.report
+    if costs is not None:
+        parts.extend(cost.hover_parts(costs, pos, place.path))
     word = view.word_at(lines[pos.line], pos.col) if pos.line < len(lines) else None
     if word is not None and "." in word[0] and not word[0].startswith("self."):
         doc = _api_doc(ls, place, word[0], word[2])
@@ -56,7 +61,7 @@ def _file_place(ls: "TorchLanguageServer", uri: str, position: types.Position) -
     pos = from_lsp_position(position, lines, ls.position_encoding)
     report = ls.shapes.current(uri)  # the latest report, moved through the edits since its version
     document = ls.workspace.get_text_document(uri)
-    return HoverPlace(lines, pos, report, document.source, document.path)
+    return HoverPlace(lines, pos, report, document.source, document.path, ls.shapes.costs_at(uri, lines, pos.line))
 
 
 def _api_doc(ls, place: HoverPlace, name: str, end: int):

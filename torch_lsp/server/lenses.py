@@ -36,7 +36,7 @@ async def lenses_for(ls: "TorchLanguageServer", uri: str) -> list[types.CodeLens
     analysis = await ls.documents.ensure_analysis(uri)
     if analysis is None or not analysis.ok:
         return []
-    shapes = ls.shapes.latest(uri) if getattr(ls, "shapes", None) else None
+    shapes = ls.shapes.latest_costs(uri) if getattr(ls, "shapes", None) else None
     costs = cost.code_lenses(ls, uri, analysis.parsed, shapes)
     return await _training_lenses(ls, uri, analysis) + costs
 

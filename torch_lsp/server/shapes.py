@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from torch_lsp.analysis.magics import document_as_python
 from torch_lsp.server.api_docs import ApiDocs
-from torch_lsp.shapes import view
+from torch_lsp.shapes import scheduling, view
 
 if TYPE_CHECKING:
     from torch_lsp.server.app import TorchLanguageServer
@@ -50,6 +50,9 @@ class ShapeService:
         self.session: "ShapeSession | None" = None  # built when execution is first on
         self.api_docs = ApiDocs()
         self._latest: dict[str, DocumentShapes] = {}
+        # The latest reports with the cost observers' extras: those of a document typed into
+        # are measured once it pauses (scheduling.costs_now); until then the last ones stay.
+        self._costs: dict[str, DocumentShapes] = {}
         # uri -> (the DocumentShapes moved, to which version, that version's lines, report, findings)
         self._moved: dict[str, tuple] = {}
         self._tasks: dict[str, set[asyncio.Task]] = {}
@@ -60,6 +63,7 @@ class ShapeService:
         # Observers of new reports (tests and benchmarks wait on this; the server needs none).
         self.report_listeners: list = []
         self.jobs_sent = 0  # for torch-lsp.serverInfo: did any code of the user's run?
+        self.jobs_without_costs = 0  # ... and how many of those left the cost observers out (typing)
 
     @property
     def engine(self) -> "ShapeEngine | None":
@@ -101,6 +105,17 @@ class ShapeService:
 
     def latest(self, uri: str) -> DocumentShapes | None:
         return self._latest.get(uri) if uri in self.ls.documents else None
+
+    def latest_costs(self, uri: str) -> DocumentShapes | None:
+        """The latest report with FLOPs, memory and the module tree (code lenses, the summary):
+        while the document is typed into, older than `latest`."""
+        return self._costs.get(uri) if uri in self.ls.documents else None
+
+    def costs_at(self, uri: str, lines: list[str], line: int) -> "ShapeReport | None":
+        """The report whose costs describe `line` of the current text: the latest measured,
+        where that line is as it was then (its extras' lines are not moved through edits)."""
+        costs = self.latest_costs(uri)
+        return costs.report if costs is not None and costs.matches(lines, line) else None
 
     def current(self, uri: str) -> "ShapeReport | None":
         """The latest report as it applies to the document's current text: lines added or
@@ -152,6 +167,15 @@ class ShapeService:
     def _schedule(self, uri: str, version: int | None, analysed: bool = False) -> None:
         self._track(uri, self._analyse(uri, version, analysed))
 
+    async def _costs_when_quiet(self, uri: str, version: int | None) -> None:
+        """`version` ran without the cost observers (typed into): once the document has been
+        quiet a while at that version, run it again with them."""
+        await asyncio.sleep(scheduling.COSTS_WHEN_QUIET_S)
+        state, measured = self.ls.documents.get(uri), self._costs.get(uri)
+        if state is None or state.version != version or (measured is not None and measured.version == version):
+            return  # typed on (that version's job takes over), closed, or measured meanwhile
+        await self._analyse(uri, version, costs=True)
+
     def _track(self, uri: str, work) -> None:
         """Run `work` as one of the document's tasks (cancelled when it closes)."""
         task = asyncio.ensure_future(work)
@@ -169,17 +193,19 @@ class ShapeService:
             if self._inputs.get(uri, set()) & paths or (path and os.path.realpath(path) in at):
                 self._schedule(uri, state.version)
 
-    async def _analyse(self, uri: str, version: int | None, analysed: bool = False) -> None:
+    async def _analyse(self, uri: str, version: int | None, analysed: bool = False, costs: bool | None = None) -> None:
         try:
-            await self._analyse_version(uri, version, analysed)
+            await self._analyse_version(uri, version, analysed, costs)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - shapes failing must never take static features down
             log.exception("shape analysis failed for %s", uri)
 
-    async def _analyse_version(self, uri: str, version: int | None, analysed: bool = False) -> None:
+    async def _analyse_version(self, uri: str, version: int | None, analysed: bool = False,
+                               costs: bool | None = None) -> None:
         """`analysed`: the document's static analysis just ran: its text is indexed for the
-        other documents' choice of driver, and those it may concern re-run."""
+        other documents' choice of driver, and those it may concern re-run. `costs`: run the
+        cost observers (None: unless the document is typed into, scheduling.costs_now)."""
         from torch_lsp.shapes.session import RunRequest
 
         settings = await self.ls.effective_settings()  # the client's configuration is in by now
@@ -203,14 +229,20 @@ class ShapeService:
                 session.text_changed(path, source)  # noted here, in the order the editor said it
                 concerned = await asyncio.get_running_loop().run_in_executor(None, session.index_changes, path)
             self._rerun_dependents({path}, changed=uri, at=concerned)
+        observers = self.observers()
+        measured = bool(observers) and (costs if costs is not None else scheduling.costs_now(state.gap_before_s))
         request = RunRequest(path=path, text=source, key=uri, open_documents=self._open_documents(uri),
-                             observers=self.observers())
+                             observers=observers if measured else [])
         self.jobs_sent += 1
+        self.jobs_without_costs += bool(observers) and not measured
         # The driver's reports are shown as soon as they come; then those with the synthesized
         # calls of the classes it did not reach and its DataLoaders' batch dimension named.
-        reports = await session.analyse(request, on_driver=lambda first: self._show(uri, version, path, source, first))
+        reports = await session.analyse(request, on_driver=lambda first: self._show(uri, version, path, source, first,
+                                                                                    measured))
         if reports is not None:
-            self._show(uri, version, path, source, reports)
+            self._show(uri, version, path, source, reports, measured)
+            if observers and not measured:
+                self._track(uri, self._costs_when_quiet(uri, version))
             if session.chose_before_scan(uri):
                 self._track(uri, self._confirm_driver(session, uri, version, request))
 
@@ -228,19 +260,26 @@ class ShapeService:
         if not confirmed and state is not None and state.version == version and self.session is session:
             self._schedule(uri, version)
 
-    def _show(self, uri: str, version: int | None, path: str, source: str, reports: dict) -> bool:
+    def _show(self, uri: str, version: int | None, path: str, source: str, reports: dict, measured: bool = True) -> bool:
         """Keep and publish `version`'s reports; False when the document was closed meanwhile or
-        a newer version's results are already shown."""
+        a newer version's results are already shown. `measured`: the job ran the cost
+        observers (its report's costs replace the last ones)."""
         state = self.ls.documents.get(uri)
         if state is None:
             return False
         run = self.session.runs.get(uri) if self.session is not None else None
         self._inputs[uri] = set(reports) | ({run.driver} if run is not None else set())
         report = reports.get(path) or next(iter(reports.values()), None)
-        shown = self._latest.get(uri)
-        if report is None or (shown is not None and _newer(shown.version, version)):
+        if report is None:
             return False
-        self._latest[uri] = DocumentShapes(version, tuple(source.splitlines()), report)
+        lines = tuple(source.splitlines())
+        costs = self._costs.get(uri)
+        if measured and (costs is None or not _newer(costs.version, version)):
+            self._costs[uri] = DocumentShapes(version, lines, report)
+        shown = self._latest.get(uri)
+        if shown is not None and _newer(shown.version, version):
+            return False
+        self._latest[uri] = DocumentShapes(version, lines, report)
         state.forget_moves_before(version)  # older reports will not be shown again
         for closed in [u for u in self._latest if u not in self.ls.documents]:
             self.forget(closed)  # documents closed since: their reports are never read again
@@ -309,6 +348,7 @@ class ShapeService:
         # Its report and the report's moved copy hold the document's lines (two tuples of one
         # string per line): not kept until some other document's report comes (see _show).
         self._latest.pop(uri, None)
+        self._costs.pop(uri, None)
         self._moved.pop(uri, None)
         if self.session is not None and path:
             self.session.text_changed(path, None)
@@ -338,6 +378,7 @@ class ShapeService:
     def _forget_all(self) -> None:
         uris = list(self._latest)
         self._latest.clear()
+        self._costs.clear()
         self._moved.clear()
         for uri in uris:
             if uri in self.ls.documents:
@@ -345,6 +386,7 @@ class ShapeService:
 
     def forget(self, uri: str) -> None:
         self._latest.pop(uri, None)
+        self._costs.pop(uri, None)
         self._moved.pop(uri, None)
         for task in self._tasks.pop(uri, set()):
             task.cancel()
@@ -412,13 +454,17 @@ def register(ls: "TorchLanguageServer") -> ShapeService:
             return {"markdown": "Shape analysis is off (execution.enabled = false): no summary.", "rows": []}
         if notebook is not None:
             return ls.notebook_shapes.summary(notebook)
-        report = service.current(uri)
+        # The latest report with the module tree, with the text it describes (typed into: the
+        # last version measured), else the latest report moved to the current text.
+        costs = service.latest_costs(uri)
+        report = costs.report if costs is not None else service.current(uri)
         if report is None:
             return {"markdown": "No shape report yet for this file: it is still being analysed.", "rows": []}
+        lines = list(costs.source_lines) if costs is not None else lines_of(ls, uri)
         options = options_of(args)
         depth = options.get("depth")
         depth = depth if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0 else DEFAULT_DEPTH
-        result = model_summary(report, lines_of(ls, uri), depth=depth)
+        result = model_summary(report, lines, depth=depth)
         if options.get("show"):
             await show_markdown(ls, "summary", uri, result["markdown"])
         return result

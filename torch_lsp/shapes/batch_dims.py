@@ -155,12 +155,8 @@ def _dim_name(size: int, moved: int, names: dict[int, str]) -> str | None:
     return None
 
 
-def apply(merged: dict[str, "ShapeReport"], driver: dict[str, "ShapeReport"], variant: dict[str, "ShapeReport"] | None,
-          spec: "JobSpec | None") -> dict[str, "ShapeReport"]:
-    """The merged reports with the driver's batch dimensions named (lines a synthesized call
-    gave shapes are left as they are: their values are not the driver's)."""
-    if not variant or spec is None:
-        return merged
+def naming(driver: dict[str, "ShapeReport"], spec: "JobSpec") -> tuple[dict[int, str], dict[str, str]]:
+    """The names of the driver's batch sizes (`symbols`), and the texts the job ran by path."""
     loaders = loaders_of(driver)
     sources = {spec.main.filename: spec.main.source, **spec.overlay}
     for path in loaders.keys() - sources.keys():
@@ -169,9 +165,94 @@ def apply(merged: dict[str, "ShapeReport"], driver: dict[str, "ShapeReport"], va
                 sources[path] = file.read()
         except OSError:
             pass
-    names = symbols(loaders, sources)
+    return symbols(loaders, sources), sources
+
+
+def apply(merged: dict[str, "ShapeReport"], driver: dict[str, "ShapeReport"], variant: dict[str, "ShapeReport"] | None,
+          spec: "JobSpec | None") -> dict[str, "ShapeReport"]:
+    """The merged reports with the driver's batch dimensions named (lines a synthesized call
+    gave shapes are left as they are: their values are not the driver's)."""
+    if not variant or spec is None:
+        return merged
+    names, _ = naming(driver, spec)
     out = dict(merged)
     for path, report in merged.items():
         if path in variant:
             out[path] = name_batch_dims(report, variant[path], names)
     return out
+
+
+# -- names carried to the next version (server side) ---------------------------------------------
+
+
+class LastNames:
+    """Per document: the reports its last batch-naming run named, the texts they describe and
+    the names it used. The naming run is a background job, which waits while other documents'
+    drivers do (scheduling.background_may_start): typed into among many, a document's newest
+    driver report would show bare numbers until typing pauses, and even alone each version's
+    names blinked out for the time of its naming run. So a new driver report takes the last
+    names where nothing they rest on changed: the same loaders with the same names, a value
+    on a line not edited since (moved with the lines above it), with the same shape and dtype."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, tuple[dict[int, str], dict[str, tuple[tuple[str, ...], "ShapeReport"]]]] = {}
+
+    def remember(self, key: str, named: dict[str, "ShapeReport"], driver: dict[str, "ShapeReport"],
+                 spec: "JobSpec") -> None:
+        names, sources = naming(driver, spec)
+        if not names:
+            self._by_key.pop(key, None)
+            return
+        self._by_key[key] = (names, {path: (tuple(sources[path].splitlines()), report)
+                                     for path, report in named.items() if path in sources})
+
+    def carry(self, key: str, reports: dict[str, "ShapeReport"], spec: "JobSpec | None") -> dict[str, "ShapeReport"]:
+        """`reports` (a driver's, not yet named) with the names of the last naming run."""
+        before = self._by_key.get(key)
+        if before is None or spec is None:
+            return reports
+        names, sources = naming(reports, spec)
+        if names != before[0]:
+            return reports
+        from torch_lsp.analysis.line_moves import LineMap
+        from torch_lsp.shapes.moved import moved_report
+
+        out = dict(reports)
+        for path, report in reports.items():
+            then, text = before[1].get(path), sources.get(path)
+            if then is None or text is None:
+                continue
+            lines_then, named = then
+            lines_now = tuple(text.splitlines())
+            if lines_now != lines_then:
+                named = moved_report(named, LineMap.between(lines_then, lines_now))
+            out[path] = carry_names(report, named)
+        return out
+
+    def forget(self, key: str) -> None:
+        self._by_key.pop(key, None)
+
+
+def carry_names(report: "ShapeReport", named: "ShapeReport") -> "ShapeReport":
+    """`report` with the dimension names of `named` (the same text's lines) where a value has
+    the same shape and dtype there."""
+    named_vars = {(v.name, v.line): v.values for v in named.variables}
+    named_exprs = {e.range: e.values for e in named.expressions}
+    variables = [replace(v, values=_carried(v.values, named_vars.get((v.name, v.line)))) for v in report.variables]
+    expressions = [replace(e, values=_carried(e.values, named_exprs.get(e.range))) for e in report.expressions]
+    return replace(report, variables=variables, expressions=expressions)
+
+
+def _carried(values: list["Value"], named: list["Value"] | None) -> list["Value"]:
+    if not named or len(named) != len(values):
+        return values
+    return [_carry_value(a, b) for a, b in zip(values, named)]
+
+
+def _carry_value(value: "Value", named: "Value") -> "Value":
+    if value.kind != named.kind or len(value.items) != len(named.items):
+        return value
+    if value.kind != "tensor":
+        return replace(value, items=tuple(_carry_value(a, b) for a, b in zip(value.items, named.items)))
+    same = value.shape == named.shape and value.dtype == named.dtype
+    return replace(value, dims=named.dims) if same and value.dims is None and named.dims else value

@@ -51,6 +51,34 @@ def opens_slot(running: list[tuple[float, float | None]], slots: int, cores: int
     return not any(keeps_running(elapsed, expected) for elapsed, expected in running)
 
 
+# A document edited again within this long of its previous edit is being typed into: its jobs
+# leave the cost observers out (server/shapes.py).
+TYPING_GAP_S = 1.0
+# ... and once it has been quiet this long, its version runs again with them.
+COSTS_WHEN_QUIET_S = 1.0
+
+
+def costs_now(gap_before_s: float | None) -> bool:
+    """Run the cost observers (FLOPs, memory, the summary's module tree) in the job of a
+    version whose edit came `gap_before_s` after the one before it (None: opened, not edited)?
+    Not while the document is typed into: they were about half of each job's Python (30
+    documents typed into at once: shapes' age p50 1.1 s with them, 0.85-1.1 s without:
+    docs/benchmarks.md). The costs shown stay those of the last version measured, on the
+    lines that did not change."""
+    return gap_before_s is None or gap_before_s >= TYPING_GAP_S
+
+
+def background_may_start(waiting_drivers: int) -> bool:
+    """May a background job (a document's synthesized calls, its batch-naming run) start now,
+    with `waiting_drivers` driver jobs queued that could start once a slot opens (not those
+    waiting for their own document's running job)? Only when none waits: background jobs
+    have slots of their own, but on two cores a background fork beside every driver's took
+    the core the server and the editor use, and while 30 documents were typed into half of all
+    forks were batch-naming runs whose results the next edit replaced (shapes' age p50
+    1.4-1.6 s; with them waiting 1.1 s: docs/benchmarks.md). They run once typing pauses."""
+    return waiting_drivers == 0
+
+
 # The worker's heap goes onto huge pages (huge_pages.py) a step at a time between jobs, once it
 # has been quiet this long after its warm-up (no message, no job), so that a document being
 # typed into does not wait for a step; or once this many jobs have started meanwhile: under
@@ -58,6 +86,14 @@ def opens_slot(running: list[tuple[float, float | None]], slots: int, cores: int
 # a step (~10-20 ms) for a while and pays for itself after ~60 jobs (~8 ms less CPU per job).
 COLLAPSE_WHEN_QUIET_S = 1.0
 COLLAPSE_AFTER_JOBS = 20
+# Likewise the warm-up (a tiny model run once, ~0.1-0.3 s, so that jobs do not each pay torch's
+# first-use work): when idle, or between two jobs once this many have started without it.
+WARM_UP_AFTER_JOBS = 10
+
+
+def warm_up_under_load(jobs_while_cold: int) -> bool:
+    """Warm up now, between two jobs, although more wait?"""
+    return jobs_while_cold >= WARM_UP_AFTER_JOBS
 
 
 def huge_page_step_in(warmed: bool, jobs_waiting_for_it: int, quiet_s: float) -> float | None:

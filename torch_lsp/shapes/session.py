@@ -222,6 +222,7 @@ class ShapeSession:
         self._prepared: dict[str, _Prepared] = {}  # path -> its latest analysed version's (`prepare`)
         self._prepared_lock = threading.Lock()
         self._reasons: dict[str, dict[str, str]] = {}  # document key -> class -> its last why-note
+        self._names = batch_dims.LastNames()  # each document's last batch-dimension names
         self._interpreter_found: tuple[str | None, float, Interpreter] | None = None  # setting, when, what
 
     # the engine -------------------------------------------------------------------------------
@@ -584,7 +585,7 @@ class ShapeSession:
             # a why-note must not blink out of the hover for the time of every run.
             reasons = not (synthesize and synthesis_on(self.settings_provider()))
             await loop.run_in_executor(None, self.explain, request, reports, reasons)
-            on_driver(reports)
+            on_driver(self._names.carry(request.key or request.path, reports, spec))
         if synthesize:
             reports = await self.synthesize(request, reports, spec)
             if reports is None:
@@ -618,7 +619,11 @@ class ShapeSession:
         variant = await batched
         if merged is None:
             return None
-        return batch_dims.apply(merged, reports, variant, spec)
+        if not variant or spec is None:  # no naming run, or a newer version's replaced it
+            return self._names.carry(key, merged, spec)
+        named = batch_dims.apply(merged, reports, variant, spec)
+        self._names.remember(key, named, reports, spec)
+        return named
 
     async def _batch_variant(self, spec: JobSpec | None, reports: Reports, key: str, keys: set[str]) -> Reports | None:
         if spec is None or not spec.main.source or not batch_dims.loaders_of(reports):
@@ -674,6 +679,7 @@ class ShapeSession:
     def cancel(self, key: str) -> None:
         """Drop the document's jobs, its synthesized calls' jobs included."""
         self._reasons.pop(key, None)
+        self._names.forget(key)
         if self._engine is not None:
             self._engine.cancel(key)
             for probe_key in self._probe_keys.pop(key, set()):

@@ -13,8 +13,9 @@ stdin/stdout: frames of a 4-byte big-endian length and a JSON object (see `proto
   beside the editor (one on two cores); a further one starts beside jobs that have overrun
   their usual time, so one looping document never delays another by its timeout
   (`scheduling.opens_slot`). Jobs of one document run one at a time, newest last.
-  Background jobs (a document's synthesized calls) have `parallel` slots of their own, run
-  niced and are timed on CPU time: they never make a driver job wait.
+  Background jobs (a document's synthesized calls, its batch-naming run) have `parallel`
+  slots of their own, run niced and are timed on CPU time: they never make a driver job wait,
+  and start only while no other document's driver job waits (`scheduling.background_may_start`).
 - A newer version of a document does not kill a job that is about to finish (see
   `scheduling.keeps_running`): it waits, and the server shows that job's results moved
   through the edits made since. A job that has run longer than expected is killed.
@@ -144,6 +145,7 @@ class Worker:
         self.huge_pages = huge_pages.Collapser()  # the warm heap on 2 MB pages, between jobs
         self.last_activity = 0.0  # monotonic time of the last message or running job
         self.jobs_while_collapse_due = 0  # jobs started while a huge-page pass was due
+        self.jobs_while_cold = 0  # jobs started while the warm-up was due
         self.tried_imports: set[str] = set()  # modules imported here for jobs (see _import_for)
         self.imported_by_jobs: list[str] = []  # what a job's fork had to import (_LAZY)
 
@@ -222,6 +224,8 @@ class Worker:
                     self._kill_running(key, reason="timeout")
                 elif verdict := sandbox.memory_verdict(running.pid, running.job.spec.memory_mb, running.baseline_mb):
                     self._kill_running(key, reason="memory", detail=verdict)
+            if not self.running and self.queue:
+                self._catch_up_under_load()
             self._start_queued()
             if not self.running and self.spare is None:
                 self.spare = self._fork_spare()  # while the user is typing, not when a job waits
@@ -267,11 +271,17 @@ class Worker:
             if key in self.running:
                 continue
             background = self.queue[key].spec.background
+            if background and not scheduling.background_may_start(self._waiting_drivers()):
+                continue
             now = time.monotonic()
             running = [(now - r.started, self.durations.expected(k))
                        for k, r in self.running.items() if r.job.spec.background == background]
             if scheduling.opens_slot(running, self.parallel, self.cores):
                 self._start(self.queue.pop(key))
+
+    def _waiting_drivers(self) -> int:
+        """Driver jobs queued that are not waiting for their own document's running job."""
+        return sum(1 for key, job in self.queue.items() if not job.spec.background and key not in self.running)
 
     # jobs -----------------------------------------------------------------------------------
 
@@ -297,6 +307,7 @@ class Worker:
         started = time.perf_counter()
         warm_up(sorted(self.observers_asked))
         self.warmed = True
+        self.jobs_while_cold = 0
         self.huge_pages.dirty = True
         self.last_activity = time.monotonic()
         self._drop_spare()  # forked cold: make the next job's fork from the warm process
@@ -306,6 +317,8 @@ class Worker:
         self._import_for(job.spec)
         if self.huge_pages.busy:
             self.jobs_while_collapse_due += 1
+        if not self.warmed:
+            self.jobs_while_cold += 1
         if not self.observers_asked.issuperset(job.spec.observers):
             # Warm up (again) with them once idle: what they import on first use is then
             # imported here, not by every job's fork (the memory observer's report, ~5 ms).
@@ -359,6 +372,17 @@ class Worker:
             os.close(self.spare.job_fd)
             os.close(self.spare.result_fd)
             self.spare = None
+
+    def _catch_up_under_load(self) -> None:
+        """Between two jobs, with more queued. The warm-up and the huge-page pass wait for the
+        worker to be idle, which it never is while many documents are typed into: there every
+        fork paid torch's first-use work again and forked a heap on 4 KB pages (CPU per fork
+        56 against 41 ms, half as many jobs a second: docs/benchmarks.md). Once enough jobs
+        have waited for them they run here, the pass a step (~10-20 ms) at a time."""
+        if not self.warmed and scheduling.warm_up_under_load(self.jobs_while_cold):
+            self._warm_up()
+        elif self.huge_pages.busy and scheduling.huge_page_step_in(self.warmed, self.jobs_while_collapse_due, 0.0) == 0.0:
+            self._collapse_step()
 
     def _collapse_step(self) -> None:
         """One step of putting the heap on huge pages (huge_pages.py). The spare goes
