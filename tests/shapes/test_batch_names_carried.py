@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from tests.conftest import FIXTURES
 from torch_lsp.config import Settings
 from torch_lsp.shapes.session import RunRequest, ShapeSession
 
 FIRST_LAYER = "        x = self.pool(F.relu(self.conv1(x)))"
 LAST_LAYER = "        x = self.fc3(x)"
+
+pytestmark = pytest.mark.slow  # a real shape worker
 
 
 def cpu_dims(source: str) -> dict[str, tuple]:

@@ -30,9 +30,9 @@ class HoverPlace:
     report: "ShapeReport | None"  # the latest report, moved to this text (edited lines dropped)
     source: str  # the program, for API lookups
     path: str | None
-    # The report whose FLOPs and memory to show, when not `report`'s: the last one measured
-    # while the document is typed into (ShapeService.costs_at).
-    costs: "ShapeReport | None" = None
+    # The report whose FLOPs and memory to show: a file's last one measured where the line is
+    # as it was then (typed into, that is older than `report`: ShapeService.costs_at).
+    costs: "ShapeReport | None"
 
 
 def hover_markdown(ls: "TorchLanguageServer", uri: str, position: types.Position) -> str | None:
@@ -45,9 +45,8 @@ def hover_markdown(ls: "TorchLanguageServer", uri: str, position: types.Position
         shape_text = view.hover_text(place.report, lines, pos)
         if shape_text:
             parts.append(shape_text)
-    costs = place.costs if place.costs is not None else place.report
-    if costs is not None:
-        parts.extend(cost.hover_parts(costs, pos, place.path))
+    if place.costs is not None:
+        parts.extend(cost.hover_parts(place.costs, pos, place.path))
     word = view.word_at(lines[pos.line], pos.col) if pos.line < len(lines) else None
     if word is not None and "." in word[0] and not word[0].startswith("self."):
         doc = _api_doc(ls, place, word[0], word[2])

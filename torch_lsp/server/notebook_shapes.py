@@ -162,11 +162,12 @@ class NotebookShapeService:
         line = shapes.at(cell_uri, lines, pos.line) if shapes is not None else None
         if line is not None:
             return HoverPlace(shapes.program.lines, Position(line, pos.col), shapes.report,
-                              shapes.program.source, state.path)
+                              shapes.program.source, state.path, costs=shapes.report)
         line = program_line(state.program, state.cell_uris, cell_uri, lines, pos.line)
         if line is None:
             return None
-        return HoverPlace(state.program.lines, Position(line, pos.col), None, state.program.source, state.path)
+        return HoverPlace(state.program.lines, Position(line, pos.col), None, state.program.source, state.path,
+                          costs=None)
 
     def inlay_labels(self, cell_uri: str, first: int, last: int) -> list[tuple[view.InlayLabel, list[str]]]:
         """Inlay labels of a cell's lines first..last, in the cell's coordinates."""

@@ -118,29 +118,41 @@ def name_batch_dims(report: "ShapeReport", variant: "ShapeReport | None", names:
     """`report` with each dimension that moved with the batch named (`batch_size`, `2*B`)."""
     if variant is None or not names:
         return report
-    other_vars = {(v.name, v.line): v.values for v in variant.variables}
-    other_exprs = {e.range: e.values for e in variant.expressions}
-    variables = [replace(v, values=_named(v.values, other_vars.get((v.name, v.line)), names)) for v in report.variables]
-    expressions = [replace(e, values=_named(e.values, other_exprs.get(e.range), names)) for e in report.expressions]
+
+    def moved_with_the_batch(value: "Value", other: "Value") -> tuple[str | None, ...] | None:
+        shape, moved = value.shape or (), other.shape or ()
+        if len(shape) != len(moved):
+            return None
+        dims = tuple(_dim_name(a, b, names) for a, b in zip(shape, moved))
+        return dims if any(dims) else None
+
+    return _with_dims(report, variant, moved_with_the_batch)
+
+
+def _with_dims(report: "ShapeReport", other: "ShapeReport", dims_of) -> "ShapeReport":
+    """`report` with names given to its tensors' dimensions by `dims_of(tensor, other's tensor
+    at the same place)` (None: none). The same place: the same variable and line, or the same
+    expression range, the same position in a tuple, list or object. Named tensors stay as they are."""
+    other_vars = {(v.name, v.line): v.values for v in other.variables}
+    other_exprs = {e.range: e.values for e in other.expressions}
+    variables = [replace(v, values=_paired(v.values, other_vars.get((v.name, v.line)), dims_of)) for v in report.variables]
+    expressions = [replace(e, values=_paired(e.values, other_exprs.get(e.range), dims_of)) for e in report.expressions]
     return replace(report, variables=variables, expressions=expressions)
 
 
-def _named(values: list["Value"], others: list["Value"] | None, names: dict[int, str]) -> list["Value"]:
+def _paired(values: list["Value"], others: list["Value"] | None, dims_of) -> list["Value"]:
     if not others or len(others) != len(values):
         return values
-    return [_name_value(a, b, names) for a, b in zip(values, others)]
+    return [_pair_value(a, b, dims_of) for a, b in zip(values, others)]
 
 
-def _name_value(value: "Value", other: "Value", names: dict[int, str]) -> "Value":
+def _pair_value(value: "Value", other: "Value", dims_of) -> "Value":
     if value.kind != other.kind or len(value.items) != len(other.items):
         return value
     if value.kind != "tensor":
-        return replace(value, items=tuple(_name_value(a, b, names) for a, b in zip(value.items, other.items)))
-    shape, moved = value.shape or (), other.shape or ()
-    if len(shape) != len(moved) or value.dims is not None:
-        return value
-    dims = tuple(_dim_name(a, b, names) for a, b in zip(shape, moved))
-    return replace(value, dims=dims) if any(dims) else value
+        return replace(value, items=tuple(_pair_value(a, b, dims_of) for a, b in zip(value.items, other.items)))
+    dims = dims_of(value, other) if value.dims is None else None
+    return replace(value, dims=dims) if dims else value
 
 
 def _dim_name(size: int, moved: int, names: dict[int, str]) -> str | None:
@@ -236,23 +248,5 @@ class LastNames:
 def carry_names(report: "ShapeReport", named: "ShapeReport") -> "ShapeReport":
     """`report` with the dimension names of `named` (the same text's lines) where a value has
     the same shape and dtype there."""
-    named_vars = {(v.name, v.line): v.values for v in named.variables}
-    named_exprs = {e.range: e.values for e in named.expressions}
-    variables = [replace(v, values=_carried(v.values, named_vars.get((v.name, v.line)))) for v in report.variables]
-    expressions = [replace(e, values=_carried(e.values, named_exprs.get(e.range))) for e in report.expressions]
-    return replace(report, variables=variables, expressions=expressions)
-
-
-def _carried(values: list["Value"], named: list["Value"] | None) -> list["Value"]:
-    if not named or len(named) != len(values):
-        return values
-    return [_carry_value(a, b) for a, b in zip(values, named)]
-
-
-def _carry_value(value: "Value", named: "Value") -> "Value":
-    if value.kind != named.kind or len(value.items) != len(named.items):
-        return value
-    if value.kind != "tensor":
-        return replace(value, items=tuple(_carry_value(a, b) for a, b in zip(value.items, named.items)))
-    same = value.shape == named.shape and value.dtype == named.dtype
-    return replace(value, dims=named.dims) if same and value.dims is None and named.dims else value
+    return _with_dims(report, named, lambda value, then: then.dims if (value.shape, value.dtype) == (then.shape, then.dtype)
+                      else None)

@@ -585,7 +585,8 @@ class ShapeSession:
             # a why-note must not blink out of the hover for the time of every run.
             reasons = not (synthesize and synthesis_on(self.settings_provider()))
             await loop.run_in_executor(None, self.explain, request, reports, reasons)
-            on_driver(self._names.carry(request.key or request.path, reports, spec))
+            # The last batch names (a text diff, maybe a loader's file read): off the event loop.
+            on_driver(await loop.run_in_executor(None, self._names.carry, request.key or request.path, reports, spec))
         if synthesize:
             reports = await self.synthesize(request, reports, spec)
             if reports is None:
@@ -620,7 +621,7 @@ class ShapeSession:
         if merged is None:
             return None
         if not variant or spec is None:  # no naming run, or a newer version's replaced it
-            return self._names.carry(key, merged, spec)
+            return await asyncio.get_running_loop().run_in_executor(None, self._names.carry, key, merged, spec)
         named = batch_dims.apply(merged, reports, variant, spec)
         self._names.remember(key, named, reports, spec)
         return named

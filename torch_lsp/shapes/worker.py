@@ -267,21 +267,20 @@ class Worker:
     def _start_queued(self) -> None:
         """Start what may start now (scheduling.opens_slot); called on every turn of the loop,
         so a slot that opens when a running job overruns its usual time is filled then."""
+        # Driver jobs queued that are not waiting for their own document's running job.
+        waiting_drivers = sum(1 for key, job in self.queue.items() if not job.spec.background and key not in self.running)
         for key in list(self.queue):
             if key in self.running:
                 continue
             background = self.queue[key].spec.background
-            if background and not scheduling.background_may_start(self._waiting_drivers()):
+            if background and not scheduling.background_may_start(waiting_drivers):
                 continue
             now = time.monotonic()
             running = [(now - r.started, self.durations.expected(k))
                        for k, r in self.running.items() if r.job.spec.background == background]
             if scheduling.opens_slot(running, self.parallel, self.cores):
                 self._start(self.queue.pop(key))
-
-    def _waiting_drivers(self) -> int:
-        """Driver jobs queued that are not waiting for their own document's running job."""
-        return sum(1 for key, job in self.queue.items() if not job.spec.background and key not in self.running)
+                waiting_drivers -= not background
 
     # jobs -----------------------------------------------------------------------------------
 
