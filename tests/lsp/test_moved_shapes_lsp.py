@@ -66,5 +66,5 @@ async def test_shapes_move_with_an_inserted_line_and_leave_an_edited_one(patient
     # The new report (a save asks for it now) covers the edited line again.
     patient_client.text_document_did_save(types.DidSaveTextDocumentParams(
         text_document=types.TextDocumentIdentifier(uri=SEED_URI)))
-    await named_report(patient_client, SEED_URI, newer_than=first["plan_hash"])
+    await named_report(patient_client, SEED_URI, newer_than=first["plan_hash"], line=moved)
     assert shape in await hover(patient_client, SEED_URI, moved, 8)

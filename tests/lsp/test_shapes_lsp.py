@@ -107,14 +107,18 @@ def seed_reference_shapes() -> dict[str, tuple]:
 
 
 async def named_report(client: LanguageClient, uri: str, timeout: float = 120.0,
-                       newer_than: str | None = None) -> dict:
+                       newer_than: str | None = None, line: int | None = None) -> dict:
     """The report after the background run with larger batches named the batch dimension
-    (of a newer plan than `newer_than`, when given)."""
+    (of a newer plan than `newer_than`, when given; on `line` when given: a new
+    version's driver report carries the last names to unedited lines before its own naming
+    run, batch_dims.LastNames, so only an edited line says that run is done)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         report = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="torch-lsp.shapeReport", arguments=[uri]))
-        if report and report["plan_hash"] != newer_than and any(value.get("dims") for v in report["variables"] for value in v["values"]):
+        if report and report["plan_hash"] != newer_than and any(
+                value.get("dims") for v in report["variables"] if line is None or v["line"] == line
+                for value in v["values"]):
             return report
         await asyncio.sleep(0.1)
     raise AssertionError(f"no batch dimension named in {uri} within {timeout} s")
