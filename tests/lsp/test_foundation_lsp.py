@@ -79,6 +79,26 @@ async def test_only_the_latest_version_is_published_during_fast_typing(client):
     assert published == sorted(published)
 
 
+async def test_a_document_typed_into_without_a_pause_is_still_analysed(client):
+    """Edits every 50 ms never leave the 250 ms debounce a pause: the diagnostics of a version
+    typed over come while the typing goes on (documents.debounce_delay_ms), not after it stops."""
+    text = MISSING.read_text()
+    open_text(client, URI, text)
+    await diagnostics_for(client, URI, version=1)
+    fixed = text.replace("        loss = loss_fn", "        optimizer.zero_grad()\n        loss = loss_fn")
+    published = asyncio.ensure_future(client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS))
+    version = 1
+    while not published.done() and version < 600:  # 30 s of typing at most
+        version += 1
+        replace_text(client, URI, fixed if version % 2 else text, version=version)
+        await asyncio.sleep(0.05)
+    if not published.done():
+        published.cancel()
+        raise AssertionError("no diagnostics while typing went on")
+    params = published.result()
+    assert params.uri == URI and 1 < params.version <= version
+
+
 async def test_syntax_error_publishes_nothing_for_the_broken_version(client):
     text = MISSING.read_text()
     open_text(client, URI, text)

@@ -16,7 +16,8 @@ import weakref
 from types import SimpleNamespace
 
 from torch_lsp.config import Settings
-from torch_lsp.server.documents import DocumentStore
+from torch_lsp.server import documents
+from torch_lsp.server.documents import DocumentStore, debounce_delay_ms
 
 URI = "file:///project/model.py"
 
@@ -82,3 +83,43 @@ async def test_a_closed_state_holds_nothing_sized_like_the_document():
     assert URI not in store
     assert (state.lines, state.moves, state.analysis, state.last_good, state.analyzer, state.pending,
             state.findings) == ((), [], None, None, None, None, {})
+
+
+def test_the_debounce_waits_for_a_pause_but_never_past_three_debounces():
+    assert debounce_delay_ms(250, 0.0) == 250  # the first edit: the debounce
+    assert debounce_delay_ms(250, 0.45) == 250  # still room for a whole one
+    assert debounce_delay_ms(250, 0.6) == 150  # the wait ends 750 ms after the first edit
+    assert debounce_delay_ms(250, 0.9) == 0  # past it: analyse now
+    assert debounce_delay_ms(0, 5.0) == 0
+
+
+async def test_edits_faster_than_the_debounce_still_get_analysed(monkeypatch):
+    """Edits 100 ms apart with a 250 ms debounce: a trailing debounce alone would wait until
+    they stop; the analysis starts 750 ms after the first one, and the wait starts again then."""
+    store = DocumentStore(_Server("x = 1\n"))
+    clock = [100.0]
+    monkeypatch.setattr(documents, "time", SimpleNamespace(monotonic=lambda: clock[0]))  # this module's clock only
+    asked: list[float] = []  # when each scheduled analysis would start, on the fake clock
+
+    async def record(state, uri, delay_ms):
+        asked.append(clock[0] + delay_ms / 1000)
+
+    monkeypatch.setattr(store, "ensure_analysis", lambda uri: asyncio.sleep(0))
+    store.opened(URI, 1)  # analysed at once (no debounce), which ends that wait
+    await store.states[URI].pending
+    real_analyse_later = store._analyse_later
+    monkeypatch.setattr(store, "_analyse_later", record)
+    for version in range(2, 10):  # an edit every 100 ms, for 0.8 s
+        clock[0] += 0.1
+        store.changed(URI, version)
+        await asyncio.sleep(0)
+    first_edit = 100.1
+    assert [round(at - first_edit, 3) for at in asked] == [round(min(t / 10 + 0.25, 0.75), 3) for t in range(8)]
+
+    # The analysis started (the wait is over): the next edit waits one debounce again.
+    await real_analyse_later(store.states[URI], URI, 0)
+    asked.clear()
+    clock[0] += 0.1
+    store.changed(URI, 10)
+    await asyncio.sleep(0)
+    assert asked == [clock[0] + 0.25]

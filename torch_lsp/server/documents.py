@@ -28,6 +28,17 @@ log = logging.getLogger(__name__)
 # From this many lines on, an edit re-analyses only what it can affect (analysis/incremental.py).
 INCREMENTAL_FROM_LINES = 1000
 MAX_MOVES = 500  # line moves kept per document (one per edit since the shown shape report)
+# While edits keep coming closer together than the debounce, a document is still analysed this
+# many debounces after the first edit not analysed: a trailing debounce alone waits for a pause,
+# and typing at 100-300 ms an edit pauses 250 ms only one edit in four (the shapes shown were
+# 2 s old or more one time in twenty, docs/benchmarks.md).
+MAX_WAIT_DEBOUNCES = 3
+
+
+def debounce_delay_ms(debounce_ms: int, waited_s: float) -> int:
+    """How long to wait before analysing after an edit, `waited_s` after the first edit not
+    analysed yet: the debounce, but never past MAX_WAIT_DEBOUNCES of them in all."""
+    return max(0, min(debounce_ms, round(MAX_WAIT_DEBOUNCES * debounce_ms - waited_s * 1000)))
 
 
 @dataclass
@@ -45,6 +56,7 @@ class DocState:
     analyzer: IncrementalAnalyzer | None = None  # large documents only
     analysing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one analysis at a time (the analyzer's nodes)
     edited_at: float | None = None  # time.monotonic() of the last edit
+    waiting_since: float | None = None  # time.monotonic() an analysis was first asked for and not yet started
     gap_before_s: float | None = None  # seconds between the last edit and the one before it
 
     def current_findings(self) -> list[Finding]:
@@ -123,10 +135,16 @@ class AnalysedStore:
         return self.states.get(uri)
 
     def schedule(self, uri: str, delay_ms: int) -> None:
+        """Analyse `uri` after `delay_ms` (a debounce: a later call starts it again, but the
+        wait since the first call not yet analysed is bounded, debounce_delay_ms)."""
         state = self.states[uri]
+        now = time.monotonic()
         if state.pending and not state.pending.done():
             state.pending.cancel()
-        state.pending = asyncio.ensure_future(self._analyse_later(uri, delay_ms))
+        if state.waiting_since is None:
+            state.waiting_since = now
+        delay_ms = debounce_delay_ms(delay_ms, now - state.waiting_since)
+        state.pending = asyncio.ensure_future(self._analyse_later(state, uri, delay_ms))
 
     def reanalyse_all(self) -> None:
         """Settings changed: every open document's findings are out of date."""
@@ -135,9 +153,10 @@ class AnalysedStore:
             state.analyzer = None  # made for the old rule selection
             self.schedule(uri, delay_ms=0)
 
-    async def _analyse_later(self, uri: str, delay_ms: int) -> None:
+    async def _analyse_later(self, state: DocState, uri: str, delay_ms: int) -> None:
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
+        state.waiting_since = None  # the wait is over: the next edit starts a new one
         await self.ensure_analysis(uri)
 
     async def ensure_analysis(self, uri: str):
