@@ -70,7 +70,7 @@ class ShapesSettings(Section):
 @dataclass
 class Settings(Section):
     rules: RuleSettings = setting(factory=RuleSettings)
-    debounce_ms: int = setting(250, ge=0, le=10_000, description="Milliseconds to wait after the last edit before analysing; while edits keep coming, a document is analysed at most three times this after the first one.")
+    debounce_ms: int = setting(250, ge=0, le=10_000, description="Milliseconds to wait after the last edit before analysing; while edits keep coming, a document is analysed at most twice this after the first one.")
     execution: ExecutionSettings = setting(factory=ExecutionSettings)
     inlay_hints: InlayHintSettings = setting(factory=InlayHintSettings)
     training: TrainingSettings = setting(factory=TrainingSettings)

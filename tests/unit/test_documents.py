@@ -85,17 +85,17 @@ async def test_a_closed_state_holds_nothing_sized_like_the_document():
             state.findings) == ((), [], None, None, None, None, {})
 
 
-def test_the_debounce_waits_for_a_pause_but_never_past_three_debounces():
+def test_the_debounce_waits_for_a_pause_but_never_past_two_debounces():
     assert debounce_delay_ms(250, 0.0) == 250  # the first edit: the debounce
-    assert debounce_delay_ms(250, 0.45) == 250  # still room for a whole one
-    assert debounce_delay_ms(250, 0.6) == 150  # the wait ends 750 ms after the first edit
-    assert debounce_delay_ms(250, 0.9) == 0  # past it: analyse now
+    assert debounce_delay_ms(250, 0.2) == 250  # still room for a whole one
+    assert debounce_delay_ms(250, 0.4) == 100  # the wait ends 500 ms after the first edit
+    assert debounce_delay_ms(250, 0.6) == 0  # past it: analyse now
     assert debounce_delay_ms(0, 5.0) == 0
 
 
 async def test_edits_faster_than_the_debounce_still_get_analysed(monkeypatch):
     """Edits 100 ms apart with a 250 ms debounce: a trailing debounce alone would wait until
-    they stop; the analysis starts 750 ms after the first one, and the wait starts again then."""
+    they stop; the analysis starts 500 ms after the first one, and the wait starts again then."""
     store = DocumentStore(_Server("x = 1\n"))
     clock = [100.0]
     monkeypatch.setattr(documents, "time", SimpleNamespace(monotonic=lambda: clock[0]))  # this module's clock only
@@ -109,17 +109,17 @@ async def test_edits_faster_than_the_debounce_still_get_analysed(monkeypatch):
     await store.states[URI].pending
     real_analyse_later = store._analyse_later
     monkeypatch.setattr(store, "_analyse_later", record)
-    for version in range(2, 10):  # an edit every 100 ms, for 0.8 s
+    for version in range(2, 7):  # an edit every 100 ms, for half a second
         clock[0] += 0.1
         store.changed(URI, version)
         await asyncio.sleep(0)
     first_edit = 100.1
-    assert [round(at - first_edit, 3) for at in asked] == [round(min(t / 10 + 0.25, 0.75), 3) for t in range(8)]
+    assert [round(at - first_edit, 3) for at in asked] == [round(min(t / 10 + 0.25, 0.5), 3) for t in range(5)]
 
     # The analysis started (the wait is over): the next edit waits one debounce again.
     await real_analyse_later(store.states[URI], URI, 0)
     asked.clear()
     clock[0] += 0.1
-    store.changed(URI, 10)
+    store.changed(URI, 7)
     await asyncio.sleep(0)
     assert asked == [clock[0] + 0.25]

@@ -31,8 +31,9 @@ MAX_MOVES = 500  # line moves kept per document (one per edit since the shown sh
 # While edits keep coming closer together than the debounce, a document is still analysed this
 # many debounces after the first edit not analysed: a trailing debounce alone waits for a pause,
 # and typing at 100-300 ms an edit pauses 250 ms only one edit in four (the shapes shown were
-# 2 s old or more one time in twenty, docs/benchmarks.md).
-MAX_WAIT_DEBOUNCES = 3
+# 2 s old or more one time in twenty, docs/benchmarks.md). Two, not three: a job waiting in the
+# worker's queue runs the version of its last debounce, so a fresher one helps there too.
+MAX_WAIT_DEBOUNCES = 2
 
 
 def debounce_delay_ms(debounce_ms: int, waited_s: float) -> int:
