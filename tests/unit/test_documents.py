@@ -123,3 +123,44 @@ async def test_edits_faster_than_the_debounce_still_get_analysed(monkeypatch):
     store.changed(URI, 7)
     await asyncio.sleep(0)
     assert asked == [clock[0] + 0.25]
+
+
+async def test_an_edit_during_an_analysis_lets_it_finish_and_analyses_after_it():
+    """Cancelling the running analysis's task does not stop its thread: the next analysis would
+    run beside it (on a large document, on the same incremental analyzer). The edit's analysis
+    waits for it instead, and only the current version's result is kept."""
+    store = DocumentStore(_Server("x = 1\n"))
+    store.server.settings = Settings(debounce_ms=0)
+    finish = threading.Event()
+    guard, running, most, versions = threading.Lock(), [0], [0], []
+    analyse = store._analyse
+
+    def held_analysis(state, source):
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            versions.append(state.version)
+        finish.wait(30)
+        try:
+            return analyse(state, source)
+        finally:
+            with guard:
+                running[0] -= 1
+
+    store._analyse = held_analysis
+    try:
+        store.opened(URI, 1)
+        first = store.get(URI).pending
+        while not versions:  # the first analysis is running in its thread
+            await asyncio.sleep(0.01)
+        store.changed(URI, 2)
+        second = store.get(URI).pending
+        for _ in range(20):  # the edit's task reaches the analysis lock (no sleep: debounce 0)
+            await asyncio.sleep(0)
+        assert not first.cancelled() and versions == [1]
+        finish.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 30)
+        assert most[0] == 1 and versions == [1, 2]
+        assert store.get(URI).analysis_version == 2
+    finally:
+        finish.set()

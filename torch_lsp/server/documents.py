@@ -58,6 +58,7 @@ class DocState:
     analysing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one analysis at a time (the analyzer's nodes)
     edited_at: float | None = None  # time.monotonic() of the last edit
     waiting_since: float | None = None  # time.monotonic() an analysis was first asked for and not yet started
+    finishing: set[asyncio.Task] = field(default_factory=set)  # analyses left to end after a newer edit
     gap_before_s: float | None = None  # seconds between the last edit and the one before it
 
     def current_findings(self) -> list[Finding]:
@@ -97,6 +98,9 @@ class DocState:
         if self.pending is not None:
             self.pending.cancel()
             self.pending = None
+        for task in list(self.finishing):
+            task.cancel()
+        self.finishing.clear()
         # An analysis still running in a thread holds this state until it ends (its result is
         # dropped): it holds nothing big meanwhile.
         self.lines, self.moves = (), []
@@ -135,13 +139,24 @@ class AnalysedStore:
     def get(self, uri: str) -> DocState | None:
         return self.states.get(uri)
 
-    def schedule(self, uri: str, delay_ms: int) -> None:
+    def schedule(self, uri: str, delay_ms: int, interrupt: bool = False) -> None:
         """Analyse `uri` after `delay_ms` (a debounce: a later call starts it again, but the
-        wait since the first call not yet analysed is bounded, debounce_delay_ms)."""
+        wait since the first call not yet analysed is bounded, debounce_delay_ms).
+
+        An analysis already running is left to finish (its result is dropped if the version
+        moved on) and the next one waits for it (`state.analysing`): cancelling the task would
+        not stop its thread, and would let the next analysis run beside it on the same large
+        document's analyzer. `interrupt`: cancel it anyway (the settings changed: its result
+        would be stored for the current version with the old ones)."""
         state = self.states[uri]
         now = time.monotonic()
+        waiting = state.waiting_since is not None  # the pending task has not started analysing
         if state.pending and not state.pending.done():
-            state.pending.cancel()
+            if waiting or interrupt:
+                state.pending.cancel()
+            else:  # kept referenced until it ends (closing the document cancels it too)
+                state.finishing.add(state.pending)
+                state.pending.add_done_callback(state.finishing.discard)
         if state.waiting_since is None:
             state.waiting_since = now
         delay_ms = debounce_delay_ms(delay_ms, now - state.waiting_since)
@@ -152,12 +167,12 @@ class AnalysedStore:
         for uri, state in list(self.states.items()):
             state.analysis = None
             state.analyzer = None  # made for the old rule selection
-            self.schedule(uri, delay_ms=0)
+            self.schedule(uri, delay_ms=0, interrupt=True)
 
     async def _analyse_later(self, state: DocState, uri: str, delay_ms: int) -> None:
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
-        state.waiting_since = None  # the wait is over: the next edit starts a new one
+        state.waiting_since = None  # analysing now: the next edit starts a new wait, not cancel this
         await self.ensure_analysis(uri)
 
     async def ensure_analysis(self, uri: str):
