@@ -18,6 +18,9 @@ Reported, per document count:
   request to writing the answer: `torch-lsp.serverInfo`); this client shares the cores and
   parses every notification, so its figure includes its own backlog. And the shape job time
   of one idle edit (the age's baseline);
+- the shape jobs the worker started a second while typing (drivers, and background jobs when
+  no driver waits; `shapeJobsStarted` of `torch-lsp.serverInfo`): a queued version replaced
+  by a newer one never starts;
 - after typing stops, the time until every document's shapes are current again;
 - the server's RSS, sampled every 5 s (over 10 minutes: the steady-state memory figure);
 - the shape worker's RSS (the server's largest child; each job is a fork of it) at the same
@@ -120,9 +123,10 @@ class Session:
 
     def server_hovers(self) -> dict[str, float]:
         """The server's own timing of the hovers since the last call (read to answer written:
-        server/latency.py), without this client's delays in reading the reply."""
+        server/latency.py), without this client's delays in reading the reply; and the shape
+        jobs the worker started so far (`jobs`)."""
         info = self.command("torch-lsp.serverInfo", {"resetLatency": True}) or {}
-        return info.get("requestLatency", {}).get("textDocument/hover", {})
+        return {**info.get("requestLatency", {}).get("textDocument/hover", {}), "jobs": info.get("shapeJobsStarted", 0)}
 
     def close(self) -> None:
         self.client.close()
@@ -175,6 +179,7 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
                 next_rss = now + 5
             time.sleep(0.005)
         typing_server = session.server_hovers()
+        jobs_per_s = (typing_server["jobs"] - idle_server["jobs"]) / seconds  # the idle edit's few jobs too
         settle = session.wait_current(session.paths)
         server_rss = rss_mb(session.client.process.pid)
         worker_rss.append(worker_rss_mb(session.client.process.pid))
@@ -193,6 +198,7 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
             "hover inside the server, p50 idle / typing (ms)": (idle_server["p50Ms"], typing_server["p50Ms"]),
             "hover inside the server, p95 idle / typing (ms)": (idle_server["p95Ms"], typing_server["p95Ms"]),
             "hover inside the server, p99 idle / typing (ms)": (idle_server["p99Ms"], typing_server["p99Ms"]),
+            "shape jobs started a second while typing": jobs_per_s,
             "current again after typing stops (s)": settle,
             "server RSS: after opening / highest while typing / at the end (MB)": (rss[0], max(rss), server_rss),
             "worker RSS: after opening / highest / at the end (MB)": (worker_rss[0], max(worker_rss), worker_rss[-1]),

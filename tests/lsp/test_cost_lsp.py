@@ -93,7 +93,9 @@ async def test_costs_stay_while_typing_and_are_measured_once_it_pauses(cost_clie
     text = SEED.read_text()
     open_text(cost_client, uri, text)
     await lenses(cost_client, uri, f"{cpu_parameters(text):,} params")
-    without_costs = (await execute(cost_client, "torch-lsp.serverInfo"))["shapeJobsWithoutCosts"]
+    info = await execute(cost_client, "torch-lsp.serverInfo")
+    without_costs, started = info["shapeJobsWithoutCosts"], info["shapeJobsStarted"]
+    assert started >= 1  # the opened version's job (bench_typing.py counts jobs a second with it)
     wider = text.replace("nn.Conv2d(3, 6, 5)", "nn.Conv2d(3, 8, 5)").replace("nn.Conv2d(6, 16, 5)", "nn.Conv2d(8, 16, 5)")
     expected = f"{cpu_parameters(wider):,} params"
     assert expected != f"{cpu_parameters(text):,} params"
@@ -109,7 +111,8 @@ async def test_costs_stay_while_typing_and_are_measured_once_it_pauses(cost_clie
         titles.append(next((lens.command.title for lens in found if lens.range.start.line == class_line), None))
         await asyncio.sleep(0.05)
     assert None not in titles and all(" params · " in title for title in titles)
-    assert (await execute(cost_client, "torch-lsp.serverInfo"))["shapeJobsWithoutCosts"] > without_costs
+    info = await execute(cost_client, "torch-lsp.serverInfo")
+    assert info["shapeJobsWithoutCosts"] > without_costs and info["shapeJobsStarted"] >= started + 2  # typed, measured
     report = await shape_report(cost_client, uri)
     assert {"modules", "flops", "memory"} <= set(report["extras"])  # the measured version's
 

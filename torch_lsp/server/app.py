@@ -296,6 +296,7 @@ def create_server() -> TorchLanguageServer:
                 "torchImported": "torch" in sys.modules, "matplotlibImported": "matplotlib" in sys.modules,
                 "rssMb": _rss_mb(), "shapeJobs": ls.shapes.jobs_sent,
                 "shapeJobsWithoutCosts": ls.shapes.jobs_without_costs,
+                "shapeJobsStarted": ls.shapes.engine.jobs_started if ls.shapes.engine is not None else 0,
                 "shapeSession": shapes is not None and shapes.session is not None,
                 "shapeWorkerPid": ls.shapes.engine.pid if ls.shapes.engine is not None else None,
                 "runningShapeJobs": ls.shapes.engine.running if ls.shapes.engine is not None else [],

@@ -94,6 +94,7 @@ class ShapeEngine:
         # (8 documents opened at once) wait for it instead of spawning their own.
         self._starting = asyncio.Lock()
         self.worker_info: dict = {}
+        self.jobs_started = 0  # by the worker (a job replaced while queued never starts): for benches
         # What the worker imported once for its jobs ({"modules", "seconds"}, worker._import_for),
         # since its process started: for benches and tests.
         self.worker_imports: list[dict] = []
@@ -335,6 +336,7 @@ class ShapeEngine:
             elif kind == "huge_pages":
                 self.worker_huge_pages = {key: message.get(key) for key in ("collapsed_mb", "skipped_mb", "huge_mb", "unsupported")}
             elif kind == "started":
+                self.jobs_started += 1
                 pending = self._pending.get(message.get("id"))
                 if pending is not None:
                     pending.started.set()
