@@ -180,20 +180,6 @@ def naming(driver: dict[str, "ShapeReport"], spec: "JobSpec") -> tuple[dict[int,
     return symbols(loaders, sources), sources
 
 
-def apply(merged: dict[str, "ShapeReport"], driver: dict[str, "ShapeReport"], variant: dict[str, "ShapeReport"] | None,
-          spec: "JobSpec | None") -> dict[str, "ShapeReport"]:
-    """The merged reports with the driver's batch dimensions named (lines a synthesized call
-    gave shapes are left as they are: their values are not the driver's)."""
-    if not variant or spec is None:
-        return merged
-    names, _ = naming(driver, spec)
-    out = dict(merged)
-    for path, report in merged.items():
-        if path in variant:
-            out[path] = name_batch_dims(report, variant[path], names)
-    return out
-
-
 # -- names carried to the next version (server side) ---------------------------------------------
 
 
@@ -209,14 +195,20 @@ class LastNames:
     def __init__(self) -> None:
         self._by_key: dict[str, tuple[dict[int, str], dict[str, tuple[tuple[str, ...], "ShapeReport"]]]] = {}
 
-    def remember(self, key: str, named: dict[str, "ShapeReport"], driver: dict[str, "ShapeReport"],
-                 spec: "JobSpec") -> None:
+    def name(self, key: str, merged: dict[str, "ShapeReport"], driver: dict[str, "ShapeReport"],
+             variant: dict[str, "ShapeReport"], spec: "JobSpec") -> dict[str, "ShapeReport"]:
+        """The merged reports with the driver's batch dimensions named from its naming run
+        `variant` (lines a synthesized call gave shapes are left as they are: their values are
+        not the driver's), and remembered for the document's next versions."""
         names, sources = naming(driver, spec)
-        if not names:
+        named = {path: name_batch_dims(report, variant[path], names) if path in variant else report
+                 for path, report in merged.items()}
+        if names:
+            self._by_key[key] = (names, {path: (tuple(sources[path].splitlines()), report)
+                                         for path, report in named.items() if path in sources})
+        else:
             self._by_key.pop(key, None)
-            return
-        self._by_key[key] = (names, {path: (tuple(sources[path].splitlines()), report)
-                                     for path, report in named.items() if path in sources})
+        return named
 
     def carry(self, key: str, reports: dict[str, "ShapeReport"], spec: "JobSpec | None") -> dict[str, "ShapeReport"]:
         """`reports` (a driver's, not yet named) with the names of the last naming run."""

@@ -620,11 +620,11 @@ class ShapeSession:
         variant = await batched
         if merged is None:
             return None
+        # Naming (maybe a loader's file read) and carrying (a text diff): off the event loop.
+        loop = asyncio.get_running_loop()
         if not variant or spec is None:  # no naming run, or a newer version's replaced it
-            return await asyncio.get_running_loop().run_in_executor(None, self._names.carry, key, merged, spec)
-        named = batch_dims.apply(merged, reports, variant, spec)
-        self._names.remember(key, named, reports, spec)
-        return named
+            return await loop.run_in_executor(None, self._names.carry, key, merged, spec)
+        return await loop.run_in_executor(None, self._names.name, key, merged, reports, variant, spec)
 
     async def _batch_variant(self, spec: JobSpec | None, reports: Reports, key: str, keys: set[str]) -> Reports | None:
         if spec is None or not spec.main.source or not batch_dims.loaders_of(reports):
