@@ -20,7 +20,9 @@ Reported, per document count:
   of one idle edit (the age's baseline);
 - the shape jobs the worker started a second while typing (drivers, and background jobs when
   no driver waits; `shapeJobsStarted` of `torch-lsp.serverInfo`): a queued version replaced
-  by a newer one never starts;
+  by a newer one never starts; and the jobs the server sent a second (`shapeJobs`);
+- the cores kept busy while typing by the server, by the shape worker itself and by its job
+  forks (CPU seconds from /proc per second of typing; the two cores are shared with this client);
 - after typing stops, the time until every document's shapes are current again;
 - the server's RSS, sampled every 5 s (over 10 minutes: the steady-state memory figure);
 - the shape worker's RSS (the server's largest child; each job is a fork of it) at the same
@@ -43,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from lsp_client import StdioClient, rss_mb  # noqa: E402
+from lsp_client import StdioClient, cpu_times, rss_mb  # noqa: E402
 
 SEED = ROOT / "fixtures" / "cifar10_seed.py"
 HOVER_NEEDLE = "x = self.pool(F.relu(self.conv1(x)))"
@@ -56,8 +58,8 @@ def bare_torch_rss_mb() -> float:
     return next(int(line.split()[1]) for line in run.stdout.splitlines() if line.startswith("VmRSS:")) / 1024
 
 
-def worker_rss_mb(server_pid: int) -> float:
-    """RSS of the server's largest child process: the shape worker."""
+def worker_pid(server_pid: int) -> int | None:
+    """The server's largest child process: the shape worker."""
     children: list[int] = []
     try:
         for task in os.listdir(f"/proc/{server_pid}/task"):
@@ -65,7 +67,22 @@ def worker_rss_mb(server_pid: int) -> float:
                 children += [int(pid) for pid in handle.read().split()]
     except OSError:
         pass
-    return max((rss_mb(pid) for pid in children), default=0.0)
+    return max(children, key=rss_mb, default=None)
+
+
+def worker_rss_mb(server_pid: int) -> float:
+    worker = worker_pid(server_pid)
+    return rss_mb(worker) if worker is not None else 0.0
+
+
+def cpu_split(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server, of the shape worker itself and of the job forks it reaped."""
+    user, system, _, _ = cpu_times(server_pid)
+    worker = worker_pid(server_pid)
+    if worker is None:
+        return {"server": user + system, "worker": 0.0, "forks": 0.0}
+    worker_user, worker_system, forks_user, forks_system = cpu_times(worker)
+    return {"server": user + system, "worker": worker_user + worker_system, "forks": forks_user + forks_system}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,7 +143,8 @@ class Session:
         server/latency.py), without this client's delays in reading the reply; and the shape
         jobs the worker started so far (`jobs`)."""
         info = self.command("torch-lsp.serverInfo", {"resetLatency": True}) or {}
-        return {**info.get("requestLatency", {}).get("textDocument/hover", {}), "jobs": info.get("shapeJobsStarted", 0)}
+        return {**info.get("requestLatency", {}).get("textDocument/hover", {}), "jobs": info.get("shapeJobsStarted", 0),
+                "sent": info.get("shapeJobs", 0)}
 
     def close(self) -> None:
         self.client.close()
@@ -150,6 +168,7 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
         ages, hovers, blank = [], [], 0
         rss = [rss_mb(session.client.process.pid)]  # the server's, every 5 s (a long run is the soak)
         worker_rss = [worker_rss_mb(session.client.process.pid)]
+        cpu_before = cpu_split(session.client.process.pid)
         next_edit = {path: time.perf_counter() + rng.uniform(0.1, 0.3) for path in session.paths}
         next_sample, next_hover, next_rss = time.perf_counter(), time.perf_counter(), time.perf_counter() + 5
         end = time.perf_counter() + seconds
@@ -179,7 +198,10 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
                 next_rss = now + 5
             time.sleep(0.005)
         typing_server = session.server_hovers()
+        cpu_after = cpu_split(session.client.process.pid)
         jobs_per_s = (typing_server["jobs"] - idle_server["jobs"]) / seconds  # the idle edit's few jobs too
+        sent_per_s = (typing_server["sent"] - idle_server["sent"]) / seconds
+        cores = {part: (cpu_after[part] - cpu_before[part]) / seconds for part in cpu_before}
         settle = session.wait_current(session.paths)
         server_rss = rss_mb(session.client.process.pid)
         worker_rss.append(worker_rss_mb(session.client.process.pid))
@@ -199,6 +221,9 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
             "hover inside the server, p95 idle / typing (ms)": (idle_server["p95Ms"], typing_server["p95Ms"]),
             "hover inside the server, p99 idle / typing (ms)": (idle_server["p99Ms"], typing_server["p99Ms"]),
             "shape jobs started a second while typing": jobs_per_s,
+            "shape jobs sent a second while typing (a newer version replaces a queued one)": sent_per_s,
+            "cores busy while typing: server / shape worker / its job forks": (
+                cores["server"], cores["worker"], cores["forks"]),
             "current again after typing stops (s)": settle,
             "server RSS: after opening / highest while typing / at the end (MB)": (rss[0], max(rss), server_rss),
             "worker RSS: after opening / highest / at the end (MB)": (worker_rss[0], max(worker_rss), worker_rss[-1]),
