@@ -248,7 +248,8 @@ def main() -> None:
         cells = []
         for result in results:
             value = result[key]
-            cells.append(" / ".join(f"{v:.1f}" for v in value) if isinstance(value, tuple) else
+            digits = 2 if key.startswith("cores") else 1
+            cells.append(" / ".join(f"{v:.{digits}f}" for v in value) if isinstance(value, tuple) else
                          f"{value:.0f}" if key in ("edits",) else f"{value:.2f}")
         print(f"| {key} | " + " | ".join(cells) + " |")
 

@@ -56,6 +56,7 @@ def test_the_worker_starts_a_second_job_only_once_the_first_overran(monkeypatch)
     clock = [100.0]
     monkeypatch.setattr(worker_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     worker = worker_module.Worker(out_fd=-1, parallel=2, cores=1)  # a two-core machine
+    monkeypatch.setattr(worker, "send", lambda message: None)
     started: list[str] = []
 
     def start(job):  # no fork: what the loop decides is under test
@@ -80,6 +81,55 @@ def test_the_worker_starts_a_second_job_only_once_the_first_overran(monkeypatch)
     worker.queue["b#batch"] = worker_module.Job(0, "b#batch", SimpleNamespace(background=True), {})
     worker._start_queued()
     assert started == ["a", "b", "a#probes", "b#batch"]  # `a`'s newer version waits for its own job only
+
+
+def test_the_worker_announces_the_driver_job_that_starts_next(monkeypatch):
+    """While a driver runs, the server is told which queued driver starts next (once per turn),
+    so that it can replace that job with its document's newest text first."""
+    from types import SimpleNamespace
+
+    from torch_lsp.shapes import worker as worker_module
+
+    worker = worker_module.Worker(out_fd=-1, parallel=2, cores=1)
+    said: list[dict] = []
+    monkeypatch.setattr(worker, "send", said.append)
+
+    def start(job):
+        worker.running[job.key] = SimpleNamespace(job=job, started=worker_module.time.monotonic())
+
+    monkeypatch.setattr(worker, "_start", start)
+
+    def queue(key: str, background: bool = False) -> None:
+        worker.queue[key] = worker_module.Job(0, key, SimpleNamespace(background=background), {})
+
+    queue("a#batch", background=True)
+    worker._start_queued()
+    assert said == []  # a background job runs: no driver waits for a turn
+    worker.running.clear()
+    queue("a"), queue("b"), queue("c")
+    worker._start_queued()
+    assert list(worker.running) == ["a"] and said == [{"type": "next", "key": "b"}]
+    queue("b")  # `b`'s newer version takes its place: not announced again
+    worker._start_queued()
+    assert said == [{"type": "next", "key": "b"}]
+    worker.running.clear()  # `a` is done: `b` starts, `c` is next
+    worker._start_queued()
+    assert list(worker.running) == ["b"] and said[-1] == {"type": "next", "key": "c"}
+    queue("a")  # `a` again, behind `c`
+    worker.running.clear()
+    worker._start_queued()
+    assert list(worker.running) == ["c"] and said[-1] == {"type": "next", "key": "a"}
+    queue("c")  # `c`'s newer version, while `c` runs: `a` is still next
+    worker._start_queued()
+    assert list(worker.running) == ["c"] and len(said) == 3
+    worker.running.clear()
+    worker._start_queued()
+    assert list(worker.running) == ["a"] and said[-1] == {"type": "next", "key": "c"}
+    worker.running.clear()
+    worker._start_queued()  # `c` starts; nothing waits
+    queue("c")  # its newer version waits for its own job: not next while that runs
+    worker._start_queued()
+    assert list(worker.running) == ["c"] and len(said) == 4
 
 
 def test_background_jobs_start_only_while_no_driver_waits():

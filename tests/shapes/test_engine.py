@@ -396,3 +396,33 @@ async def test_background_jobs_never_make_a_driver_wait_and_are_timed_on_cpu(eng
     # A background job stops at its budget (CPU time: its loop burns it) like a driver at its own.
     for reports in await asyncio.gather(*busy):
         assert reports[str(tmp_path / "spin.py")].stopped.startswith("shape analysis stopped after 1 s at line")
+
+
+async def test_the_engine_hears_which_queued_driver_job_starts_next(engine, tmp_path):
+    """While a driver job runs, the worker names the queued driver that starts next, once per
+    turn (the server then replaces it with its document's newest text: server/shapes.py)."""
+    from torch_lsp.shapes.spec import JobSpec
+
+    announced: list[str] = []
+    engine.on_next = announced.append
+    flag = tmp_path / "go"
+    try:
+        # The first job runs until the test has heard the announcement.
+        slow = plan_for(tmp_path, f"import os, time\nwhile not os.path.exists({str(flag)!r}):\n    time.sleep(0.01)\nx = 1\n",
+                        "slow_first.py")
+        first = asyncio.ensure_future(engine.run(JobSpec(key="first", main=slow, cwd=str(tmp_path), timeout=60)))
+        assert await engine.wait_started("first")
+        others = [asyncio.ensure_future(engine.run(JobSpec(key=f"next{n}", main=plan_for(tmp_path, f"y = {n}\n", f"next{n}.py"),
+                                                           cwd=str(tmp_path)))) for n in range(2)]
+        for _ in range(6000):  # event-driven, with a generous ceiling
+            if announced or first.done():
+                break
+            await asyncio.sleep(0.01)
+        flag.write_text("")
+        await asyncio.gather(first, *others)
+        # On two cores one driver runs at a time: next0, then next1 (with more cores next0 may
+        # start beside the first job, and next1 is announced first).
+        assert announced and len(announced) == len(set(announced)) and set(announced) <= {"next0", "next1"}
+    finally:
+        engine.on_next = None
+        flag.write_text("")

@@ -164,3 +164,32 @@ async def test_an_edit_during_an_analysis_lets_it_finish_and_analyses_after_it()
         assert store.get(URI).analysis_version == 2
     finally:
         finish.set()
+
+
+async def test_hurry_analyses_an_edit_still_waiting_out_its_debounce_now(monkeypatch):
+    """The shape worker is about to start the document's queued job (server/shapes.py): an edit
+    waiting out its debounce is analysed at once, so that the job of its text replaces it.
+    Nothing happens when no edit waits."""
+    store = DocumentStore(_Server("x = 1\n"))
+    monkeypatch.setattr(store, "ensure_analysis", lambda uri: asyncio.sleep(0))
+    store.opened(URI, 1)
+    await store.states[URI].pending
+    assert not store.hurry(URI)
+    assert store.states[URI].pending.done()  # nothing waited: nothing scheduled
+
+    store.changed(URI, 2)
+    waiting = store.states[URI].pending
+    delays: list[int] = []
+    real_analyse_later = store._analyse_later
+
+    async def record(state, uri, delay_ms):
+        delays.append(delay_ms)
+        await real_analyse_later(state, uri, delay_ms)
+
+    monkeypatch.setattr(store, "_analyse_later", record)
+    assert store.hurry(URI)
+    hurried = store.states[URI].pending
+    await asyncio.wait_for(hurried, 5)
+    assert waiting.cancelled() and delays == [0]
+    assert store.states[URI].waiting_since is None  # analysing started: the next edit waits a debounce
+    assert not store.hurry("file:///project/not_open.py")  # a key of no open document

@@ -162,6 +162,15 @@ class AnalysedStore:
         delay_ms = debounce_delay_ms(delay_ms, now - state.waiting_since)
         state.pending = asyncio.ensure_future(self._analyse_later(state, uri, delay_ms))
 
+    def hurry(self, uri: str) -> bool:
+        """Analyse now an edit still waiting out its debounce (its shape job is about to start:
+        server/shapes.py). False when none waits."""
+        state = self.states.get(uri)
+        if state is None or state.waiting_since is None:
+            return False
+        self.schedule(uri, delay_ms=0)
+        return True
+
     def reanalyse_all(self) -> None:
         """Settings changed: every open document's findings are out of date."""
         for uri, state in list(self.states.items()):

@@ -78,6 +78,7 @@ class ShapeService:
 
                 # Drivers chosen before the first scan ends are confirmed after it (`_confirm_driver`).
                 self.session = ShapeSession(ls.root_path, lambda: ls.settings, provisional_drivers=True)
+                self.session.on_next_job = self._next_job
                 # The workspace index is scanned off the event loop, while torch imports.
                 asyncio.get_running_loop().run_in_executor(None, self.session.index)
             # One worker per server: started now, so torch imports while the user opens a file;
@@ -163,6 +164,13 @@ class ShapeService:
         # finishes first (shapes/scheduling.py), and its results are shown until newer ones come.
         # The documents that ran this one re-run too, once its text is indexed.
         self._schedule(state.uri, state.version, analysed=True)
+
+    def _next_job(self, key: str) -> None:
+        """The worker starts this document's queued job next: edits made since that job's
+        version that still wait out their debounce are analysed now, so that the job of the
+        newest text takes the queued one's place before it starts."""
+        if key in self.ls.documents:
+            self.ls.documents.hurry(key)
 
     def _schedule(self, uri: str, version: int | None, analysed: bool = False) -> None:
         self._track(uri, self._analyse(uri, version, analysed))

@@ -25,6 +25,7 @@ import shutil
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 from torch_lsp.analysis.plan import ExecutionPlan
 from torch_lsp.shapes import early_start, scheduling
@@ -102,6 +103,9 @@ class ShapeEngine:
         # The worker's last pass putting its heap on huge pages (worker._collapse_step), likewise.
         self.worker_huge_pages: dict | None = None
         self.restarts = 0
+        # Told the key of the driver job the worker starts next (worker._announce_next), so that
+        # the server can replace it with its document's newest text before it starts.
+        self.on_next: Callable[[str], None] | None = None
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -341,6 +345,8 @@ class ShapeEngine:
                 if pending is not None:
                     pending.started.set()
                     await self._notify()
+            elif kind == "next":
+                self._announce(str(message.get("key", "")))
             elif kind == "fatal":
                 self._fail(str(message.get("message")))
             elif kind in ("result", "cancelled"):
@@ -349,6 +355,14 @@ class ShapeEngine:
                     pending.future.set_result(self._parse(message, pending) if kind == "result" else None)
         if not self._closing and self._process is process and not self.startup_error:
             await self._restart()
+
+    def _announce(self, key: str) -> None:
+        if self.on_next is None:
+            return
+        try:
+            self.on_next(key)
+        except Exception:  # noqa: BLE001 - the queued job runs its own version then
+            log.exception("announcing the next shape job of %s failed", key)
 
     def _fail(self, why: str) -> None:
         """The worker cannot run in this interpreter: every job says so, none is retried."""

@@ -224,6 +224,8 @@ class ShapeSession:
         self._reasons: dict[str, dict[str, str]] = {}  # document key -> class -> its last why-note
         self._names = batch_dims.LastNames()  # each document's last batch-dimension names
         self._interpreter_found: tuple[str | None, float, Interpreter] | None = None  # setting, when, what
+        # Called with the key of the driver job the worker starts next (ShapeEngine.on_next).
+        self.on_next_job: Callable[[str], None] | None = None
 
     # the engine -------------------------------------------------------------------------------
 
@@ -247,7 +249,12 @@ class ShapeSession:
             self._engine = None
         if self._engine is None:
             self._engine = self.engine_factory(interpreter)
+            self._engine.on_next = self._next_job
         return self._engine
+
+    def _next_job(self, key: str) -> None:
+        if self.on_next_job is not None:
+            self.on_next_job(key)
 
     @property
     def started(self) -> bool:

@@ -16,6 +16,9 @@ stdin/stdout: frames of a 4-byte big-endian length and a JSON object (see `proto
   Background jobs (a document's synthesized calls, its batch-naming run) have `parallel`
   slots of their own, run niced and are timed on CPU time: they never make a driver job wait,
   and start only while no other document's driver job waits (`scheduling.background_may_start`).
+- Queued jobs start in the order their documents were queued (a newer version takes the
+  older one's place). While drivers run, the server is told which queued driver starts next
+  (`next`), so that it can replace that job with its document's newest text first.
 - A newer version of a document does not kill a job that is about to finish (see
   `scheduling.keeps_running`): it waits, and the server shows that job's results moved
   through the edits made since. A job that has run longer than expected is killed.
@@ -148,6 +151,7 @@ class Worker:
         self.jobs_while_cold = 0  # jobs started while the warm-up was due
         self.tried_imports: set[str] = set()  # modules imported here for jobs (see _import_for)
         self.imported_by_jobs: list[str] = []  # what a job's fork had to import (_LAZY)
+        self.announced: str | None = None  # the key last announced to start next (_announce_next)
 
     def send(self, message: dict) -> None:
         write_frame(self.out_fd, message)
@@ -281,6 +285,22 @@ class Worker:
             if scheduling.opens_slot(running, self.parallel, self.cores):
                 self._start(self.queue.pop(key))
                 waiting_drivers -= not background
+                if self.announced == key:
+                    self.announced = None  # its next version is announced again when its turn comes
+        self._announce_next()
+
+    def _announce_next(self) -> None:
+        """Tell the server which queued driver job starts next, while drivers run. Its document
+        may have been edited since that job's version, the edits still waiting out their
+        debounce: the server analyses them now, and the newer job takes the queued one's place
+        before it starts (many documents typed into: each waits its turn for a round of the
+        others' jobs, and ran a version up to two debounces older than its text at the start)."""
+        if not any(not running.job.spec.background for running in self.running.values()):
+            return
+        upcoming = next((key for key, job in self.queue.items() if not job.spec.background and key not in self.running), None)
+        if upcoming is not None and upcoming != self.announced:
+            self.announced = upcoming
+            self.send({"type": "next", "key": upcoming})
 
     # jobs -----------------------------------------------------------------------------------
 

@@ -1,0 +1,93 @@
+"""Documents typed into while another document's job runs, through the real protocol.
+
+Their jobs wait for their turn in the worker's queue; when the worker says a document is next,
+its edits still waiting out the debounce (the default 250 ms here) are analysed at once and
+that job takes the queued one's place (server/shapes.py, `_next_job`). Whatever the order,
+every document ends with the shapes of its last version, as CPU gives them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from tests.lsp.conftest import SERVER, handle_code_lens_refresh, open_text, replace_text
+from tests.shapes.helpers import cpu_run, shape_of
+
+pytestmark = pytest.mark.slow  # server and shape worker processes
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
+async def client(lsp_client: LanguageClient, tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    handle_code_lens_refresh(lsp_client)
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"), root_uri=root.as_uri(),
+        initialization_options={"execution": {"timeout": 60}}))
+    lsp_client.root = root
+    yield lsp_client
+    await lsp_client.shutdown_session()
+
+
+async def command(client: LanguageClient, name: str, *arguments):
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(command=name, arguments=list(arguments)))
+
+
+async def until(predicate, timeout: float = 120.0, what: str = ""):
+    """Poll an async predicate until it returns something true (generous ceiling)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := await predicate():
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def source(rows: int) -> str:
+    return f"import torch\nx = torch.ones({rows}, 3)\n"
+
+
+async def test_versions_typed_while_jobs_wait_their_turn_each_end_with_their_shapes(client):
+    root = client.root
+    flag = root / "go"
+    slow = root / "slow.py"  # its job runs until the typing below is done
+    slow.write_text(f"import os, time, torch\nwhile not os.path.exists({str(flag)!r}):\n    time.sleep(0.01)\n"
+                    "z = torch.ones(2)\n")
+    open_text(client, slow.as_uri(), slow.read_text())
+
+    async def slow_started():
+        info = await command(client, "torch-lsp.serverInfo") or {}
+        return info.get("shapeJobsStarted", 0) >= 1
+
+    await until(slow_started, what="the slow document's job started")
+    documents = {name: root / f"{name}.py" for name in ("a", "b", "c")}
+    versions = {name: 1 for name in documents}
+    try:
+        for path in documents.values():
+            path.write_text(source(1))
+            open_text(client, path.as_uri(), source(1))
+        for rows in range(2, 8):  # typed into while their first jobs wait
+            for name, path in documents.items():
+                versions[name] += 1
+                replace_text(client, path.as_uri(), source(rows), versions[name])
+            await asyncio.sleep(0.05)  # the pace of typing, not a wait for an outcome
+    finally:
+        flag.write_text("")
+    expected = shape_of(cpu_run(source(7))["x"])
+    for name, path in documents.items():
+        uri = path.as_uri()
+
+        async def current():
+            shown = await command(client, "torch-lsp.shapesShown", uri) or {}
+            return shown.get("reportVersion") == versions[name]
+
+        await until(current, what=f"{name}.py's shapes of version {versions[name]}")
+        report = await command(client, "torch-lsp.shapeReport", uri)
+        shapes = [tuple(v["shape"]) for var in report["variables"] if var["name"] == "x" for v in var["values"]]
+        assert shapes == [expected] == [(7, 3)]
