@@ -86,3 +86,13 @@ def register_capability(client: LanguageClient, params: types.RegistrationParams
     """Accept dynamic registrations as editors do (the capabilities these clients declare say they
     can, e.g. the server's `**/*.py` file watcher); tests read `client.registrations`."""
     client.registrations = [*getattr(client, "registrations", []), *params.registrations]
+
+
+async def wait_for(condition, what: str, timeout: float = 120):
+    """Poll an async condition until it holds (a generous ceiling, never a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := await condition():
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout} s")

@@ -4,7 +4,6 @@ hold up the shapes of the others (jobs run side by side)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -13,7 +12,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import ROOT
-from tests.lsp.conftest import SERVER, handle_code_lens_refresh, diagnostics_for, open_text
+from tests.lsp.conftest import SERVER, diagnostics_for, handle_code_lens_refresh, open_text, wait_for
 
 pytestmark = pytest.mark.slow  # server and shape worker processes
 
@@ -72,16 +71,6 @@ async def patient_client(lsp_client: LanguageClient):
 async def server_info(client: LanguageClient) -> dict:
     return await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="torch-lsp.serverInfo", arguments=[]))
-
-
-async def wait_for(condition, what: str, timeout: float = 120):
-    """Poll an async condition until it holds (a generous ceiling, never a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := await condition():
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout} s")
 
 
 async def test_a_looping_document_does_not_delay_another(patient_client):

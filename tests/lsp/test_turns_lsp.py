@@ -9,14 +9,13 @@ every document ends with the shapes of its last version, as CPU gives them.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from tests.lsp.conftest import SERVER, handle_code_lens_refresh, open_text, replace_text
+from tests.lsp.conftest import SERVER, handle_code_lens_refresh, open_text, replace_text, wait_for
 from tests.shapes.helpers import cpu_run, shape_of
 
 pytestmark = pytest.mark.slow  # server and shape worker processes
@@ -39,16 +38,6 @@ async def command(client: LanguageClient, name: str, *arguments):
     return await client.workspace_execute_command_async(types.ExecuteCommandParams(command=name, arguments=list(arguments)))
 
 
-async def until(predicate, timeout: float = 120.0, what: str = ""):
-    """Poll an async predicate until it returns something true (generous ceiling)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := await predicate():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def source(rows: int) -> str:
     return f"import torch\nx = torch.ones({rows}, 3)\n"
 
@@ -65,7 +54,7 @@ async def test_versions_typed_while_jobs_wait_their_turn_each_end_with_their_sha
         info = await command(client, "torch-lsp.serverInfo") or {}
         return info.get("shapeJobsStarted", 0) >= 1
 
-    await until(slow_started, what="the slow document's job started")
+    await wait_for(slow_started, "the slow document's job started")
     documents = {name: root / f"{name}.py" for name in ("a", "b", "c")}
     versions = {name: 1 for name in documents}
     try:
@@ -87,7 +76,7 @@ async def test_versions_typed_while_jobs_wait_their_turn_each_end_with_their_sha
             shown = await command(client, "torch-lsp.shapesShown", uri) or {}
             return shown.get("reportVersion") == versions[name]
 
-        await until(current, what=f"{name}.py's shapes of version {versions[name]}")
+        await wait_for(current, f"{name}.py's shapes of version {versions[name]}")
         report = await command(client, "torch-lsp.shapeReport", uri)
         shapes = [tuple(v["shape"]) for var in report["variables"] if var["name"] == "x" for v in var["values"]]
         assert shapes == [expected] == [(7, 3)]
