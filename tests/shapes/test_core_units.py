@@ -130,6 +130,14 @@ def test_the_worker_announces_the_driver_job_that_starts_next(monkeypatch):
     queue("c")  # its newer version waits for its own job: not next while that runs
     worker._start_queued()
     assert list(worker.running) == ["c"] and len(said) == 4
+    queue("d")
+    worker._start_queued()
+    assert said[-1] == {"type": "next", "key": "d"} and len(said) == 5
+    worker.queue.pop("d")  # closed before its turn (a `cancel`)
+    worker._start_queued()
+    queue("d")  # opened and queued again: announced again
+    worker._start_queued()
+    assert said[-1] == {"type": "next", "key": "d"} and len(said) == 6
 
 
 def test_background_jobs_start_only_while_no_driver_waits():

@@ -285,8 +285,6 @@ class Worker:
             if scheduling.opens_slot(running, self.parallel, self.cores):
                 self._start(self.queue.pop(key))
                 waiting_drivers -= not background
-                if self.announced == key:
-                    self.announced = None  # its next version is announced again when its turn comes
         self._announce_next()
 
     def _announce_next(self) -> None:
@@ -295,6 +293,8 @@ class Worker:
         debounce: the server analyses them now, and the newer job takes the queued one's place
         before it starts (many documents typed into: each waits its turn for a round of the
         others' jobs, and ran a version up to two debounces older than its text at the start)."""
+        if self.announced not in self.queue:
+            self.announced = None  # it started or was cancelled: its next version is announced again
         if not any(not running.job.spec.background for running in self.running.values()):
             return
         upcoming = next((key for key, job in self.queue.items() if not job.spec.background and key not in self.running), None)
