@@ -31,8 +31,9 @@ MAX_MOVES = 500  # line moves kept per document (one per edit since the shown sh
 # While edits keep coming closer together than the debounce, a document is still analysed this
 # many debounces after the first edit not analysed: a trailing debounce alone waits for a pause,
 # and typing at 100-300 ms an edit pauses 250 ms only one edit in four (the shapes shown were
-# 2 s old or more one time in twenty, docs/benchmarks.md). Two, not three: a job waiting in the
-# worker's queue runs the version of its last debounce, so a fresher one helps there too.
+# 2 s old or more one time in twenty, docs/benchmarks.md). Two, not three: one document typed
+# into showed shapes 0.50 s old at p95 against 0.72 s. (A job queued behind other documents'
+# gets its document's newest edits analysed when its turn comes: `hurry`.)
 MAX_WAIT_DEBOUNCES = 2
 
 
