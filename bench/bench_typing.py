@@ -9,6 +9,11 @@ first shapes awaited. Then, for `--seconds`, every document gets an edit every 1
 (a line changed at the end of the file: every version needs a new shape job), while hover is
 asked at the model's first layer line of a random document every 50 ms.
 
+With `--on-screen K`, the editor shows the first K documents (as a split editor shows a few):
+this client asks inlay hints for such a document after each of its edits, as an editor does for
+what it shows, and hovers only over them; their shapes' age is reported on its own beside all
+documents' (server/on_screen.py: their jobs go first).
+
 Reported, per document count:
 - the age of the shapes shown, sampled every 100 ms per document: 0 while they describe the
   current text, else the time since the text they describe was replaced by an edit
@@ -133,6 +138,21 @@ class Session:
             "contentChanges": [{"range": {"start": {"line": lines, "character": 0}, "end": {"line": lines + 1, "character": 0}},
                                 "text": f"edit_marker = {version}\n"}]})
 
+    def ask_inlay_hints(self, path: Path) -> None:
+        lines = len(self.text.splitlines()) + 1
+        self.client.request("textDocument/inlayHint", {"textDocument": {"uri": path.as_uri()},
+                                                      "range": {"start": {"line": 0, "character": 0},
+                                                                "end": {"line": lines, "character": 0}}})
+
+    def age(self, path: Path, since: float) -> tuple[float, bool]:
+        """How old the shapes shown for `path` are (0: current), and whether none are shown."""
+        report_version, _ = self.shown(path)
+        if report_version is None:
+            return time.perf_counter() - since, True
+        if report_version == self.versions[path]:
+            return 0.0, False
+        return time.perf_counter() - self.replaced_at[(path, report_version)], False
+
     def hover_ms(self, path: Path) -> tuple[float, bool]:
         reply, ms = self.client.request("textDocument/hover", {"textDocument": {"uri": path.as_uri()},
                                                                "position": {"line": self.hover_line, "character": 8}})
@@ -150,7 +170,7 @@ class Session:
         self.client.close()
 
 
-def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
+def run(documents: int, seconds: float, rng: random.Random, on_screen: int = 0) -> dict[str, float]:
     bare_torch = bare_torch_rss_mb()  # the worker's baseline, in the same run
     workspace = Path(tempfile.mkdtemp(prefix="torch-lsp-typing-"))
     session = Session(workspace, documents)
@@ -165,7 +185,10 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
         session.edit(session.paths[0])
         idle_job = session.wait_current(session.paths[:1])
 
-        ages, hovers, blank = [], [], 0
+        shown = session.paths[:on_screen]  # the documents the editor shows (--on-screen)
+        for path in shown:
+            session.ask_inlay_hints(path)
+        ages, shown_ages, hovers, blank = [], [], [], 0
         rss = [rss_mb(session.client.process.pid)]  # the server's, every 5 s (a long run is the soak)
         worker_rss = [worker_rss_mb(session.client.process.pid)]
         cpu_before = cpu_split(session.client.process.pid)
@@ -176,21 +199,19 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
             for path, due in next_edit.items():
                 if now >= due:
                     session.edit(path)
+                    if path in shown:
+                        session.ask_inlay_hints(path)
                     next_edit[path] = now + rng.uniform(0.1, 0.3)
             if now >= next_hover:
-                ms, has_shape = session.hover_ms(rng.choice(session.paths))
+                ms, has_shape = session.hover_ms(rng.choice(shown or session.paths))
                 hovers.append(ms)
                 next_hover = now + 0.05
             if now >= next_sample:
                 for path in rng.sample(session.paths, min(len(session.paths), 3)):
-                    report_version, _ = session.shown(path)
-                    if report_version is None:
-                        blank += 1
-                        ages.append(time.perf_counter() - started)
-                    elif report_version == session.versions[path]:
-                        ages.append(0.0)
-                    else:
-                        ages.append(time.perf_counter() - session.replaced_at[(path, report_version)])
+                    age, none_shown = session.age(path, started)
+                    ages.append(age)
+                    blank += none_shown
+                shown_ages += [session.age(path, started)[0] for path in shown]
                 next_sample = now + 0.1
             if now >= next_rss:
                 rss.append(rss_mb(session.client.process.pid))
@@ -215,6 +236,9 @@ def run(documents: int, seconds: float, rng: random.Random) -> dict[str, float]:
             "age of shapes shown while typing, p95 (s)": percentile(ages, 0.95),
             "age of shapes shown while typing, max (s)": max(ages) if ages else float("nan"),
             "samples with no shapes shown (%)": 100.0 * blank / max(len(ages), 1),
+            **({"age of shapes of the documents on screen, p50 / p95 / max (s)": (
+                percentile(shown_ages, 0.5), percentile(shown_ages, 0.95), max(shown_ages, default=float("nan")))}
+               if on_screen else {}),
             "hover p50 idle / typing (ms)": (percentile(idle_hovers, 0.5), percentile(hovers, 0.5)),
             "hover p95 idle / typing (ms)": (percentile(idle_hovers, 0.95), percentile(hovers, 0.95)),
             "hover inside the server, p50 idle / typing (ms)": (idle_server["p50Ms"], typing_server["p50Ms"]),
@@ -236,10 +260,13 @@ def main() -> None:
     parser.add_argument("--documents", type=int, nargs="+", default=[1, 30])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--on-screen", type=int, default=0,
+                        help="the editor shows this many of the documents (asks their inlay hints, hovers only there)")
     args = parser.parse_args()
-    results = [run(count, args.seconds, random.Random(args.seed)) for count in args.documents]
+    results = [run(count, args.seconds, random.Random(args.seed), min(args.on_screen, count)) for count in args.documents]
     print(f"Python {sys.version.split()[0]}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}; "
-          f"{args.seconds:.0f} s of typing; an edit every 100-300 ms per document.\n")
+          f"{args.seconds:.0f} s of typing; an edit every 100-300 ms per document"
+          + (f"; {args.on_screen} on screen" if args.on_screen else "") + ".\n")
     print("| what | " + " | ".join(f"{r['documents']} document{'s' if r['documents'] > 1 else ''}" for r in results) + " |")
     print("|---|" + "---:|" * len(results))
     for key in results[0]:
@@ -248,7 +275,7 @@ def main() -> None:
         cells = []
         for result in results:
             value = result[key]
-            digits = 2 if key.startswith("cores") else 1
+            digits = 2 if key.startswith(("cores", "age")) else 1
             cells.append(" / ".join(f"{v:.{digits}f}" for v in value) if isinstance(value, tuple) else
                          f"{value:.0f}" if key in ("edits",) else f"{value:.2f}")
         print(f"| {key} | " + " | ".join(cells) + " |")

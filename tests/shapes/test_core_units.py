@@ -83,6 +83,43 @@ def test_the_worker_starts_a_second_job_only_once_the_first_overran(monkeypatch)
     assert started == ["a", "b", "a#probes", "b#batch"]  # `a`'s newer version waits for its own job only
 
 
+def test_the_jobs_of_documents_on_screen_start_first_and_are_announced_first(monkeypatch):
+    """A job marked `first` (its document is on screen: server/on_screen.py) starts before the
+    queued drivers without the mark, whatever their order; each group keeps its own order."""
+    from types import SimpleNamespace
+
+    from torch_lsp.shapes import worker as worker_module
+
+    worker = worker_module.Worker(out_fd=-1, parallel=2, cores=1)
+    said: list[dict] = []
+    monkeypatch.setattr(worker, "send", said.append)
+
+    def start(job):
+        worker.running[job.key] = SimpleNamespace(job=job, started=worker_module.time.monotonic())
+
+    monkeypatch.setattr(worker, "_start", start)
+
+    def queue(key: str, first: bool = False, background: bool = False) -> None:
+        worker.queue[key] = worker_module.Job(0, key, SimpleNamespace(background=background), {}, first)
+
+    queue("a"), queue("b"), queue("c", first=True), queue("d"), queue("e", first=True)
+    worker._start_queued()
+    assert list(worker.running) == ["c"] and said == [{"type": "next", "key": "e"}]
+    worker.running.clear()
+    worker._start_queued()
+    assert list(worker.running) == ["e"] and said[-1] == {"type": "next", "key": "a"}
+    queue("b", first=True)  # b's newer version: its document is on screen now
+    queue("c#batch", first=True, background=True)  # background jobs still wait while drivers do
+    worker._start_queued()
+    assert said[-1] == {"type": "next", "key": "b"}
+    order = []
+    while worker.queue.keys() - {"c#batch"}:
+        worker.running.clear()
+        worker._start_queued()
+        order += list(worker.running)
+    assert order == ["b", "a", "d"]
+
+
 def test_the_worker_announces_the_driver_job_that_starts_next(monkeypatch):
     """While a driver runs, the server is told which queued driver starts next (once per turn),
     so that it can replace that job with its document's newest text first."""

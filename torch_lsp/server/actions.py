@@ -25,6 +25,7 @@ def register(ls: "TorchLanguageServer") -> None:
     @ls.feature(types.TEXT_DOCUMENT_CODE_ACTION,
                 types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=True))
     async def code_action(ls: "TorchLanguageServer", params: types.CodeActionParams):
+        ls.on_screen.asked(params.text_document.uri)
         return await actions_for(ls, params)
 
     @ls.feature(types.CODE_ACTION_RESOLVE)

@@ -24,6 +24,7 @@ from torch_lsp.server import (actions, commands, cost, diagnostics, hover, inlay
 from torch_lsp.server.documents import DocumentStore
 from torch_lsp.server.latency import RequestLatency
 from torch_lsp.server.notebooks import NotebookStore
+from torch_lsp.server.on_screen import OnScreen
 from torch_lsp.server.protocol import TorchProtocol
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class TorchLanguageServer(LanguageServer):
         self.shutdown_hooks_ran = False
         self.sandbox_reported = False
         self.latency = RequestLatency()  # each request, read to answered (server/stdio.py)
+        self.on_screen = OnScreen()  # documents the editor shows: their shape jobs go first
         self.warned: set[str] = set()  # settings warnings already shown: each is shown once
         # Set once the client's configuration has been asked for (answered, refused or timed
         # out): nothing of the user's code runs before (see effective_settings).
@@ -273,6 +275,7 @@ def create_server() -> TorchLanguageServer:
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: TorchLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.shapes.closed(params.text_document.uri, to_fs_path(params.text_document.uri))
+        ls.on_screen.closed(params.text_document.uri)
         ls.documents.closed(params.text_document.uri)
         ls.release_memory_soon()
         diagnostics.clear(ls, params.text_document.uri)
@@ -300,6 +303,7 @@ def create_server() -> TorchLanguageServer:
                 "shapeSession": shapes is not None and shapes.session is not None,
                 "shapeWorkerPid": ls.shapes.engine.pid if ls.shapes.engine is not None else None,
                 "runningShapeJobs": ls.shapes.engine.running if ls.shapes.engine is not None else [],
+                "queuedShapeJobs": ls.shapes.engine.queued if ls.shapes.engine is not None else [],
                 # Requests being handled, plus any future pygls failed to drop (server/protocol.py).
                 "pendingFutures": len(ls.protocol._request_futures),
                 "settingsKnown": ls.settings_known.is_set(), "sandboxChecked": ls.sandbox_reported,

@@ -76,6 +76,7 @@ def _api_doc(ls, place: HoverPlace, name: str, end: int):
 def register(ls: "TorchLanguageServer") -> None:
     @ls.feature(types.TEXT_DOCUMENT_HOVER)
     def hover(ls, params: types.HoverParams):
+        ls.on_screen.asked(params.text_document.uri)
         text = hover_markdown(ls, params.text_document.uri, params.position)
         if text is None:
             return None

@@ -42,4 +42,5 @@ def _file_labels(ls: "TorchLanguageServer", uri: str, requested: types.Range) ->
 def register(ls: "TorchLanguageServer") -> None:
     @ls.feature(types.TEXT_DOCUMENT_INLAY_HINT, types.InlayHintOptions(resolve_provider=False))
     def inlay_hint(ls, params: types.InlayHintParams):
+        ls.on_screen.asked(params.text_document.uri)
         return inlay_hints(ls, params.text_document.uri, params.range)

@@ -29,6 +29,7 @@ TITLES = {"main": "▶ Train", "loop": "▶ Train (runs the whole script)"}
 def register(ls: "TorchLanguageServer") -> None:
     @ls.feature(types.TEXT_DOCUMENT_CODE_LENS, types.CodeLensOptions(resolve_provider=False))
     async def code_lens(ls: "TorchLanguageServer", params: types.CodeLensParams):
+        ls.on_screen.asked(params.text_document.uri)
         return await lenses_for(ls, params.text_document.uri)
 
 

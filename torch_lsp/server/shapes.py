@@ -240,7 +240,7 @@ class ShapeService:
         observers = self.observers()
         measured = bool(observers) and (costs if costs is not None else scheduling.costs_now(state.gap_before_s))
         request = RunRequest(path=path, text=source, key=uri, open_documents=self._open_documents(uri),
-                             observers=observers if measured else [])
+                             observers=observers if measured else [], on_screen=self.ls.on_screen.shows(uri))
         self.jobs_sent += 1
         self.jobs_without_costs += bool(observers) and not measured
         # The driver's reports are shown as soon as they come; then those with the synthesized

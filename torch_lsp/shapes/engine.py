@@ -215,7 +215,9 @@ class ShapeEngine:
                 pending.future.set_result(None)
                 self._pending.pop(job_id, None)
 
-    async def run(self, spec: JobSpec) -> Reports | None:
+    async def run(self, spec: JobSpec, first: bool = False) -> Reports | None:
+        """The job's reports (None: replaced by a newer job of its key). `first`: the worker
+        starts it before the queued jobs without (a document the editor shows)."""
         cache_key = spec.cache_key()
         if cache_key in self._cache:
             self._cache.move_to_end(cache_key)
@@ -223,7 +225,7 @@ class ShapeEngine:
         if not await self.wait_ready():
             return self._stopped(spec, self.startup_error or "the shape worker did not start")
         job_id = next(self._ids)
-        message = {"type": "job", "id": job_id, "key": spec.key, "spec": spec.to_dict()}
+        message = {"type": "job", "id": job_id, "key": spec.key, "spec": spec.to_dict(), "first": first}
         future = asyncio.get_running_loop().create_future()
         self._supersede(spec.key)
         pending = self._pending[job_id] = _Pending(spec.key, message, future, asyncio.Event(),
@@ -259,6 +261,11 @@ class ShapeEngine:
     def running(self) -> list[str]:
         """Keys of the jobs running in the worker now (started, not answered)."""
         return [p.key for p in self._pending.values() if p.started.is_set() and not p.future.done()]
+
+    @property
+    def queued(self) -> list[str]:
+        """Keys of the jobs sent to the worker that wait for their turn (not started), in the order sent."""
+        return [p.key for p in self._pending.values() if not p.started.is_set() and not p.future.done()]
 
     async def wait_started(self, key: str, timeout: float = 120.0) -> bool:
         """Wait until the newest job sent for `key` runs in the worker (tests, benchmarks)."""

@@ -65,6 +65,7 @@ class RunRequest:
     open_documents: Mapping[str, str] = field(default_factory=dict)  # path -> editor text
     observers: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
+    on_screen: bool = False  # the editor shows the document: its jobs go ahead of others' (server/on_screen.py)
 
 
 def _on_its_own(run: RunSpec) -> RunSpec:
@@ -571,7 +572,7 @@ class ShapeSession:
         spec = await self.spec_for(request)
         if isinstance(spec, str):
             return {request.path: ShapeReport(path=request.path, stopped=spec)}
-        reports = await self.engine.run(spec)
+        reports = await self.engine.run(spec, first=request.on_screen)
         if reports is None:
             return None
         reports.setdefault(request.path, ShapeReport(path=request.path))
@@ -654,7 +655,7 @@ class ShapeSession:
         spec = await self.spec_for(request)
         if isinstance(spec, str):
             return None, None
-        reports = await self.engine.run(spec)
+        reports = await self.engine.run(spec, first=request.on_screen)
         if reports is None:
             return None, None
         reports.setdefault(request.path, ShapeReport(path=request.path))

@@ -17,7 +17,8 @@ stdin/stdout: frames of a 4-byte big-endian length and a JSON object (see `proto
   slots of their own, run niced and are timed on CPU time: they never make a driver job wait,
   and start only while no other document's driver job waits (`scheduling.background_may_start`).
 - Queued jobs start in the order their documents were queued (a newer version takes the
-  older one's place). While drivers run, the server is told which queued driver starts next
+  older one's place), the jobs of documents on screen (marked `first` by the server:
+  server/on_screen.py) before the others. While drivers run, the server is told which queued driver starts next
   (`next`), so that it can replace that job with its document's newest text first.
 - A newer version of a document does not kill a job that is about to finish (see
   `scheduling.keeps_running`): it waits, and the server shows that job's results moved
@@ -88,6 +89,7 @@ class Job:
     key: str
     spec: JobSpec
     raw: dict  # the spec as received: forwarded to the child without re-encoding twice
+    first: bool = False  # its document is on screen: it starts before queued jobs without (_in_turn)
 
 
 @dataclass
@@ -253,7 +255,7 @@ class Worker:
             return
         try:
             raw = self.texts.resolve(message["spec"])
-            job = Job(int(message["id"]), key, JobSpec.from_dict(raw), raw)
+            job = Job(int(message["id"]), key, JobSpec.from_dict(raw), raw, bool(message.get("first")))
         except (KeyError, TypeError, ValueError) as error:
             self.queue.pop(key, None)
             self.send({"type": "result", "id": message.get("id"), "reports_json": reports_to_json(
@@ -273,7 +275,7 @@ class Worker:
         so a slot that opens when a running job overruns its usual time is filled then."""
         # Driver jobs queued that are not waiting for their own document's running job.
         waiting_drivers = sum(1 for key, job in self.queue.items() if not job.spec.background and key not in self.running)
-        for key in list(self.queue):
+        for key in self._in_turn():
             if key in self.running:
                 continue
             background = self.queue[key].spec.background
@@ -287,6 +289,11 @@ class Worker:
                 waiting_drivers -= not background
         self._announce_next()
 
+    def _in_turn(self) -> list[str]:
+        """The queued keys in the order they may start: those of documents on screen first
+        (server/on_screen.py), each group in the order its documents were queued."""
+        return sorted(self.queue, key=lambda key: not self.queue[key].first)
+
     def _announce_next(self) -> None:
         """Tell the server which queued driver job starts next, while drivers run. Its document
         may have been edited since that job's version, the edits still waiting out their
@@ -297,7 +304,8 @@ class Worker:
             self.announced = None  # it started or was cancelled: its next version is announced again
         if not any(not running.job.spec.background for running in self.running.values()):
             return
-        upcoming = next((key for key, job in self.queue.items() if not job.spec.background and key not in self.running), None)
+        upcoming = next((key for key in self._in_turn()
+                         if not self.queue[key].spec.background and key not in self.running), None)
         if upcoming is not None and upcoming != self.announced:
             self.announced = upcoming
             self.send({"type": "next", "key": upcoming})
