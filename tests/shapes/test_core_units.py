@@ -120,6 +120,42 @@ def test_the_jobs_of_documents_on_screen_start_first_and_are_announced_first(mon
     assert order == ["b", "a", "d"]
 
 
+def test_a_job_not_on_screen_overtaken_too_often_goes_first_too(monkeypatch):
+    """Documents on screen typed into without a pause must not take every turn: a job that
+    MOST_OVERTAKEN jobs queued after it overtook goes first too, its document's newer versions
+    keeping the count."""
+    from types import SimpleNamespace
+
+    from torch_lsp.analysis.plan import build_plan
+    from torch_lsp.shapes import scheduling
+    from torch_lsp.shapes import worker as worker_module
+    from torch_lsp.shapes.spec import JobSpec
+
+    assert scheduling.goes_first(True, 0) and not scheduling.goes_first(False, scheduling.MOST_OVERTAKEN - 1)
+    assert scheduling.goes_first(False, scheduling.MOST_OVERTAKEN)
+    worker = worker_module.Worker(out_fd=-1, parallel=2, cores=1)
+    monkeypatch.setattr(worker, "send", lambda message: None)
+
+    def start(job):
+        worker.running[job.key] = SimpleNamespace(job=job, started=worker_module.time.monotonic())
+
+    monkeypatch.setattr(worker, "_start", start)
+
+    def accept(key: str, first: bool = False) -> None:
+        spec = JobSpec(key=key, main=build_plan("", f"/w/{key}.py")).to_dict()
+        worker._accept({"type": "job", "id": 0, "key": key, "first": first, "spec": spec})
+
+    accept("behind")
+    started = []
+    for turn in range(scheduling.MOST_OVERTAKEN + 1):
+        accept("shown", first=True)  # typed into, on screen: a newer version every turn
+        accept("behind")  # and so is the other document, which keeps its place and its count
+        worker._start_queued()
+        started += list(worker.running)
+        worker.running.clear()
+    assert started == ["shown"] * scheduling.MOST_OVERTAKEN + ["behind"]
+
+
 def test_the_worker_announces_the_driver_job_that_starts_next(monkeypatch):
     """While a driver runs, the server is told which queued driver starts next (once per turn),
     so that it can replace that job with its document's newest text first."""

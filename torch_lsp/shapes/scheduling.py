@@ -51,6 +51,20 @@ def opens_slot(running: list[tuple[float, float | None]], slots: int, cores: int
     return not any(keeps_running(elapsed, expected) for elapsed, expected in running)
 
 
+# A queued job of a document not on screen goes first too once this many jobs queued after it
+# have started before it: the documents on screen, typed into without a pause, would otherwise
+# take every turn. (Counted in turns, not seconds: the order does not depend on the machine's load.)
+MOST_OVERTAKEN = 4
+
+
+def goes_first(on_screen: bool, overtaken: int) -> bool:
+    """Does a queued job start ahead of the others (which keep the order they were queued in)?
+    Those of documents the editor shows (server/on_screen.py): while many documents' jobs wait
+    (a module many open files import was edited, many files changed at once), the shapes the
+    user looks at come first. And any that MOST_OVERTAKEN jobs queued after it overtook."""
+    return on_screen or overtaken >= MOST_OVERTAKEN
+
+
 # A document edited again within this long of its previous edit is being typed into: its jobs
 # leave the cost observers out (server/shapes.py).
 TYPING_GAP_S = 1.0

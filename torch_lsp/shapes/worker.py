@@ -90,6 +90,7 @@ class Job:
     spec: JobSpec
     raw: dict  # the spec as received: forwarded to the child without re-encoding twice
     first: bool = False  # its document is on screen: it starts before queued jobs without (_in_turn)
+    overtaken: int = 0  # jobs queued after its document's that started before it (_in_turn)
 
 
 @dataclass
@@ -268,6 +269,7 @@ class Worker:
                 self._kill_running(key, reason="cancelled")
         # A newer version takes the queued one's place: the document has waited since then. (At
         # the end of the queue, a document typed into faster than jobs run never got to the front.)
+        job.overtaken = replaced.overtaken if replaced is not None else 0
         self.queue[key] = job
 
     def _start_queued(self) -> None:
@@ -285,14 +287,24 @@ class Worker:
             running = [(now - r.started, self.durations.expected(k))
                        for k, r in self.running.items() if r.job.spec.background == background]
             if scheduling.opens_slot(running, self.parallel, self.cores):
+                self._overtake(key)
                 self._start(self.queue.pop(key))
                 waiting_drivers -= not background
         self._announce_next()
 
     def _in_turn(self) -> list[str]:
         """The queued keys in the order they may start: those of documents on screen first
-        (server/on_screen.py), each group in the order its documents were queued."""
-        return sorted(self.queue, key=lambda key: not self.queue[key].first)
+        (server/on_screen.py), and those they overtook too often (`scheduling.goes_first`),
+        each group in the order its documents were queued."""
+        return sorted(self.queue, key=lambda key: not scheduling.goes_first(self.queue[key].first, self.queue[key].overtaken))
+
+    def _overtake(self, key: str) -> None:
+        """`key`'s job starts: each driver queued before it that could have started is overtaken."""
+        for other, job in self.queue.items():
+            if other == key:
+                return
+            if not job.spec.background and other not in self.running:
+                job.overtaken += 1
 
     def _announce_next(self) -> None:
         """Tell the server which queued driver job starts next, while drivers run. Its document
