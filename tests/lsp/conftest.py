@@ -30,6 +30,21 @@ async def client(lsp_client: LanguageClient):
     await lsp_client.shutdown_session()
 
 
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
+async def project_client(lsp_client: LanguageClient, tmp_path):
+    """A VS Code-like client on an empty project folder (`client.root`, to write files into),
+    shape analysis on with a 60 s job timeout (jobs that wait for a file the test writes)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    handle_code_lens_refresh(lsp_client)
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"), root_uri=root.as_uri(),
+        initialization_options={"execution": {"timeout": 60}}))
+    lsp_client.root = root
+    yield lsp_client
+    await lsp_client.shutdown_session()
+
+
 def handle_code_lens_refresh(client: LanguageClient) -> None:
     """VS Code's capabilities say it refreshes code lenses on request (the server asks when a
     shape report or a run changes them); pytest-lsp's client has no handler of its own."""

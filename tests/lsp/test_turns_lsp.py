@@ -11,27 +11,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import LanguageClient
 
-from tests.lsp.conftest import SERVER, handle_code_lens_refresh, open_text, replace_text, wait_for
+from tests.lsp.conftest import open_text, replace_text, wait_for
 from tests.shapes.helpers import cpu_run, shape_of
 
 pytestmark = pytest.mark.slow  # server and shape worker processes
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
-async def client(lsp_client: LanguageClient, tmp_path):
-    root = tmp_path / "project"
-    root.mkdir()
-    handle_code_lens_refresh(lsp_client)
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"), root_uri=root.as_uri(),
-        initialization_options={"execution": {"timeout": 60}}))
-    lsp_client.root = root
-    yield lsp_client
-    await lsp_client.shutdown_session()
+@pytest.fixture
+def client(project_client: LanguageClient) -> LanguageClient:
+    return project_client
 
 
 async def command(client: LanguageClient, name: str, *arguments):

@@ -83,14 +83,15 @@ def test_the_worker_starts_a_second_job_only_once_the_first_overran(monkeypatch)
     assert started == ["a", "b", "a#probes", "b#batch"]  # `a`'s newer version waits for its own job only
 
 
-def test_the_jobs_of_documents_on_screen_start_first_and_are_announced_first(monkeypatch):
-    """A job marked `first` (its document is on screen: server/on_screen.py) starts before the
-    queued drivers without the mark, whatever their order; each group keeps its own order."""
+def _worker_without_forks(monkeypatch):
+    """A worker whose jobs start without a fork (what its loop decides is under test): the
+    worker, the messages it sends, and `queue(key, first=False, background=False)`, which puts
+    a job in its queue."""
     from types import SimpleNamespace
 
     from torch_lsp.shapes import worker as worker_module
 
-    worker = worker_module.Worker(out_fd=-1, parallel=2, cores=1)
+    worker = worker_module.Worker(out_fd=-1, parallel=2, cores=1)  # a two-core machine
     said: list[dict] = []
     monkeypatch.setattr(worker, "send", said.append)
 
@@ -101,6 +102,14 @@ def test_the_jobs_of_documents_on_screen_start_first_and_are_announced_first(mon
 
     def queue(key: str, first: bool = False, background: bool = False) -> None:
         worker.queue[key] = worker_module.Job(0, key, SimpleNamespace(background=background), {}, first)
+
+    return worker, said, queue
+
+
+def test_the_jobs_of_documents_on_screen_start_first_and_are_announced_first(monkeypatch):
+    """A job marked `first` (its document is on screen: server/on_screen.py) starts before the
+    queued drivers without the mark, whatever their order; each group keeps its own order."""
+    worker, said, queue = _worker_without_forks(monkeypatch)
 
     queue("a"), queue("b"), queue("c", first=True), queue("d"), queue("e", first=True)
     worker._start_queued()
@@ -124,22 +133,13 @@ def test_a_job_not_on_screen_overtaken_too_often_goes_first_too(monkeypatch):
     """Documents on screen typed into without a pause must not take every turn: a job that
     MOST_OVERTAKEN jobs queued after it overtook goes first too, its document's newer versions
     keeping the count."""
-    from types import SimpleNamespace
-
     from torch_lsp.analysis.plan import build_plan
     from torch_lsp.shapes import scheduling
-    from torch_lsp.shapes import worker as worker_module
     from torch_lsp.shapes.spec import JobSpec
 
     assert scheduling.goes_first(True, 0) and not scheduling.goes_first(False, scheduling.MOST_OVERTAKEN - 1)
     assert scheduling.goes_first(False, scheduling.MOST_OVERTAKEN)
-    worker = worker_module.Worker(out_fd=-1, parallel=2, cores=1)
-    monkeypatch.setattr(worker, "send", lambda message: None)
-
-    def start(job):
-        worker.running[job.key] = SimpleNamespace(job=job, started=worker_module.time.monotonic())
-
-    monkeypatch.setattr(worker, "_start", start)
+    worker, _, _ = _worker_without_forks(monkeypatch)
 
     def accept(key: str, first: bool = False) -> None:
         spec = JobSpec(key=key, main=build_plan("", f"/w/{key}.py")).to_dict()
@@ -147,7 +147,7 @@ def test_a_job_not_on_screen_overtaken_too_often_goes_first_too(monkeypatch):
 
     accept("behind")
     started = []
-    for turn in range(scheduling.MOST_OVERTAKEN + 1):
+    for _ in range(scheduling.MOST_OVERTAKEN + 1):
         accept("shown", first=True)  # typed into, on screen: a newer version every turn
         accept("behind")  # and so is the other document, which keeps its place and its count
         worker._start_queued()
@@ -159,21 +159,7 @@ def test_a_job_not_on_screen_overtaken_too_often_goes_first_too(monkeypatch):
 def test_the_worker_announces_the_driver_job_that_starts_next(monkeypatch):
     """While a driver runs, the server is told which queued driver starts next (once per turn),
     so that it can replace that job with its document's newest text first."""
-    from types import SimpleNamespace
-
-    from torch_lsp.shapes import worker as worker_module
-
-    worker = worker_module.Worker(out_fd=-1, parallel=2, cores=1)
-    said: list[dict] = []
-    monkeypatch.setattr(worker, "send", said.append)
-
-    def start(job):
-        worker.running[job.key] = SimpleNamespace(job=job, started=worker_module.time.monotonic())
-
-    monkeypatch.setattr(worker, "_start", start)
-
-    def queue(key: str, background: bool = False) -> None:
-        worker.queue[key] = worker_module.Job(0, key, SimpleNamespace(background=background), {})
+    worker, said, queue = _worker_without_forks(monkeypatch)
 
     queue("a#batch", background=True)
     worker._start_queued()
