@@ -82,7 +82,7 @@ class StoppingDriverEngine:
         self.interpreter = interpreter
         self.cache: dict = {}
 
-    async def run(self, spec):
+    async def run(self, spec, first: bool = False):
         key = (spec.main.filename, spec.main.source, tuple(p.class_name for p in spec.probes))
         if key not in self.cache:
             stopped = "line 1: FileNotFoundError" if spec.main.filename.endswith("train.py") else None
