@@ -14,6 +14,8 @@ from pytest_lsp.client import default_feature
 from tests.conftest import ROOT
 
 SERVER = [sys.executable, "-m", "torch_lsp", "serve"]
+NOTEBOOK_CAPABILITIES = types.NotebookDocumentClientCapabilities(
+    synchronization=types.NotebookDocumentSyncClientCapabilities(execution_summary_support=True))
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
@@ -37,8 +39,10 @@ async def project_client(lsp_client: LanguageClient, tmp_path):
     root = tmp_path / "project"
     root.mkdir()
     handle_code_lens_refresh(lsp_client)
+    capabilities = client_capabilities("visual-studio-code")
+    capabilities.notebook_document = NOTEBOOK_CAPABILITIES
     await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"), root_uri=root.as_uri(),
+        capabilities=capabilities, root_uri=root.as_uri(),
         initialization_options={"execution": {"timeout": 60}}))
     lsp_client.root = root
     yield lsp_client

@@ -17,9 +17,6 @@ from pytest_lsp import LanguageClient
 
 from tests.lsp.conftest import apply_text_edits
 
-NOTEBOOK_CAPABILITIES = types.NotebookDocumentClientCapabilities(
-    synchronization=types.NotebookDocumentSyncClientCapabilities(execution_summary_support=True))
-
 _cell_ids = itertools.count()
 
 

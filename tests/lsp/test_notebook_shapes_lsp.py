@@ -14,8 +14,8 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import ROOT
-from tests.lsp.conftest import SERVER, handle_code_lens_refresh, open_text
-from tests.lsp.notebook_client import NOTEBOOK_CAPABILITIES, NotebookSession, record_diagnostics
+from tests.lsp.conftest import NOTEBOOK_CAPABILITIES, SERVER, handle_code_lens_refresh, open_text
+from tests.lsp.notebook_client import NotebookSession, record_diagnostics
 from tests.notebooks import DATA, IMPORTS, MODEL, SETUP, TRAINING, TRAINING_WITH_MAGICS, as_python_file
 from tests.shapes.helpers import cpu_run, shape_of
 

@@ -13,8 +13,8 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from tests.conftest import ROOT
-from tests.lsp.conftest import SERVER, handle_code_lens_refresh, open_text
-from tests.lsp.notebook_client import NOTEBOOK_CAPABILITIES, NotebookSession, file_diagnostics, record_diagnostics
+from tests.lsp.conftest import NOTEBOOK_CAPABILITIES, SERVER, handle_code_lens_refresh, open_text
+from tests.lsp.notebook_client import NotebookSession, file_diagnostics, record_diagnostics
 from tests.notebooks import (DATA, IMPORTS, LOOP, MODEL, SETUP, TRAINING, TRAINING_WITH_MAGICS, WITHOUT_LOOP,
                              as_python_file, run_cells)
 

@@ -111,11 +111,14 @@ class NotebookShapeService:
         session = self.ls.shapes.session
         if session is None:
             return
-        request = RunRequest(path=state.path, text=program.source, key=state.uri, observers=self.ls.shapes.observers())
+        # On screen when the editor asked for what it shows of any cell (server/on_screen.py).
+        on_screen = any(map(self.ls.on_screen.shows, (state.uri, *cell_uris)))
+        request = RunRequest(path=state.path, text=program.source, key=state.uri, observers=self.ls.shapes.observers(),
+                             on_screen=on_screen)
         spec = await session.spec_for(request)
         if isinstance(spec, str):
             return
-        reports = await session.engine.run(spec)
+        reports = await session.engine.run(spec, first=request.on_screen)
         if reports is None or not self._show(state, version, program, cell_uris, reports.get(state.path)):
             return
         # Then, as for a file (and `torch-lsp shapes notebook.ipynb`): synthesized calls of the
