@@ -49,6 +49,11 @@ async def project_client(lsp_client: LanguageClient, tmp_path):
     await lsp_client.shutdown_session()
 
 
+async def command(client: LanguageClient, name: str, *arguments):
+    """`workspace/executeCommand` of `name` with `arguments`: its result."""
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(command=name, arguments=list(arguments)))
+
+
 def handle_code_lens_refresh(client: LanguageClient) -> None:
     """VS Code's capabilities say it refreshes code lenses on request (the server asks when a
     shape report or a run changes them); pytest-lsp's client has no handler of its own."""

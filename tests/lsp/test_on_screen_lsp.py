@@ -15,20 +15,11 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from tests.lsp.conftest import open_text, wait_for
+from tests.lsp.conftest import command, open_text, wait_for
 from tests.lsp.notebook_client import NotebookSession, record_diagnostics
 from tests.shapes.helpers import cpu_run, shape_of
 
 pytestmark = pytest.mark.slow  # server and shape worker processes
-
-
-@pytest.fixture
-def client(project_client: LanguageClient) -> LanguageClient:
-    return project_client
-
-
-async def command(client: LanguageClient, name: str, *arguments):
-    return await client.workspace_execute_command_async(types.ExecuteCommandParams(command=name, arguments=list(arguments)))
 
 
 def held(flag: Path, rows: int) -> str:
@@ -84,7 +75,8 @@ async def wait_shapes(client: LanguageClient, uri: str) -> list[tuple]:
     return await wait_for(shapes, f"{uri}'s shapes")
 
 
-async def test_the_document_on_screen_gets_its_job_before_those_queued_ahead_of_it(client):
+async def test_the_document_on_screen_gets_its_job_before_those_queued_ahead_of_it(project_client):
+    client = project_client
     root = client.root
     flag = await hold_the_worker(client)
     documents = {name: root / f"{name}.py" for name in ("a", "b", "c")}
@@ -102,7 +94,8 @@ async def test_the_document_on_screen_gets_its_job_before_those_queued_ahead_of_
         assert await wait_shapes(client, path.as_uri()) == [expected]
 
 
-async def test_a_notebook_whose_cell_is_on_screen_gets_its_job_first(client):
+async def test_a_notebook_whose_cell_is_on_screen_gets_its_job_first(project_client):
+    client = project_client
     root = client.root
     record_diagnostics(client)
     flag = await hold_the_worker(client)

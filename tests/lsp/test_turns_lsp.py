@@ -11,29 +11,19 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from lsprotocol import types
-from pytest_lsp import LanguageClient
 
-from tests.lsp.conftest import open_text, replace_text, wait_for
+from tests.lsp.conftest import command, open_text, replace_text, wait_for
 from tests.shapes.helpers import cpu_run, shape_of
 
 pytestmark = pytest.mark.slow  # server and shape worker processes
-
-
-@pytest.fixture
-def client(project_client: LanguageClient) -> LanguageClient:
-    return project_client
-
-
-async def command(client: LanguageClient, name: str, *arguments):
-    return await client.workspace_execute_command_async(types.ExecuteCommandParams(command=name, arguments=list(arguments)))
 
 
 def source(rows: int) -> str:
     return f"import torch\nx = torch.ones({rows}, 3)\n"
 
 
-async def test_versions_typed_while_jobs_wait_their_turn_each_end_with_their_shapes(client):
+async def test_versions_typed_while_jobs_wait_their_turn_each_end_with_their_shapes(project_client):
+    client = project_client
     root = client.root
     flag = root / "go"
     slow = root / "slow.py"  # its job runs until the typing below is done
