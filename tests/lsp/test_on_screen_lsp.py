@@ -17,15 +17,14 @@ from pytest_lsp import LanguageClient
 
 from tests.lsp.conftest import command, open_text, wait_for
 from tests.lsp.notebook_client import NotebookSession, record_diagnostics
-from tests.shapes.helpers import cpu_run, shape_of
+from tests.shapes.helpers import cpu_run, held_until, shape_of
 
 pytestmark = pytest.mark.slow  # server and shape worker processes
 
 
 def held(flag: Path, rows: int) -> str:
     """A script whose job runs until `flag` exists."""
-    return (f"import os, time, torch\nwhile not os.path.exists({str(flag)!r}):\n    time.sleep(0.01)\n"
-            f"x = torch.ones({rows}, 3)\n")
+    return held_until(flag, f"x = torch.ones({rows}, 3)\n")
 
 
 async def hold_the_worker(client: LanguageClient) -> Path:

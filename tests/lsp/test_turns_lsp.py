@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from tests.lsp.conftest import command, open_text, replace_text, wait_for
-from tests.shapes.helpers import cpu_run, shape_of
+from tests.shapes.helpers import cpu_run, held_until, shape_of
 
 pytestmark = pytest.mark.slow  # server and shape worker processes
 
@@ -27,8 +27,7 @@ async def test_versions_typed_while_jobs_wait_their_turn_each_end_with_their_sha
     root = client.root
     flag = root / "go"
     slow = root / "slow.py"  # its job runs until the typing below is done
-    slow.write_text(f"import os, time, torch\nwhile not os.path.exists({str(flag)!r}):\n    time.sleep(0.01)\n"
-                    "z = torch.ones(2)\n")
+    slow.write_text(held_until(flag, "z = torch.ones(2)\n"))
     open_text(client, slow.as_uri(), slow.read_text())
 
     async def slow_started():

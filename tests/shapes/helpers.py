@@ -12,6 +12,12 @@ def cpu_run(source: str) -> dict:
     return namespace
 
 
+def held_until(flag, then: str) -> str:
+    """A script that waits until the file `flag` exists, then runs `then`: its shape job runs
+    for as long as the test wants (tests then read what runs without a race)."""
+    return f"import os, time, torch\nwhile not os.path.exists({str(flag)!r}):\n    time.sleep(0.01)\n{then}"
+
+
 def shape_of(value):
     import torch
 

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import pytest_asyncio
 
-from tests.shapes.helpers import cpu_run, shape_of, variable
+from tests.shapes.helpers import cpu_run, held_until, shape_of, variable
 from torch_lsp.analysis.plan import build_plan
 from torch_lsp.shapes.engine import JobSettings, ShapeEngine
 from torch_lsp.shapes.report import Note
@@ -417,8 +417,7 @@ async def test_the_engine_hears_which_queued_driver_job_starts_next(engine, tmp_
     flag = tmp_path / "go"
     try:
         # The first job runs until the test has heard the announcement.
-        slow = plan_for(tmp_path, f"import os, time\nwhile not os.path.exists({str(flag)!r}):\n    time.sleep(0.01)\nx = 1\n",
-                        "slow_first.py")
+        slow = plan_for(tmp_path, held_until(flag, "x = 1\n"), "slow_first.py")
         first = asyncio.ensure_future(engine.run(JobSpec(key="first", main=slow, cwd=str(tmp_path), timeout=60)))
         assert await engine.wait_started("first")
         others = [asyncio.ensure_future(engine.run(JobSpec(key=f"next{n}", main=plan_for(tmp_path, f"y = {n}\n", f"next{n}.py"),

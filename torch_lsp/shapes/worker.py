@@ -18,8 +18,9 @@ stdin/stdout: frames of a 4-byte big-endian length and a JSON object (see `proto
   and start only while no other document's driver job waits (`scheduling.background_may_start`).
 - Queued jobs start in the order their documents were queued (a newer version takes the
   older one's place), the jobs of documents on screen (marked `first` by the server:
-  server/on_screen.py) before the others. While drivers run, the server is told which queued driver starts next
-  (`next`), so that it can replace that job with its document's newest text first.
+  server/on_screen.py) before the others, and any job four of them overtook with them
+  (`scheduling.goes_first`). While drivers run, the server is told which queued driver starts
+  next (`next`), so that it can replace that job with its document's newest text first.
 - A newer version of a document does not kill a job that is about to finish (see
   `scheduling.keeps_running`): it waits, and the server shows that job's results moved
   through the edits made since. A job that has run longer than expected is killed.
